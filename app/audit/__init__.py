@@ -1,0 +1,1 @@
+"""Audit service: the append-only, hash-chained audit log."""

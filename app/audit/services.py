@@ -1,0 +1,191 @@
+"""The audit service: the only writer of `audit_log` and `audit_chain_head` (DESIGN.md section 4).
+
+Events are queued on the SQLAlchemy session by `queue_event` and written just before that
+session commits, so an audit row and the change it describes commit together or not at all.
+Each row carries `hash = HMAC-SHA256(AUDIT_HMAC_KEY, previous hash || canonical JSON of the row)`.
+Appends are serialized on the single `audit_chain_head` row (FOR UPDATE on PostgreSQL; on
+SQLite the write transaction already holds the database's one write lock), and that lock is
+taken at commit time, as late as possible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from ..models import AuditChainHead, AuditLog, utcnow
+
+GENESIS_HASH = "0" * 64
+PENDING_KEY = "pending_audit_events"
+ACTIONS = (
+    "REGISTER_SUCCESS", "LOGIN_SUCCESS", "LOGIN_FAILURE", "LOGIN_THROTTLED", "LOGOUT",
+    "PASSWORD_CHANGED", "PROFILE_UPDATED", "ACCOUNT_CREATED", "ACCOUNT_FROZEN", "ACCOUNT_UNFROZEN",
+    "TRANSFER_CREATED", "TRANSFER_FAILED", "SUSPICIOUS_TRANSFER", "USER_UPDATED", "ROLE_CHANGED",
+    "TICKET_CREATED", "TICKET_UPDATED", "ACCESS_DENIED", "AUDIT_VIEWED", "MFA_ENROLLED",
+    "MFA_SUCCESS", "MFA_FAILURE", "MFA_DISABLED",
+)
+# Substrings of detail keys that would mean a secret is being logged (OWASP ASVS 7.1.1, 7.1.2).
+FORBIDDEN_DETAIL_KEYS = ("password", "hash", "csrf", "session", "secret", "idempotency")
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """An audit event waiting for its transaction to commit."""
+
+    action: str
+    details: str
+    user_id: int | None
+    ip_address: str | None
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """Result of `verify_chain`: `ok`, rows checked, and the first broken row id (None if ok)."""
+
+    ok: bool
+    rows_checked: int
+    first_broken_id: int | None
+    reason: str
+
+
+def _check_details(details: dict[str, Any]) -> None:
+    for key in details:
+        lowered = str(key).lower()
+        if any(word in lowered for word in FORBIDDEN_DETAIL_KEYS):
+            raise ValueError(f"audit details must not carry secrets (key {key!r})")
+
+
+def queue_event(
+    session: Session,
+    action: str,
+    details: dict[str, Any] | None,
+    user_id: int | None,
+    ip_address: str | None,
+) -> None:
+    """Queue one audit event on `session`; it is written when that session next commits.
+
+    action: one of ACTIONS. details: a JSON-serialisable dict without secrets (keys naming
+    passwords, hashes, CSRF or session tokens raise ValueError). user_id: the acting user or
+    None. ip_address: the client IP as Werkzeug reports it. Raises ValueError on an unknown
+    action. Nothing is written if the transaction rolls back.
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")
+    details = details or {}
+    _check_details(details)
+    encoded = json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    session.info.setdefault(PENDING_KEY, []).append(PendingEvent(action, encoded, user_id, ip_address))
+
+
+def format_timestamp(moment: datetime) -> str:
+    """UTC ISO-8601 with microseconds and `Z`; naive datetimes (SQLite) are taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_row(row_id: int, user_id: int | None, action: str, details: str, ip_address: str | None,
+                  timestamp: datetime) -> str:
+    """The canonical JSON of an audit row, as hashed: sorted keys, no spaces, UTC `Z` time."""
+    return json.dumps(
+        {
+            "action": action,
+            "details": details,
+            "id": row_id,
+            "ip_address": ip_address,
+            "timestamp": format_timestamp(timestamp),
+            "user_id": user_id,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def chain_hash(key: bytes, previous_hash: str, canonical: str) -> str:
+    """HMAC-SHA256(key, previous_hash || canonical), as 64 lowercase hex characters."""
+    return hmac.new(key, (previous_hash + canonical).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _hmac_key() -> bytes:
+    return current_app.config["AUDIT_HMAC_KEY"].encode("utf-8")
+
+
+def _lock_head(session: Session) -> AuditChainHead:
+    stmt = (
+        select(AuditChainHead)
+        .where(AuditChainHead.id == 1)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return session.execute(stmt).scalar_one()
+
+
+def _write_pending(session: Session) -> None:
+    """Session hook: append the queued events to the chain inside the committing transaction."""
+    pending: list[PendingEvent] = session.info.pop(PENDING_KEY, [])
+    if not pending:
+        return
+    key = _hmac_key()
+    head = _lock_head(session)
+    for item in pending:
+        row_id = head.last_id + 1
+        moment = utcnow()
+        digest = chain_hash(
+            key, head.last_hash, canonical_row(row_id, item.user_id, item.action, item.details, item.ip_address, moment)
+        )
+        session.add(
+            AuditLog(
+                id=row_id, user_id=item.user_id, action=item.action, details=item.details,
+                ip_address=item.ip_address, timestamp=moment, hash=digest,
+            )
+        )
+        head.last_id, head.last_hash = row_id, digest
+
+
+def _discard_pending(session: Session, *_args: Any) -> None:
+    session.info.pop(PENDING_KEY, None)
+
+
+def install_session_hooks() -> None:
+    """Register the commit and rollback hooks on every SQLAlchemy session (idempotent)."""
+    if not event.contains(Session, "before_commit", _write_pending):
+        event.listen(Session, "before_commit", _write_pending)
+        event.listen(Session, "after_rollback", _discard_pending)
+
+
+def verify_chain(session: Session) -> ChainReport:
+    """Recompute every row's HMAC in id order and compare with the stored chain.
+
+    Returns a ChainReport whose `first_broken_id` is the first row that was edited, inserted out
+    of order, or follows a deleted row; when rows were removed from the end, it is the first
+    missing id. Reads in batches, so memory stays flat on a large log.
+    """
+    key = _hmac_key()
+    previous = GENESIS_HASH
+    expected_id = 1
+    checked = 0
+    rows = session.execute(select(AuditLog).order_by(AuditLog.id).execution_options(yield_per=1000)).scalars()
+    for row in rows:
+        if row.id != expected_id:
+            return ChainReport(False, checked, min(row.id, expected_id), f"row {expected_id} is missing")
+        digest = chain_hash(
+            key, previous, canonical_row(row.id, row.user_id, row.action, row.details, row.ip_address, row.timestamp)
+        )
+        if not hmac.compare_digest(digest, row.hash):
+            return ChainReport(False, checked, row.id, f"row {row.id} does not match its hash")
+        previous = row.hash
+        expected_id += 1
+        checked += 1
+    head = session.get(AuditChainHead, 1)
+    if head is None or head.last_id != checked or head.last_hash != previous:
+        return ChainReport(False, checked, expected_id, f"rows from {expected_id} on are missing")
+    return ChainReport(True, checked, None, f"{checked} rows checked; the chain holds")

@@ -1,0 +1,324 @@
+"""Identity service: users, passwords, sign-in throttling and session tokens.
+
+The only writer of the `user` and `login_attempt` tables (DESIGN.md section 1). Functions take
+plain values and the acting user, raise DomainError subclasses with messages safe to show, and
+own their transaction through `atomic()`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import unicodedata
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import lru_cache
+
+from argon2 import PasswordHasher, profiles
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from flask import current_app
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from zxcvbn import zxcvbn
+
+from ..errors import DomainError
+from ..extensions import atomic, db
+from ..models import LoginAttempt, User, new_session_token, utcnow
+from ..security import log_event, log_standalone_event
+
+PASSWORD_MIN_LENGTH = 12
+PASSWORD_MAX_LENGTH = 128
+PASSWORD_MIN_SCORE = 3
+GENERIC_LOGIN_ERROR = "Invalid email or password."
+
+
+class InvalidCredentialsError(DomainError):
+    """Unknown email, wrong password or deactivated user: one message for all (ASVS 2.2.1)."""
+
+    default_message = GENERIC_LOGIN_ERROR
+
+
+class LoginThrottledError(DomainError):
+    """Too many recent failures for this email or IP address."""
+
+    default_message = "Too many failed sign-in attempts. Please wait a few minutes and try again."
+
+
+class DuplicateEmailError(DomainError):
+    """Another user already has this email address."""
+
+    default_message = "An account with this email already exists."
+
+
+class PasswordPolicyError(DomainError):
+    """The proposed password breaks the policy; the message says which rule and why."""
+
+
+class WrongPasswordError(DomainError):
+    """The current password given to confirm a change is wrong."""
+
+    default_message = "The current password is not correct."
+
+
+def normalize_email(email: str | None) -> str:
+    """Trim and lower-case an email address; emails are unique case-insensitively (DESIGN §8)."""
+    return (email or "").strip().lower()
+
+
+def normalize_password(password: str | None) -> str:
+    """NFKC-normalize a password before counting, checking or hashing it (NIST SP 800-63B 5.1.1.2)."""
+    return unicodedata.normalize("NFKC", password or "")
+
+
+def password_problem(password: str | None, *, email: str = "", full_name: str = "") -> str | None:
+    """Return why `password` is refused, or None when it meets the policy.
+
+    Policy (NIST SP 800-63B 5.1.1.2, OWASP ASVS 2.1.1, 2.1.2, 2.1.7, 2.1.9): 12 to 128 characters
+    after NFKC normalization, no composition rules, no truncation, and a zxcvbn score of at
+    least 3 given the user's email, name and the bank's name as context (which also covers
+    lists of common and breached passwords).
+    """
+    normalized = normalize_password(password)
+    if len(normalized) < PASSWORD_MIN_LENGTH:
+        return f"Use at least {PASSWORD_MIN_LENGTH} characters; a few unrelated words make a good password."
+    if len(normalized) > PASSWORD_MAX_LENGTH:
+        return f"Use at most {PASSWORD_MAX_LENGTH} characters."
+    context = [part for part in (email, *(full_name or "").split(), current_app.config["BANK_NAME"], "bank") if part]
+    if email and "@" in email:
+        context.append(email.split("@", 1)[0])
+    result = zxcvbn(normalized, user_inputs=context, max_length=PASSWORD_MAX_LENGTH)
+    if result["score"] < PASSWORD_MIN_SCORE:
+        feedback = result.get("feedback") or {}
+        reason = feedback.get("warning") or "It would be easy to guess."
+        hints = " ".join(feedback.get("suggestions") or [])
+        return f"This password is too easy to guess. {reason} {hints}".strip()
+    return None
+
+
+@lru_cache(maxsize=4)
+def _hasher_for(profile_name: str) -> PasswordHasher:
+    return PasswordHasher.from_parameters(getattr(profiles, profile_name))
+
+
+def password_hasher() -> PasswordHasher:
+    """The Argon2id hasher for the configured profile (ARGON2_PROFILE; OWASP ASVS 2.4.1)."""
+    return _hasher_for(current_app.config["ARGON2_PROFILE"])
+
+
+@lru_cache(maxsize=4)
+def _dummy_hash(profile_name: str) -> str:
+    return _hasher_for(profile_name).hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str) -> str:
+    """Argon2id hash (PHC string) of the NFKC-normalized password."""
+    return password_hasher().hash(normalize_password(password))
+
+
+def verify_password(stored_hash: str, password: str) -> bool:
+    """True when `password` matches `stored_hash`; False on mismatch or a malformed hash."""
+    try:
+        return password_hasher().verify(stored_hash, normalize_password(password))
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def find_user_by_email(email: str) -> User | None:
+    """The user with this email (normalized), or None."""
+    return db.session.scalar(select(User).where(User.email == normalize_email(email)))
+
+
+def get_user(user_id: int) -> User | None:
+    """The user with this id, or None (callers turn None into 404)."""
+    return db.session.get(User, user_id)
+
+
+def load_user(session_id: str) -> User | None:
+    """Flask-Login user loader for ids of the form `"<user id>:<session token>"`.
+
+    Returns None (anonymous) when the id is malformed, the user is gone or deactivated, or the
+    token no longer matches: logout, password change, role change and deactivation rotate it,
+    so a copied cookie stops working (OWASP ASVS 3.3.1, 3.3.3).
+    """
+    user_part, _, token = (session_id or "").partition(":")
+    if not user_part.isascii() or not user_part.isdigit() or not token:
+        return None
+    user = db.session.get(User, int(user_part))
+    if user is None or not user.is_active:
+        return None
+    if not secrets.compare_digest(user.session_token.encode(), token.encode()):
+        return None
+    return user
+
+
+def register_customer(full_name: str, email: str, phone: str, password: str) -> User:
+    """Create a customer (role is always `customer`) and log REGISTER_SUCCESS; commits.
+
+    Raises DuplicateEmailError when the email is taken (also when a concurrent registration
+    wins the race), PasswordPolicyError when the password breaks the policy.
+    """
+    email = normalize_email(email)
+    problem = password_problem(password, email=email, full_name=full_name)
+    if problem:
+        raise PasswordPolicyError(problem)
+    try:
+        with atomic():
+            if find_user_by_email(email) is not None:
+                raise DuplicateEmailError()
+            user = User(
+                full_name=full_name.strip(), email=email, phone=phone.strip(),
+                password_hash=hash_password(password), role="customer",
+            )
+            db.session.add(user)
+            db.session.flush()
+            log_event("REGISTER_SUCCESS", {"email": email, "role": "customer"}, user_id=user.id)
+    except IntegrityError as exc:
+        raise DuplicateEmailError() from exc
+    return user
+
+
+def _recent_failures(column, value: str) -> int:
+    window = timedelta(seconds=current_app.config["LOGIN_THROTTLE_WINDOW_SECONDS"])
+    return db.session.scalar(
+        select(func.count(LoginAttempt.id)).where(column == value, LoginAttempt.attempted_at >= utcnow() - window)
+    ) or 0
+
+
+def is_throttled(email: str, ip_address: str) -> bool:
+    """True when `email` or `ip_address` has too many failures in the window (DESIGN.md section 5)."""
+    config = current_app.config
+    return (
+        _recent_failures(LoginAttempt.email, email) >= config["LOGIN_MAX_FAILURES_PER_EMAIL"]
+        or _recent_failures(LoginAttempt.ip_address, ip_address) >= config["LOGIN_MAX_FAILURES_PER_IP"]
+    )
+
+
+def _record_failure(email: str, ip_address: str, user: User | None, reason: str) -> None:
+    with atomic():
+        db.session.add(LoginAttempt(email=email, ip_address=ip_address))
+        log_event("LOGIN_FAILURE", {"email": email, "reason": reason}, user_id=user.id if user else None)
+
+
+def authenticate(email: str, password: str, ip_address: str) -> User:
+    """Check a sign-in and return the user; commits the audit row and throttle bookkeeping.
+
+    email: as typed (normalized here, at most 254 characters kept). ip_address: client IP.
+    Raises LoginThrottledError (logged LOGIN_THROTTLED, not counted) when 5 failures for the
+    email or 20 for the IP fall within 10 minutes, even for the right password;
+    InvalidCredentialsError for an unknown email, a wrong password or a deactivated user, with
+    the same work done in each case (a dummy Argon2 verification; OWASP ASVS 2.2.1, 2.5.4).
+    On success the email's failures are cleared, the hash upgraded if the parameters changed,
+    and LOGIN_SUCCESS logged.
+    """
+    email = normalize_email(email)[:254]
+    ip_address = ip_address or "unknown"
+    if is_throttled(email, ip_address):
+        user = find_user_by_email(email)
+        log_standalone_event("LOGIN_THROTTLED", {"email": email}, user_id=user.id if user else None)
+        raise LoginThrottledError()
+    user = find_user_by_email(email)
+    if user is None:
+        verify_password(_dummy_hash(current_app.config["ARGON2_PROFILE"]), password)
+        _record_failure(email, ip_address, None, "unknown_email")
+        raise InvalidCredentialsError()
+    if not verify_password(user.password_hash, password):
+        _record_failure(email, ip_address, user, "wrong_password")
+        raise InvalidCredentialsError()
+    if not user.is_active:
+        _record_failure(email, ip_address, user, "inactive")
+        raise InvalidCredentialsError()
+    with atomic():
+        db.session.execute(delete(LoginAttempt).where(LoginAttempt.email == email))
+        if password_hasher().check_needs_rehash(user.password_hash):
+            user.password_hash = hash_password(password)
+        log_event("LOGIN_SUCCESS", {"email": email}, user_id=user.id)
+    return user
+
+
+def change_password(user: User, current_password: str, new_password: str, ip_address: str) -> None:
+    """Replace `user`'s password and rotate their session token; logs PASSWORD_CHANGED; commits.
+
+    Every other session of the user ends; the caller re-issues the current one with the new
+    token (OWASP ASVS 2.1.5, 3.3.3). A wrong current password counts as a sign-in failure for
+    the throttle. Raises LoginThrottledError, WrongPasswordError or PasswordPolicyError.
+    """
+    if is_throttled(user.email, ip_address or "unknown"):
+        log_standalone_event("LOGIN_THROTTLED", {"email": user.email, "during": "change_password"})
+        raise LoginThrottledError()
+    if not verify_password(user.password_hash, current_password):
+        _record_failure(user.email, ip_address or "unknown", user, "wrong_current_password")
+        raise WrongPasswordError()
+    problem = password_problem(new_password, email=user.email, full_name=user.full_name)
+    if problem:
+        raise PasswordPolicyError(problem)
+    if verify_password(user.password_hash, new_password):
+        raise PasswordPolicyError("Choose a password different from the current one.")
+    with atomic():
+        user.password_hash = hash_password(new_password)
+        user.must_change_password = False
+        user.session_token = new_session_token()
+        log_event("PASSWORD_CHANGED", {"user_id": user.id}, user_id=user.id)
+
+
+def update_profile(user: User, full_name: str, phone: str) -> list[str]:
+    """Set `user`'s name and phone; returns the changed field names (logged PROFILE_UPDATED)."""
+    changes = {"full_name": full_name.strip(), "phone": phone.strip()}
+    changed = [name for name, value in changes.items() if getattr(user, name) != value]
+    if not changed:
+        return []
+    with atomic():
+        for name in changed:
+            setattr(user, name, changes[name])
+        log_event("PROFILE_UPDATED", {"user_id": user.id, "fields": changed}, user_id=user.id)
+    return changed
+
+
+def logout(user: User) -> None:
+    """End every session of `user` by rotating the session token; logs LOGOUT; commits."""
+    with atomic():
+        user.session_token = new_session_token()
+        log_event("LOGOUT", {"user_id": user.id}, user_id=user.id)
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """What `seed_admin` did: `created` is False when the admin existed; `password` is set only
+    when the command generated one that must be shown once."""
+
+    created: bool
+    email: str
+    generated_password: str | None
+
+
+def seed_admin(password_from_env: str | None) -> SeedResult:
+    """Create the default administrator if no user has its email (idempotent); commits.
+
+    Development uses the documented default password and forces a change at first sign-in.
+    Where ALLOW_DEFAULT_ADMIN_PASSWORD is off (production) the default is refused:
+    `password_from_env` (ADMIN_PASSWORD) must meet the policy, or a random one is generated and
+    returned for printing once. Raises PasswordPolicyError for a weak or default password.
+    """
+    config = current_app.config
+    email = config["DEFAULT_ADMIN_EMAIL"]
+    if find_user_by_email(email) is not None:
+        return SeedResult(False, email, None)
+    generated = None
+    if config["ALLOW_DEFAULT_ADMIN_PASSWORD"] and not password_from_env:
+        password = config["DEFAULT_ADMIN_PASSWORD"]
+    elif password_from_env:
+        if password_from_env == config["DEFAULT_ADMIN_PASSWORD"]:
+            raise PasswordPolicyError("The default administrator password is refused here; choose another.")
+        problem = password_problem(password_from_env, email=email, full_name="Administrator")
+        if problem:
+            raise PasswordPolicyError(problem)
+        password = password_from_env
+    else:
+        password = generated = secrets.token_urlsafe(18)
+    with atomic():
+        admin = User(
+            full_name="Administrator", email=email, phone="+0000000000",
+            password_hash=hash_password(password), role="admin", must_change_password=True,
+        )
+        db.session.add(admin)
+        db.session.flush()
+        log_event("REGISTER_SUCCESS", {"email": email, "role": "admin", "via": "seed-admin"}, user_id=admin.id)
+    return SeedResult(True, email, generated)

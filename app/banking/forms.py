@@ -1,0 +1,132 @@
+"""Banking forms: the shape of input. Ownership, status and balance are the service's rules."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import DateField, HiddenField, SelectField, StringField, SubmitField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, InputRequired, Length, Optional, Regexp, ValidationError
+
+from ..forms_common import AmountField, no_control_characters, strip_filter
+from ..models import ACCOUNT_TYPES, ENTRY_TYPES, Account, User
+from . import services
+
+
+def _coerce_id(value) -> int:
+    """Coerce a select value to an int id; WTForms turns the ValueError into 'Not a valid choice'."""
+    if isinstance(value, int):
+        return value
+    text = str(value)
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise ValueError("not an id")
+    return int(text)
+
+
+class OpenAccountForm(FlaskForm):
+    """type (checking/savings), opening_balance; admins also choose owner_user_id."""
+
+    type = SelectField("Account type", choices=[SelectChoice(t, t.capitalize()) for t in ACCOUNT_TYPES])
+    opening_balance = AmountField("Opening deposit", maximum_setting="MAX_OPENING_DEPOSIT", allow_zero=True,
+                                  default="0.00")
+    owner_user_id = SelectField("Owner", coerce=_coerce_id, validate_choice=True)
+    submit = SubmitField("Open account")
+
+    @classmethod
+    def for_user(cls, user: User) -> OpenAccountForm:
+        """The form for `user`: admins pick an active customer; for anyone else the owner field
+        is removed, so a posted owner_user_id is ignored (decided by role, spec section 10)."""
+        form = cls()
+        if user.role == "admin":
+            form.owner_user_id.choices = [
+                SelectChoice(customer.id, f"{customer.full_name} <{customer.email}>") for customer in services.list_active_customers()
+            ]
+        else:
+            del form.owner_user_id
+        return form
+
+
+class _TransferForm(FlaskForm):
+    source_account = SelectField("From account", coerce=_coerce_id, validate_choice=True)
+    amount = AmountField("Amount", maximum_setting="MAX_TRANSFER_AMOUNT")
+    description = StringField(
+        "Description", filters=[strip_filter],
+        validators=[Optional(), Length(max=140, message="Use at most 140 characters."), no_control_characters],
+    )
+    idempotency_key = HiddenField(
+        validators=[DataRequired("The form is incomplete; reload the page and try again."),
+                    Regexp(f"^{services.IDEMPOTENCY_KEY_PATTERN}$", message="The form is invalid; reload the page.")]
+    )
+    submit = SubmitField("Transfer")
+    reason_required = False
+
+    def validate_description(self, field) -> None:
+        if self.reason_required and not (field.data or "").strip():
+            raise ValidationError("As an administrator, give the reason for this transfer.")
+
+    def _setup(self, accounts: list[Account], reason_required: bool) -> None:
+        self.reason_required = reason_required
+        self.source_account.choices = [SelectChoice(a.id, services.account_label(a)) for a in accounts]
+        if not self.is_submitted():
+            self.idempotency_key.data = services.new_idempotency_key()
+
+
+class InternalTransferForm(_TransferForm):
+    """source_account, target_account (both the owner's), amount, description, idempotency_key."""
+
+    target_account = SelectField("To account", coerce=_coerce_id, validate_choice=True)
+
+    @classmethod
+    def for_owner(cls, accounts: list[Account], *, reason_required: bool = False) -> InternalTransferForm:
+        """Form listing `accounts` (the owner's, frozen ones included) in both selects."""
+        form = cls()
+        form._setup(accounts, reason_required)
+        form.target_account.choices = list(form.source_account.choices)
+        return form
+
+
+class ExternalTransferForm(_TransferForm):
+    """source_account (the owner's), target_account_number (12 digits), amount, description, key."""
+
+    target_account_number = StringField(
+        "To account number", filters=[strip_filter],
+        validators=[InputRequired("Enter the 12-digit account number."),
+                    Regexp(r"^[0-9]{12}$", message="An account number is exactly 12 digits.")],
+    )
+
+    @classmethod
+    def for_owner(cls, accounts: list[Account], *, reason_required: bool = False) -> ExternalTransferForm:
+        """Form listing `accounts` (the owner's, frozen ones included) as sources."""
+        form = cls()
+        form._setup(accounts, reason_required)
+        return form
+
+
+class TransactionFilterForm(FlaskForm):
+    """Query-string filters: date_from, date_to (YYYY-MM-DD, inclusive), type, min/max amount."""
+
+    class Meta:
+        csrf = False
+
+    date_from = DateField("From (UTC)", format="%Y-%m-%d", validators=[Optional()])
+    date_to = DateField("To (UTC)", format="%Y-%m-%d", validators=[Optional()])
+    type = SelectField("Type", choices=[SelectChoice("", "Any")] + [SelectChoice(t, t.capitalize()) for t in ENTRY_TYPES],
+                       validators=[Optional()])
+    min_amount = AmountField("Min amount", allow_zero=True, optional=True)
+    max_amount = AmountField("Max amount", allow_zero=True, optional=True)
+
+    def filters(self) -> services.TransactionFilters:
+        """The validated values as TransactionFilters (call after validate())."""
+        return services.TransactionFilters(
+            date_from=self.date_from.data, date_to=self.date_to.data, type=self.type.data or None,
+            min_amount=self.min_amount.data, max_amount=self.max_amount.data,
+        )
+
+
+class OwnerPickerForm(FlaskForm):
+    """GET form for an admin to choose whose accounts a transfer form lists (`owner_user_id`)."""
+
+    class Meta:
+        csrf = False
+
+    owner_user_id = SelectField("Customer", coerce=_coerce_id, validators=[InputRequired()])
+    submit = SubmitField("Choose")

@@ -1,0 +1,508 @@
+"""Core banking service: accounts, transfers and the ledger.
+
+The only writer of the `account` and `transaction` tables (DESIGN.md section 1). Every money
+movement is one database transaction that touches the two account rows in ascending id order
+with conditional updates that re-check status, ownership and balance at write time, writes a
+debit and a credit sharing one reference, queues its audit rows, and commits once
+(DESIGN.md section 3; OWASP ASVS 11.1.1-11.1.4). Values read before the updates are never trusted.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+
+from flask import current_app
+from sqlalchemy import BigInteger, Select, func, select, type_coerce, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from ..errors import (
+    AccountNotActiveError,
+    AccountNotFoundError,
+    BusyError,
+    DomainError,
+    DuplicateTransferError,
+    InsufficientFundsError,
+    LimitExceededError,
+    SameAccountError,
+    TargetUnavailableError,
+    ValidationRuleError,
+)
+from ..extensions import TryAgainError, atomic, db, retry_on_conflict
+from ..models import ACCOUNT_TYPES, ENTRY_TYPES, Account, Transaction, User
+from ..money import ZERO, format_amount, quantize
+from ..security import log_event, log_standalone_event
+
+PAGE_SIZE = 25
+RECENT_PER_ACCOUNT = 5
+ACCOUNT_NUMBER_DIGITS = 12
+IDEMPOTENCY_KEY_PATTERN = r"[A-Za-z0-9_-]{32,64}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Look-ups
+# ---------------------------------------------------------------------------------------------
+
+
+def new_idempotency_key() -> str:
+    """A fresh one-time key for a transfer form: 43 URL-safe characters (32 random bytes)."""
+    return secrets.token_urlsafe(32)
+
+
+def new_reference(prefix: str) -> str:
+    """A transfer or deposit reference such as `TX-9F2C4A7B1D3E5F60` (prefix + 16 hex digits)."""
+    return f"{prefix}-{secrets.token_hex(8).upper()}"
+
+
+def list_accounts(owner_id: int) -> list[Account]:
+    """All accounts of user `owner_id`, oldest first, frozen and closed ones included."""
+    return list(db.session.scalars(select(Account).where(Account.owner_id == owner_id).order_by(Account.id)))
+
+
+def list_active_customers() -> list[User]:
+    """Active users with the customer role, by name (for the admin's owner pickers)."""
+    return list(
+        db.session.scalars(
+            select(User).where(User.role == "customer", User.is_active.is_(True)).order_by(User.full_name, User.id)
+        )
+    )
+
+
+def find_customer(user_id: int | None) -> User | None:
+    """The active customer with id `user_id`, or None (admins act only on customers' accounts)."""
+    if user_id is None:
+        return None
+    user = db.session.get(User, user_id)
+    if user is None or user.role != "customer" or not user.is_active:
+        return None
+    return user
+
+
+def account_label(account: Account) -> str:
+    """Text of an account option: full number, type, balance and any non-active status."""
+    label = f"{account.account_number} · {account.type} · {format_amount(account.balance)}"
+    return label if account.status == "active" else f"{label} ({account.status})"
+
+
+def recent_transactions(accounts: list[Account], per_account: int = RECENT_PER_ACCOUNT) -> dict[int, list[Transaction]]:
+    """The last `per_account` ledger entries of each account, newest first, keyed by account id."""
+    recent: dict[int, list[Transaction]] = {}
+    for account in accounts:
+        stmt = (
+            select(Transaction)
+            .where(Transaction.account_id == account.id)
+            .options(selectinload(Transaction.sender_account), selectinload(Transaction.receiver_account))
+            .order_by(Transaction.id.desc())
+            .limit(per_account)
+        )
+        recent[account.id] = list(db.session.scalars(stmt))
+    return recent
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening accounts
+# ---------------------------------------------------------------------------------------------
+
+
+def _new_account_number() -> str:
+    """12 random digits from `secrets`, first digit non-zero, not yet used by any account."""
+    for _ in range(20):
+        number = str(secrets.randbelow(9 * 10 ** (ACCOUNT_NUMBER_DIGITS - 1)) + 10 ** (ACCOUNT_NUMBER_DIGITS - 1))
+        if db.session.scalar(select(Account.id).where(Account.account_number == number)) is None:
+            return number
+    raise BusyError()
+
+
+def open_account(actor: User, account_type: str, opening_deposit: Decimal, owner_user_id: int | None = None) -> Account:
+    """Open a checking or savings account with an opening deposit; commits once.
+
+    actor: the signed-in user. A customer always opens for themself (`owner_user_id` is
+    ignored); an admin must name an active customer in `owner_user_id` — decided by role, never
+    by whether the field was sent (spec section 10). opening_deposit: Decimal, two places,
+    0.00 to MAX_OPENING_DEPOSIT; above zero it is recorded as a ledger credit with no sender.
+    Logs ACCOUNT_CREATED. Raises AccountNotFoundError (no such customer), LimitExceededError
+    (MAX_ACCOUNTS_PER_CUSTOMER or MAX_OPENING_DEPOSIT), ValidationRuleError (bad type or role).
+    """
+    config = current_app.config
+    if account_type not in ACCOUNT_TYPES:
+        raise ValidationRuleError("Choose checking or savings.")
+    opening_deposit = quantize(opening_deposit)
+    if opening_deposit < ZERO or opening_deposit > config["MAX_OPENING_DEPOSIT"]:
+        raise LimitExceededError(f"The opening deposit must be between 0.00 and {format_amount(config['MAX_OPENING_DEPOSIT'])}.")
+    if actor.role == "customer":
+        owner_id = actor.id
+    elif actor.role == "admin":
+        owner = find_customer(owner_user_id)
+        if owner is None:
+            raise AccountNotFoundError("Choose an active customer to own the account.")
+        owner_id = owner.id
+    else:
+        raise ValidationRuleError("Only customers and administrators open accounts.")
+
+    def attempt() -> Account:
+        with atomic():
+            # Lock the owner row so two concurrent openings can't both pass the count (PostgreSQL).
+            db.session.execute(select(User.id).where(User.id == owner_id).with_for_update())
+            held = db.session.scalar(
+                select(func.count(Account.id)).where(Account.owner_id == owner_id, Account.status != "closed")
+            )
+            if held >= config["MAX_ACCOUNTS_PER_CUSTOMER"]:
+                raise LimitExceededError(
+                    f"A customer may hold at most {config['MAX_ACCOUNTS_PER_CUSTOMER']} accounts."
+                )
+            account = Account(
+                account_number=_new_account_number(), owner_id=owner_id, type=account_type,
+                balance=opening_deposit, status="active",
+            )
+            db.session.add(account)
+            db.session.flush()
+            if opening_deposit > ZERO:
+                db.session.add(
+                    Transaction(
+                        account_id=account.id, sender_account_id=None, receiver_account_id=account.id,
+                        amount=opening_deposit, type="credit", description="Opening deposit",
+                        reference=new_reference("DP"), initiated_by_user_id=actor.id,
+                    )
+                )
+            log_event(
+                "ACCOUNT_CREATED",
+                {"account_id": account.id, "account_number": account.account_number, "owner_id": owner_id,
+                 "type": account_type, "opening_deposit": str(opening_deposit)},
+                user_id=actor.id,
+            )
+            return account
+
+    try:
+        return retry_on_conflict(attempt)
+    except TryAgainError as exc:
+        raise BusyError() from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Transfers
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    """A transfer as the form gave it; `amount` is Decimal (two places), the rest plain values."""
+
+    actor: User
+    owner_id: int
+    source_id: int
+    amount: Decimal
+    description: str
+    idempotency_key: str
+    kind: str  # "internal" or "external"
+    target_id: int | None = None
+    target_account_number: str | None = None
+    details: dict = field(default_factory=dict)
+
+
+def _find_by_idempotency_key(actor_id: int, key: str) -> Transaction | None:
+    return db.session.scalar(
+        select(Transaction).where(Transaction.initiated_by_user_id == actor_id, Transaction.idempotency_key == key)
+    )
+
+
+def _check_actor(actor: User, owner_id: int, description: str) -> None:
+    if actor.role == "customer":
+        if owner_id != actor.id:
+            raise AccountNotFoundError()
+    elif actor.role == "admin":
+        if find_customer(owner_id) is None:
+            raise AccountNotFoundError("Choose an active customer.")
+        if not description:
+            raise ValidationRuleError("Give the reason for this transfer in the description.")
+    else:
+        raise ValidationRuleError("Only customers and administrators make transfers.")
+
+
+def _resolve_target(req: TransferRequest) -> Account:
+    if req.kind == "internal":
+        target = db.session.get(Account, req.target_id) if req.target_id is not None else None
+        if target is None or target.owner_id != req.owner_id:
+            raise AccountNotFoundError("Choose one of the listed target accounts.")
+        if target.status != "active":
+            raise AccountNotActiveError("The target account is frozen or closed and cannot receive money.")
+        return target
+    number = (req.target_account_number or "").strip()
+    target = db.session.scalar(select(Account).where(Account.account_number == number))
+    if target is None or target.status != "active":
+        raise TargetUnavailableError()
+    return target
+
+
+def _debit(source: Account, owner_id: int, amount: Decimal) -> None:
+    """Conditional debit: succeeds only if the source is still active, owned, and covers `amount`."""
+    result = db.session.execute(
+        update(Account)
+        .where(Account.id == source.id, Account.owner_id == owner_id, Account.status == "active",
+               Account.balance >= amount)
+        .values(balance=Account.balance - amount)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        current = db.session.execute(
+            select(Account.status, Account.owner_id).where(Account.id == source.id)
+        ).one_or_none()
+        if current is None or current.owner_id != owner_id:
+            raise AccountNotFoundError()
+        if current.status != "active":
+            raise AccountNotActiveError("The source account is frozen or closed and cannot send money.")
+        raise InsufficientFundsError()
+
+
+def _credit(target: Account, amount: Decimal, kind: str) -> None:
+    """Conditional credit: succeeds only if the target is still active."""
+    result = db.session.execute(
+        update(Account)
+        .where(Account.id == target.id, Account.status == "active")
+        .values(balance=Account.balance + amount)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        if kind == "external":
+            raise TargetUnavailableError()
+        raise AccountNotActiveError("The target account is frozen or closed and cannot receive money.")
+
+
+def _execute_transfer(req: TransferRequest) -> str:
+    with atomic():
+        existing = _find_by_idempotency_key(req.actor.id, req.idempotency_key)
+        if existing is not None:
+            raise DuplicateTransferError(existing.reference)
+        source = db.session.get(Account, req.source_id, populate_existing=True)
+        if source is None or source.owner_id != req.owner_id:
+            raise AccountNotFoundError("Choose one of the listed source accounts.")
+        if source.status != "active":
+            raise AccountNotActiveError("The source account is frozen or closed and cannot send money.")
+        target = _resolve_target(req)
+        if target.id == source.id:
+            raise SameAccountError()
+        if source.balance < req.amount:
+            raise InsufficientFundsError()
+        req.details.update(source_account=source.account_number, target_account=target.account_number,
+                           target_owner_id=target.owner_id)
+        # Touch both rows in ascending id order so A->B and B->A can't deadlock.
+        for account_id in sorted((source.id, target.id)):
+            if account_id == source.id:
+                _debit(source, req.owner_id, req.amount)
+            else:
+                _credit(target, req.amount, req.kind)
+        reference = new_reference("TX")
+        common = dict(sender_account_id=source.id, receiver_account_id=target.id, amount=req.amount,
+                      description=req.description, reference=reference, initiated_by_user_id=req.actor.id)
+        db.session.add(Transaction(account_id=source.id, type="debit", idempotency_key=req.idempotency_key, **common))
+        db.session.add(Transaction(account_id=target.id, type="credit", idempotency_key=None, **common))
+        details = _audit_details(req) | {"reference": reference}
+        log_event("TRANSFER_CREATED", details, user_id=req.actor.id)
+        if req.amount > current_app.config["SUSPICIOUS_TRANSFER_THRESHOLD"]:
+            log_event("SUSPICIOUS_TRANSFER", details | {"threshold": str(current_app.config["SUSPICIOUS_TRANSFER_THRESHOLD"])},
+                      user_id=req.actor.id)
+        return reference
+
+
+def _audit_details(req: TransferRequest) -> dict:
+    return {
+        "kind": req.kind,
+        "amount": str(req.amount),
+        "source_account_id": req.source_id,
+        "source_owner_id": req.owner_id,
+        "acting_role": req.actor.role,
+        **req.details,
+    }
+
+
+def _run_transfer(req: TransferRequest) -> str:
+    """Validate limits, run the transfer with retries, and audit a refusal. Returns the reference."""
+    config = current_app.config
+    try:
+        amount = quantize(req.amount)
+        if amount <= ZERO:
+            raise ValidationRuleError("The amount must be at least 0.01.")
+        if amount > config["MAX_TRANSFER_AMOUNT"]:
+            raise LimitExceededError(f"The amount must not exceed {format_amount(config['MAX_TRANSFER_AMOUNT'])}.")
+        if len(req.description) > 140:
+            raise ValidationRuleError("The description may be at most 140 characters.")
+        _check_actor(req.actor, req.owner_id, req.description)
+        try:
+            return retry_on_conflict(lambda: _execute_transfer(req))
+        except IntegrityError:
+            # A concurrent request with the same idempotency key committed first.
+            existing = _find_by_idempotency_key(req.actor.id, req.idempotency_key)
+            if existing is None:
+                raise
+            raise DuplicateTransferError(existing.reference) from None
+        except TryAgainError as exc:
+            raise BusyError() from exc
+    except DuplicateTransferError:
+        raise
+    except DomainError as exc:
+        log_standalone_event(
+            "TRANSFER_FAILED", _audit_details(req) | {"reason": type(exc).__name__}, user_id=req.actor.id
+        )
+        raise
+
+
+def transfer_internal(actor: User, owner_id: int, source_id: int, target_id: int, amount: Decimal,
+                      description: str, idempotency_key: str) -> str:
+    """Move `amount` (Decimal, two places) between two accounts of customer `owner_id`; commits once.
+
+    actor: the signed-in customer (then `owner_id` must be their own id) or an admin acting on
+    a customer's accounts (description required as the reason; spec section 7).
+    Returns the reference shared by the debit and credit rows. A repeated `idempotency_key`
+    raises DuplicateTransferError carrying the first transfer's reference and moves nothing.
+    Raises AccountNotFoundError, AccountNotActiveError, InsufficientFundsError,
+    SameAccountError, LimitExceededError, ValidationRuleError, BusyError; on any refusal
+    nothing is written but a TRANSFER_FAILED audit row (DESIGN.md section 3).
+    """
+    return _run_transfer(TransferRequest(
+        actor=actor, owner_id=owner_id, source_id=source_id, target_id=target_id, amount=amount,
+        description=(description or "").strip(), idempotency_key=idempotency_key, kind="internal",
+    ))
+
+
+def transfer_external(actor: User, owner_id: int, source_id: int, target_account_number: str, amount: Decimal,
+                      description: str, idempotency_key: str) -> str:
+    """Move `amount` (Decimal, two places) from customer `owner_id`'s account to any active account
+    named by its 12-digit number; commits once.
+
+    Same rules, return value and errors as transfer_internal, except that an unknown, frozen or
+    closed target all raise TargetUnavailableError with one message, so the form can't be used
+    to learn which numbers exist (DESIGN.md section 3).
+    """
+    return _run_transfer(TransferRequest(
+        actor=actor, owner_id=owner_id, source_id=source_id, target_account_number=target_account_number,
+        amount=amount, description=(description or "").strip(), idempotency_key=idempotency_key, kind="external",
+    ))
+
+
+# ---------------------------------------------------------------------------------------------
+# Transactions list and the ledger check
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransactionFilters:
+    """Filters of the transactions lists; dates are UTC days, both bounds inclusive."""
+
+    date_from: date | None = None
+    date_to: date | None = None
+    type: str | None = None
+    min_amount: Decimal | None = None
+    max_amount: Decimal | None = None
+    account_number: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list: `items`, the page number (from 1), and whether more pages exist."""
+
+    items: list
+    number: int
+    has_next: bool
+
+    @property
+    def has_prev(self) -> bool:
+        return self.number > 1
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=timezone.utc)
+
+
+def apply_transaction_filters(stmt: Select, filters: TransactionFilters) -> Select:
+    """Add the WHERE clauses of `filters` to a statement selecting Transaction rows."""
+    if filters.date_from is not None:
+        stmt = stmt.where(Transaction.timestamp >= _day_start(filters.date_from))
+    if filters.date_to is not None:
+        stmt = stmt.where(Transaction.timestamp < _day_start(filters.date_to + timedelta(days=1)))
+    if filters.type in ENTRY_TYPES:
+        stmt = stmt.where(Transaction.type == filters.type)
+    if filters.min_amount is not None:
+        stmt = stmt.where(Transaction.amount >= filters.min_amount)
+    if filters.max_amount is not None:
+        stmt = stmt.where(Transaction.amount <= filters.max_amount)
+    return stmt
+
+
+def list_customer_transactions(owner_id: int, filters: TransactionFilters, page: int) -> Page:
+    """Page `page` (from 1; 25 rows, newest first) of the ledger entries of `owner_id`'s accounts.
+
+    A page number below 1 or past the end gives an empty page, never an error (DESIGN.md §8).
+    """
+    if page < 1:
+        return Page([], page, False)
+    stmt = (
+        select(Transaction)
+        .join(Account, Transaction.account_id == Account.id)
+        .where(Account.owner_id == owner_id)
+        .options(selectinload(Transaction.account), selectinload(Transaction.sender_account),
+                 selectinload(Transaction.receiver_account))
+        .order_by(Transaction.id.desc())
+    )
+    stmt = apply_transaction_filters(stmt, filters).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)
+    rows = list(db.session.scalars(stmt))
+    return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
+
+
+@dataclass(frozen=True)
+class LedgerReport:
+    """Result of `verify_ledger`: `ok`, the problems found, and totals in cents."""
+
+    ok: bool
+    problems: list[str]
+    accounts_checked: int
+    total_balance_cents: int
+    total_deposits_cents: int
+
+
+def verify_ledger() -> LedgerReport:
+    """Check the invariants of DESIGN.md section 2 over the whole database (read-only).
+
+    No balance is negative; each account's balance equals its credits minus its debits; every
+    debit has a matching credit (same reference and amount); the sum of all balances equals the
+    sum of external money in (opening deposits). Sums are taken in integer cents.
+    """
+    cents = lambda column: type_coerce(column, BigInteger)  # noqa: E731
+    problems: list[str] = []
+    balances = dict(db.session.execute(select(Account.id, cents(Account.balance))).all())
+    for account_id, balance in balances.items():
+        if balance < 0:
+            problems.append(f"account {account_id} has a negative balance ({balance} cents)")
+    movements = db.session.execute(
+        select(Transaction.account_id, Transaction.type, func.sum(cents(Transaction.amount)))
+        .group_by(Transaction.account_id, Transaction.type)
+    ).all()
+    net: dict[int, int] = {}
+    for account_id, entry_type, total in movements:
+        net[account_id] = net.get(account_id, 0) + (int(total) if entry_type == "credit" else -int(total))
+    for account_id, balance in balances.items():
+        if net.get(account_id, 0) != balance:
+            problems.append(
+                f"account {account_id}: balance {balance} cents but ledger says {net.get(account_id, 0)} cents"
+            )
+    debit_side = db.session.execute(
+        select(Transaction.reference, cents(Transaction.amount)).where(Transaction.type == "debit")
+    ).all()
+    credit_side = dict(db.session.execute(
+        select(Transaction.reference, cents(Transaction.amount))
+        .where(Transaction.type == "credit", Transaction.sender_account_id.is_not(None))
+    ).all())
+    for reference, amount in debit_side:
+        if credit_side.pop(reference, None) != amount:
+            problems.append(f"transfer {reference}: debit without a matching credit")
+    for reference in credit_side:
+        problems.append(f"transfer {reference}: credit without a matching debit")
+    total_balance = sum(balances.values())
+    deposits = db.session.scalar(
+        select(func.coalesce(func.sum(cents(Transaction.amount)), 0))
+        .where(Transaction.type == "credit", Transaction.sender_account_id.is_(None))
+    ) or 0
+    if total_balance != int(deposits):
+        problems.append(f"sum of balances {total_balance} cents differs from deposits {int(deposits)} cents")
+    return LedgerReport(not problems, problems, len(balances), total_balance, int(deposits))

@@ -1,0 +1,71 @@
+"""Flask CLI commands: seed-admin, verify-ledger, verify-audit (`flask --app run.py <command>`)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+from flask import Flask, current_app
+
+from .extensions import db
+
+
+@click.command("seed-admin")
+def seed_admin_command() -> None:
+    """Create the default administrator if it does not exist (idempotent).
+
+    Development: admin@example.com / Admin123!, to be changed at first sign-in. Production:
+    the default is refused; ADMIN_PASSWORD is used if set (and must meet the policy), otherwise a
+    random password is generated and printed once.
+    """
+    from .auth.services import PasswordPolicyError, seed_admin
+
+    try:
+        result = seed_admin(os.environ.get("ADMIN_PASSWORD"))
+    except PasswordPolicyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not result.created:
+        click.echo(f"Administrator {result.email} already exists; nothing changed.")
+    elif result.generated_password:
+        click.echo(f"Created administrator {result.email} with the one-time password: {result.generated_password}")
+        click.echo("It is shown only now; it must be changed at first sign-in.")
+    else:
+        click.echo(f"Created administrator {result.email}; the password must be changed at first sign-in.")
+
+
+@click.command("verify-ledger")
+def verify_ledger_command() -> None:
+    """Check the money invariants (DESIGN.md section 2); exit status 1 on any violation."""
+    from .banking.services import verify_ledger
+
+    report = verify_ledger()
+    db.session.rollback()
+    if report.ok:
+        click.echo(
+            f"Ledger consistent: {report.accounts_checked} accounts, balances total "
+            f"{report.total_balance_cents} cents = deposits {report.total_deposits_cents} cents."
+        )
+        return
+    for problem in report.problems:
+        click.echo(f"LEDGER VIOLATION: {problem}", err=True)
+    raise SystemExit(1)
+
+
+@click.command("verify-audit")
+def verify_audit_command() -> None:
+    """Check the audit log's HMAC chain (DESIGN.md section 4); exit 1 naming the first broken row."""
+    from .audit.services import verify_chain
+
+    report = verify_chain(db.session)
+    db.session.rollback()
+    if report.ok:
+        click.echo(f"Audit chain holds: {report.rows_checked} rows checked.")
+        return
+    click.echo(f"AUDIT CHAIN BROKEN at row {report.first_broken_id}: {report.reason}", err=True)
+    raise SystemExit(1)
+
+
+def register_commands(app: Flask) -> None:
+    """Attach the bank's commands to the Flask CLI."""
+    for command in (seed_admin_command, verify_ledger_command, verify_audit_command):
+        app.cli.add_command(command)

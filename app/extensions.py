@@ -1,0 +1,147 @@
+"""Extension objects (created here, initialised in the app factory) and the transaction helper.
+
+Nothing here imports the application's models or blueprints, so any module may import it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from flask import Flask, current_app, request
+from flask_bootstrap import Bootstrap5
+from flask_limiter import Limiter
+from flask_login import LoginManager, current_user
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf.csrf import CSRFProtect
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+# Stable constraint names, so migrations are deterministic on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
+migrate = Migrate()
+login_manager = LoginManager()
+csrf = CSRFProtect()
+bootstrap = Bootstrap5()
+
+
+def rate_limit_key() -> str:
+    """Key for per-user request limits: the user id when logged in, else the client IP."""
+    if current_user and current_user.is_authenticated:
+        return f"user:{current_user.id}"
+    return f"ip:{request.remote_addr}"
+
+
+limiter = Limiter(key_func=lambda: request.remote_addr or "unknown")
+
+# True while a service is inside atomic(): SQLite then begins its transaction IMMEDIATE.
+_write_intent: contextvars.ContextVar[bool] = contextvars.ContextVar("write_intent", default=False)
+
+T = TypeVar("T")
+
+
+class TryAgainError(Exception):
+    """The database reported a deadlock, serialization failure or lock timeout too many times."""
+
+
+@contextmanager
+def atomic() -> Iterator[None]:
+    """Run the block as one database transaction: commit if it succeeds, roll back and re-raise if not.
+
+    Any read-only transaction the request already opened (the user loader queries) is ended
+    first, so the block starts a fresh transaction; on SQLite that one begins IMMEDIATE (the
+    write lock is taken up front, so two writers queue on the busy timeout instead of failing
+    to upgrade a read snapshot). Raises RuntimeError if the session holds unflushed changes
+    made outside any atomic block, because they would otherwise be committed by accident.
+    """
+    session = db.session()
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("atomic() entered with changes made outside a transaction block")
+    if session.in_transaction():
+        session.commit()
+    token = _write_intent.set(True)
+    try:
+        yield
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        _write_intent.reset(token)
+
+
+def is_transient_conflict(exc: BaseException) -> bool:
+    """True for a deadlock, serialization failure or lock wait that a retry may resolve.
+
+    PostgreSQL SQLSTATE 40001 / 40P01 / 55P03; SQLite "database is locked" / "busy".
+    """
+    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
+        return False
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if code in {"40001", "40P01", "55P03"}:
+        return True
+    message = str(exc.orig).lower()
+    return isinstance(exc, OperationalError) and ("database is locked" in message or "busy" in message)
+
+
+def retry_on_conflict(operation: Callable[[], T], attempts: int | None = None) -> T:
+    """Call `operation` (which must run its own atomic() block) and retry on transient conflicts.
+
+    attempts: total tries, default the TRANSFER_MAX_RETRIES setting. Raises TryAgainError when
+    every try hit a deadlock or serialization failure (DESIGN.md section 3: never a 500).
+    """
+    tries = attempts or current_app.config["TRANSFER_MAX_RETRIES"]
+    for attempt in range(1, tries + 1):
+        try:
+            return operation()
+        except DBAPIError as exc:
+            if not is_transient_conflict(exc):
+                raise
+            if attempt == tries:
+                raise TryAgainError() from exc
+            time.sleep(0.01 * attempt)
+    raise TryAgainError()
+
+
+def configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    """Make a SQLite engine safe for money: WAL, synchronous=FULL, foreign keys, busy timeout.
+
+    The driver's own transaction handling is switched off and SQLAlchemy emits BEGIN itself:
+    `BEGIN IMMEDIATE` inside atomic() (writers queue for the lock), plain `BEGIN` elsewhere
+    (readers never block). This is the recipe from SQLAlchemy's pysqlite documentation.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # pragma: no cover - driver callback
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if _write_intent.get() else "BEGIN")
+
+
+def register_database_engine_options(app: Flask) -> None:
+    """Apply per-backend engine settings once the engine exists (SQLite pragmas, pool pre-ping)."""
+    with app.app_context():
+        engine = db.engine
+        if engine.dialect.name == "sqlite":
+            configure_sqlite(engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])

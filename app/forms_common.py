@@ -1,0 +1,77 @@
+"""Form building blocks shared by every blueprint: field shapes, not business rules."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+from flask import current_app
+from flask_wtf import FlaskForm
+from wtforms import StringField, SubmitField
+from wtforms.validators import StopValidation, ValidationError
+
+from .money import InvalidAmountError, parse_amount
+
+PHONE_PATTERN = re.compile(r"[0-9 +\-()]{7,20}")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class EmptyForm(FlaskForm):
+    """A form that only carries the CSRF token, for POST buttons (logout, freeze)."""
+
+    submit = SubmitField("Confirm")
+
+
+def strip_filter(value: str | None) -> str | None:
+    """Trim surrounding white space from text input."""
+    return value.strip() if isinstance(value, str) else value
+
+
+def no_control_characters(form, field) -> None:
+    """Refuse control characters (other than tab and newlines) in free text."""
+    if field.data and CONTROL_CHARACTERS.search(field.data):
+        raise ValidationError("Remove control characters from this field.")
+
+
+def phone_number(form, field) -> None:
+    """7 to 20 characters of digits, spaces and + - ( ), with at least 7 digits (DESIGN.md §8)."""
+    value = field.data or ""
+    if not PHONE_PATTERN.fullmatch(value) or sum(ch.isdigit() for ch in value) < 7:
+        raise ValidationError("Enter a phone number of 7 to 20 characters: digits, spaces and + - ( ).")
+
+
+class AmountField(StringField):
+    """A money input parsed by app.money.parse_amount; `data` becomes a Decimal (two places).
+
+    maximum_setting: the config key of the inclusive maximum (e.g. MAX_TRANSFER_AMOUNT).
+    allow_zero: True only for an opening deposit. optional: an empty value gives None.
+    Never relies on WTForms' DecimalField, which accepts `Infinity`, `1e3` and non-ASCII digits.
+    """
+
+    def __init__(self, label=None, validators=None, *, maximum_setting: str | None = None,
+                 allow_zero: bool = False, optional: bool = False, **kwargs) -> None:
+        super().__init__(label, validators, **kwargs)
+        self.maximum_setting = maximum_setting
+        self.allow_zero = allow_zero
+        self.optional = optional
+
+    def process_formdata(self, valuelist) -> None:
+        self.data = valuelist[0] if valuelist else None
+
+    def _value(self) -> str:
+        if self.raw_data:
+            return self.raw_data[0]
+        return "" if self.data is None else str(self.data)
+
+    def pre_validate(self, form) -> None:
+        raw = self.data if isinstance(self.data, str) else ("" if self.data is None else str(self.data))
+        if self.optional and raw.strip(" ") == "":
+            self.data = None
+            raise StopValidation()
+        maximum = (current_app.config[self.maximum_setting] if self.maximum_setting
+                   else Decimal("999999999999.99"))
+        try:
+            self.data = parse_amount(raw, maximum=maximum, allow_zero=self.allow_zero)
+        except InvalidAmountError as exc:
+            self.data = None
+            raise StopValidation(str(exc)) from exc

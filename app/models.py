@@ -1,0 +1,302 @@
+"""SQLAlchemy models: data and small invariant helpers only. Models never commit.
+
+Each table is written only by the `services.py` of the package that owns it (DESIGN.md section 1).
+Money columns hold integer cents behind the `Cents` type, which presents `Decimal` to Python.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+from .money import from_cents, to_cents
+
+ROLES = ("customer", "support", "auditor", "admin")
+STAFF_ROLES = ("support", "auditor", "admin")
+ACCOUNT_TYPES = ("checking", "savings")
+ACCOUNT_STATUSES = ("active", "frozen", "closed")
+ENTRY_TYPES = ("debit", "credit")
+TICKET_STATUSES = ("open", "in_progress", "resolved")
+
+
+def utcnow() -> datetime:
+    """Current time as a timezone-aware UTC datetime (the one clock the application reads)."""
+    return datetime.now(timezone.utc)
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """Return `moment` as aware UTC; SQLite hands back naive datetimes that are UTC already."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def new_session_token() -> str:
+    """A fresh per-user session token: 32 random bytes, URL-safe (OWASP ASVS 3.2.2)."""
+    return secrets.token_urlsafe(32)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    """SQL text for `column IN (...)` over fixed, trusted literals (for CHECK constraints)."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Cents(TypeDecorator):
+    """Exact money column: integer minor units in the database, Decimal (2 places) in Python.
+
+    SQLite has no decimal type (`Numeric` there is floating point), so every backend stores
+    BigInteger cents (DESIGN.md section 2). Binding a value with more than two places raises
+    ValueError instead of rounding.
+    """
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Any) -> int | None:
+        if value is None:
+            return None
+        return to_cents(value)
+
+    def process_result_value(self, value: int | None, dialect: Any) -> Decimal | None:
+        if value is None:
+            return None
+        return from_cents(value)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive, as UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use app.models.utcnow()")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return as_utc(value)
+
+
+class User(UserMixin, db.Model):
+    """A person who signs in: a customer or a member of staff (support, auditor, admin)."""
+
+    __tablename__ = "user"
+    __table_args__ = (
+        CheckConstraint(_in("role", ROLES), name="role_valid"),
+        CheckConstraint("length(email) <= 254", name="email_length"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    full_name: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    phone: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default="customer", index=True)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    session_token: Mapped[str] = mapped_column(String(64), default=new_session_token)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    accounts: Mapped[list[Account]] = relationship(back_populates="owner", order_by="Account.id")
+
+    def get_id(self) -> str:
+        """Flask-Login's id: `"<user id>:<session token>"`, so rotating the token ends sessions."""
+        return f"{self.id}:{self.session_token}"
+
+    @property
+    def is_staff(self) -> bool:
+        """True for support, auditor and admin."""
+        return self.role in STAFF_ROLES
+
+
+class LoginAttempt(db.Model):
+    """One failed sign-in, kept for the sliding-window throttle (DESIGN.md section 5)."""
+
+    __tablename__ = "login_attempt"
+    __table_args__ = (
+        Index("ix_login_attempt_email_attempted_at", "email", "attempted_at"),
+        Index("ix_login_attempt_ip_address_attempted_at", "ip_address", "attempted_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))
+    ip_address: Mapped[str] = mapped_column(String(45))
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Account(db.Model):
+    """A customer's checking or savings account; `balance` is Decimal, never negative."""
+
+    __tablename__ = "account"
+    __table_args__ = (
+        CheckConstraint("balance >= 0", name="balance_non_negative"),
+        CheckConstraint(_in("type", ACCOUNT_TYPES), name="type_valid"),
+        CheckConstraint(_in("status", ACCOUNT_STATUSES), name="status_valid"),
+        CheckConstraint("length(account_number) = 12", name="account_number_length"),
+        Index("ix_account_owner_id_id", "owner_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_number: Mapped[str] = mapped_column(String(12), unique=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    type: Mapped[str] = mapped_column(String(16))
+    balance: Mapped[Decimal] = mapped_column(Cents, default=Decimal("0.00"))
+    status: Mapped[str] = mapped_column(String(16), default="active", index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    owner: Mapped[User] = relationship(back_populates="accounts")
+
+    @property
+    def is_active(self) -> bool:
+        """True when the account may send and receive money."""
+        return self.status == "active"
+
+
+class Transaction(db.Model):
+    """One ledger entry: a debit or a credit of `amount` (Decimal > 0) on `account_id`.
+
+    A transfer writes a debit on the sender and a credit on the receiver sharing one
+    `reference`; an opening deposit is a credit with no sender. The debit of a transfer carries
+    the initiating user's `idempotency_key`, unique per user (DESIGN.md section 3).
+    """
+
+    __tablename__ = "transaction"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint(_in("type", ENTRY_TYPES), name="type_valid"),
+        CheckConstraint(
+            "(type = 'debit' AND account_id = sender_account_id AND receiver_account_id IS NOT NULL)"
+            " OR (type = 'credit' AND account_id = receiver_account_id)",
+            name="entry_side_matches_account",
+        ),
+        UniqueConstraint("reference", "type", name="uq_transaction_reference_type"),
+        UniqueConstraint(
+            "initiated_by_user_id", "idempotency_key", name="uq_transaction_initiator_idempotency_key"
+        ),
+        Index("ix_transaction_account_id_id", "account_id", "id"),
+        Index("ix_transaction_account_id_timestamp", "account_id", "timestamp"),
+        Index("ix_transaction_timestamp", "timestamp"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id"))
+    sender_account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"), index=True)
+    receiver_account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"), index=True)
+    amount: Mapped[Decimal] = mapped_column(Cents)
+    type: Mapped[str] = mapped_column(String(6))
+    description: Mapped[str] = mapped_column(String(140), default="")
+    reference: Mapped[str] = mapped_column(String(24))
+    idempotency_key: Mapped[str | None] = mapped_column(String(64))
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    initiated_by_user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+
+    account: Mapped[Account] = relationship(foreign_keys=[account_id])
+    sender_account: Mapped[Account | None] = relationship(foreign_keys=[sender_account_id])
+    receiver_account: Mapped[Account | None] = relationship(foreign_keys=[receiver_account_id])
+
+    @property
+    def counterparty(self) -> Account | None:
+        """The other side of the entry: the receiver of a debit, the sender of a credit."""
+        return self.receiver_account if self.type == "debit" else self.sender_account
+
+    @property
+    def signed_amount(self) -> Decimal:
+        """The amount as it affects this account: negative for a debit."""
+        return -self.amount if self.type == "debit" else self.amount
+
+
+class SupportTicket(db.Model):
+    """A customer's request to the support desk."""
+
+    __tablename__ = "support_ticket"
+    __table_args__ = (
+        CheckConstraint(_in("status", TICKET_STATUSES), name="status_valid"),
+        Index("ix_support_ticket_customer_id_id", "customer_id", "id"),
+        Index("ix_support_ticket_status_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    subject: Mapped[str] = mapped_column(String(120))
+    description: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    last_updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+
+    customer: Mapped[User] = relationship(foreign_keys=[customer_id])
+    notes: Mapped[list[TicketNote]] = relationship(back_populates="ticket", order_by="TicketNote.id")
+
+
+class TicketNote(db.Model):
+    """A reply on a ticket by support staff; the ticket's customer can read it."""
+
+    __tablename__ = "ticket_note"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("support_ticket.id"), index=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    body: Mapped[str] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    ticket: Mapped[SupportTicket] = relationship(back_populates="notes")
+    author: Mapped[User] = relationship()
+
+
+class AuditLog(db.Model):
+    """One append-only audit record, chained to the previous one by `hash` (DESIGN.md section 4).
+
+    `id` is assigned by the audit service (previous id + 1) so it can be part of the hashed
+    content; database triggers refuse UPDATE and DELETE.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_action_id", "action", "id"),
+        Index("ix_audit_log_user_id_id", "user_id", "id"),
+        Index("ix_audit_log_timestamp", "timestamp"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    action: Mapped[str] = mapped_column(String(32))
+    details: Mapped[str] = mapped_column(Text, default="{}")
+    ip_address: Mapped[str | None] = mapped_column(String(45))
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChainHead(db.Model):
+    """The single row holding the last audit id and hash; locked to serialize appends."""
+
+    __tablename__ = "audit_chain_head"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_id: Mapped[int] = mapped_column(Integer, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,108 @@
+"""Cross-cutting security helpers: RBAC, audit logging, safe redirects, session checks.
+
+Order of checks on every request (DESIGN.md section 6): CSRF (Flask-WTF, global) → login →
+forced password change → role (403 + ACCESS_DENIED) → the object (404 when not yours).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from flask import abort, current_app, has_request_context, request, session
+from flask_login import current_user
+
+from .audit import services as audit_services
+from .extensions import atomic, db, login_manager
+from .models import ROLES
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def client_ip() -> str | None:
+    """The client address as Werkzeug reports it (ProxyFix applies only with TRUSTED_PROXY_COUNT)."""
+    return request.remote_addr if has_request_context() else None
+
+
+def log_event(action: str, details: dict[str, Any] | None = None, *, user_id: int | None = None) -> None:
+    """Add an audit event to the current unit of work; it commits with the change it describes.
+
+    action: one of the DESIGN.md section 4 names. details: JSON-serialisable dict without secrets.
+    user_id: who acted; defaults to the logged-in user, None when anonymous. Does not commit
+    (deliberate deviation from the original spec: audit and change must be atomic).
+    Raises ValueError for an unknown action or a detail key that names a secret.
+    """
+    if user_id is None and has_request_context() and current_user and current_user.is_authenticated:
+        user_id = current_user.id
+    audit_services.queue_event(db.session, action, details, user_id, client_ip())
+
+
+def log_standalone_event(action: str, details: dict[str, Any] | None = None, *, user_id: int | None = None) -> None:
+    """Write an audit event that has no other change to accompany it, in its own transaction.
+
+    Used for LOGIN_FAILURE, LOGIN_THROTTLED, ACCESS_DENIED, TRANSFER_FAILED and AUDIT_VIEWED.
+    Same arguments and errors as log_event; commits.
+    """
+    if user_id is None and has_request_context() and current_user and current_user.is_authenticated:
+        user_id = current_user.id
+    with atomic():
+        audit_services.queue_event(db.session, action, details, user_id, client_ip())
+
+
+def roles_required(*roles: str) -> Callable[[F], F]:
+    """Allow the view only to logged-in users whose role (read from the database) is in `roles`.
+
+    Anonymous users are sent to the login page; a logged-in user with another role gets 403 and
+    an ACCESS_DENIED audit row naming the path (OWASP ASVS 4.1.1, 4.1.3, 7.2.2).
+    Raises ValueError at import time for a role name that does not exist.
+    """
+    unknown = set(roles) - set(ROLES)
+    if unknown or not roles:
+        raise ValueError(f"roles_required needs known roles, got {roles!r}")
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if not current_user.is_authenticated:
+                return login_manager.unauthorized()
+            if current_user.role not in roles:
+                log_standalone_event(
+                    "ACCESS_DENIED",
+                    {"path": request.path[:200], "method": request.method, "role": current_user.role},
+                )
+                abort(403)
+            return view(*args, **kwargs)
+
+        wrapped.allowed_roles = tuple(roles)  # type: ignore[attr-defined]
+        return wrapped  # type: ignore[return-value]
+
+    return decorator
+
+
+def is_safe_next_url(target: str | None) -> bool:
+    """True only for a local path such as `/banking/dashboard?x=1` (OWASP ASVS 5.1.5).
+
+    Refuses absolute and scheme-relative URLs (`//host`, `/\\host`, `https:host`, `javascript:`),
+    backslashes, and control characters, so `next` can never send a user to another site.
+    """
+    if not target or len(target) > 2000:
+        return False
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target) or "\\" in target:
+        return False
+    if not target.startswith("/") or target.startswith("//"):
+        return False
+    parts = urlsplit(target)
+    return not parts.scheme and not parts.netloc
+
+
+def session_started_at() -> float | None:
+    """The login time (POSIX seconds, UTC) stored in the session, or None."""
+    value = session.get("login_at")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def absolute_timeout_seconds() -> float:
+    """The absolute session lifetime in seconds (DESIGN.md section 5: 12 hours)."""
+    return current_app.config["SESSION_ABSOLUTE_LIFETIME"].total_seconds()

@@ -1,0 +1,1 @@
+"""Support desk service: customers' tickets and staff replies."""

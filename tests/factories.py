@@ -1,0 +1,66 @@
+"""Factories for users and accounts written straight to the database (test set-up only).
+
+They bypass the services on purpose, to arrange a state quickly; what is under test always goes
+through the routes or the services. They need an app context and return plain snapshots
+(`types.SimpleNamespace`), so the values stay usable after the context ends.
+"""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+from types import SimpleNamespace
+
+from app.auth.services import hash_password
+from app.extensions import db
+from app.models import Account, Transaction, User
+
+DEFAULT_PASSWORD = "correct horse battery staple 42"
+_counter = itertools.count(1)
+
+
+def make_user(role: str = "customer", *, email: str | None = None, password: str = DEFAULT_PASSWORD,
+              full_name: str | None = None, is_active: bool = True,
+              must_change_password: bool = False) -> SimpleNamespace:
+    """Create and commit a user; the email defaults to `<role><n>@example.com`."""
+    n = next(_counter)
+    user = User(
+        full_name=full_name or f"{role.capitalize()} Person {n}",
+        email=(email or f"{role}{n}@example.com").lower(),
+        phone="+1 555 0100",
+        password_hash=hash_password(password),
+        role=role,
+        is_active=is_active,
+        must_change_password=must_change_password,
+    )
+    db.session.add(user)
+    db.session.commit()
+    return snapshot_user(user)
+
+
+def snapshot_user(user: User) -> SimpleNamespace:
+    """The plain values of `user` (id, email, role, full_name), plus the password used."""
+    return SimpleNamespace(id=user.id, email=user.email, role=user.role, full_name=user.full_name)
+
+
+def make_account(owner, balance: str | Decimal = "100.00", *, type: str = "checking",
+                 status: str = "active", number: str | None = None) -> SimpleNamespace:
+    """Create and commit an account holding `balance`, recorded as an opening-deposit credit so
+    the ledger invariants hold."""
+    n = next(_counter)
+    amount = Decimal(balance)
+    account = Account(
+        account_number=number or f"{900000000000 + n * 7919:012d}"[-12:],
+        owner_id=owner.id, type=type, balance=amount, status=status,
+    )
+    db.session.add(account)
+    db.session.flush()
+    if amount > 0:
+        db.session.add(Transaction(
+            account_id=account.id, sender_account_id=None, receiver_account_id=account.id, amount=amount,
+            type="credit", description="Opening deposit", reference=f"DP-TEST{n:011d}",
+            initiated_by_user_id=owner.id,
+        ))
+    db.session.commit()
+    return SimpleNamespace(id=account.id, account_number=account.account_number, owner_id=account.owner_id,
+                           type=account.type, status=account.status)
