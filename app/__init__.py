@@ -63,7 +63,10 @@ def register_extensions(app: Flask) -> None:
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please log in to continue."
     login_manager.login_message_category = "warning"
-    login_manager.session_protection = "strong"
+    # Copied cookies are stopped by the per-user session token (auth/services.load_user);
+    # Flask-Login's "strong" mode would add nothing, as it degrades to "basic" for the
+    # permanent sessions the idle timeout needs.
+    login_manager.session_protection = "basic"
 
     from .auth.services import load_user
 

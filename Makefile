@@ -1,0 +1,52 @@
+# Online Bank — every set-up step lives here, so `make run` and `make test` work on a fresh clone
+# with Python 3.11+ and nothing else installed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FLASK := $(BIN)/flask --app run.py
+HOST ?= 127.0.0.1
+PORT ?= 5000
+
+.PHONY: help run test install install-dev migrate seed verify clean
+
+help:
+	@echo "make run    - install, migrate, seed the admin and serve on http://$(HOST):$(PORT)"
+	@echo "make test   - install the test dependencies and run the whole test suite"
+	@echo "make verify - check the ledger invariants and the audit hash chain"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
+
+$(VENV)/.runtime-installed: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@touch $(VENV)/.runtime-installed $@
+
+install: $(VENV)/.runtime-installed
+
+install-dev: $(VENV)/.dev-installed
+
+migrate: install
+	$(FLASK) db upgrade
+
+seed: migrate
+	$(FLASK) seed-admin
+
+run: seed
+	$(FLASK) run --host $(HOST) --port $(PORT)
+
+verify: install
+	$(FLASK) verify-ledger
+	$(FLASK) verify-audit
+
+test: install-dev
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
