@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 
 import click
-from flask import Flask, current_app
+from flask import Flask
+from flask.cli import with_appcontext
 
 from .extensions import db
 
 
 @click.command("seed-admin")
+@with_appcontext
 def seed_admin_command() -> None:
     """Create the default administrator if it does not exist (idempotent).
 
@@ -34,6 +36,7 @@ def seed_admin_command() -> None:
 
 
 @click.command("verify-ledger")
+@with_appcontext
 def verify_ledger_command() -> None:
     """Check the money invariants (DESIGN.md section 2); exit status 1 on any violation."""
     from .banking.services import verify_ledger
@@ -52,6 +55,7 @@ def verify_ledger_command() -> None:
 
 
 @click.command("verify-audit")
+@with_appcontext
 def verify_audit_command() -> None:
     """Check the audit log's HMAC chain (DESIGN.md section 4); exit 1 naming the first broken row."""
     from .audit.services import verify_chain

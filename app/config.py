@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 MIN_SECRET_BYTES = 32
-FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
 
@@ -25,12 +25,13 @@ class ConfigurationError(RuntimeError):
 def env_bool(name: str, default: bool) -> bool:
     """Read environment variable `name` as a boolean.
 
-    `1/true/yes/on` are true and `0/false/no/off` (or empty) are false, case-insensitively;
-    unset gives `default`. Raises ConfigurationError for any other word, so a typo never
-    silently turns a security switch on or off (DESIGN.md section 5b).
+    `1/true/yes/on` are true and `0/false/no/off` are false, case-insensitively; unset or
+    empty (`REQUIRE_STAFF_MFA=` in a copied .env) gives `default`, as for env_int. Raises
+    ConfigurationError for any other word, so a typo never silently turns a security switch
+    on or off (DESIGN.md section 5b).
     """
     raw = os.environ.get(name)
-    if raw is None:
+    if raw is None or raw.strip() == "":
         return default
     word = raw.strip().lower()
     if word in TRUE_WORDS:

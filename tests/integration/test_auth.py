@@ -1,0 +1,839 @@
+"""Identity through the routes: registration, sign-in, throttling, sessions, profile and password
+(DESIGN.md sections 5, 6 and 8)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import itsdangerous.timed
+import pytest
+from argon2 import PasswordHasher
+from sqlalchemy import func, select, update
+
+from app.auth import services as auth_services
+from app.extensions import db
+from app.models import AuditLog, LoginAttempt, User, utcnow
+from tests import factories
+from tests.conftest import build_app
+from tests.factories import DEFAULT_PASSWORD
+
+GENERIC_LOGIN_ERROR = "Invalid email or password."
+THROTTLED_MESSAGE = "Too many failed sign-in attempts"
+NEW_PASSWORD = "violet harbour lanterns drift 2031"
+REGISTER_PASSWORD = "purple otter quietly sings 1987"
+OTHER_IP = "198.51.100.7"
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def registration(**changes) -> dict:
+    data = {
+        "full_name": "Alice Example",
+        "email": "alice@example.com",
+        "phone": "+44 20 7946 0000",
+        "password": REGISTER_PASSWORD,
+        "confirm_password": REGISTER_PASSWORD,
+    }
+    data.update(changes)
+    return data
+
+
+def login(client, email, password=DEFAULT_PASSWORD, *, ip=None, next_url=None):
+    url = "/auth/login" + (f"?next={next_url}" if next_url is not None else "")
+    kwargs = {"environ_base": {"REMOTE_ADDR": ip}} if ip else {}
+    return client.post(url, data={"email": email, "password": password}, **kwargs)
+
+
+def user_row(app, user_id):
+    """A detached copy of the user's columns."""
+    with app.app_context():
+        user = db.session.get(User, user_id)
+        return {c: getattr(user, c) for c in ("email", "role", "full_name", "phone", "password_hash",
+                                              "is_active", "must_change_password", "session_token")}
+
+
+def find_user(app, email):
+    with app.app_context():
+        return db.session.scalar(select(User.id).where(User.email == email))
+
+
+def set_user(app, user_id, **values):
+    """Arrange a state straight in the database (set-up only, like the factories)."""
+    with app.app_context():
+        db.session.execute(update(User).where(User.id == user_id).values(**values))
+        db.session.commit()
+
+
+def audit_rows(app, action):
+    """[(user_id, details dict)] of the audit rows with `action`, oldest first."""
+    with app.app_context():
+        rows = db.session.execute(
+            select(AuditLog.user_id, AuditLog.details).where(AuditLog.action == action).order_by(AuditLog.id)
+        ).all()
+    return [(user_id, json.loads(details)) for user_id, details in rows]
+
+
+def failures_for(app, email):
+    with app.app_context():
+        return db.session.scalar(select(func.count(LoginAttempt.id)).where(LoginAttempt.email == email))
+
+
+def is_logged_in(client) -> bool:
+    """True when the dashboard opens; False when the client is sent to the login page."""
+    response = client.get("/banking/dashboard")
+    if response.status_code == 200:
+        return True
+    assert response.status_code == 302
+    assert "/auth/login" in response.headers["Location"]
+    return False
+
+
+def session_cookie(client):
+    cookie = client.get_cookie("session")
+    return cookie.value if cookie else None
+
+
+def get_paths(app):
+    """Every GET route without URL arguments, from the app's own url_map (so new pages are covered)."""
+    return sorted(
+        rule.rule for rule in app.url_map.iter_rules()
+        if "GET" in rule.methods and not rule.arguments and not rule.endpoint.endswith("static")
+    )
+
+
+# --- registration -------------------------------------------------------------------------
+
+
+def test_register_page_opens_for_anonymous_users(client):
+    """Does GET /auth/register show the form with every field of the contract?"""
+    response = client.get("/auth/register")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    for field in ("full_name", "email", "phone", "password", "confirm_password"):
+        assert f'name="{field}"' in page
+
+
+def test_register_creates_a_customer_and_redirects_to_login(client, app):
+    """Does a valid registration create a customer with a normalized email, log REGISTER_SUCCESS,
+    and redirect to the login page without logging in?"""
+    response = client.post("/auth/register", data=registration(email="  Alice@Example.COM "))
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/auth/login")
+    user_id = find_user(app, "alice@example.com")
+    assert user_id is not None
+    row = user_row(app, user_id)
+    assert row["role"] == "customer"
+    assert row["password_hash"].startswith("$argon2id$")
+    assert REGISTER_PASSWORD not in row["password_hash"]
+    assert [uid for uid, _ in audit_rows(app, "REGISTER_SUCCESS")] == [user_id]
+    assert not is_logged_in(client)
+    follow = client.get("/auth/login")
+    assert "Your account was created" in follow.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("role", ["admin", "auditor", "support"])
+def test_register_ignores_a_posted_role(client, app, role):
+    """Is the new user always a customer, even when the POST smuggles in a staff role?"""
+    response = client.post("/auth/register", data=registration(role=role, is_active="y"))
+    assert response.status_code == 302
+    assert user_row(app, find_user(app, "alice@example.com"))["role"] == "customer"
+
+
+@pytest.mark.parametrize("typed", ["taken@example.com", "TAKEN@example.com", " Taken@Example.Com "])
+def test_register_refuses_an_existing_email_case_insensitively(client, app, make_user, typed):
+    """Is an email that differs only in case or spaces refused with the duplicate message and 400?"""
+    make_user(email="taken@example.com")
+    response = client.post("/auth/register", data=registration(email=typed))
+    assert response.status_code == 400
+    assert "An account with this email already exists" in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(select(func.count(User.id)).where(func.lower(User.email) == "taken@example.com")) == 1
+
+
+def test_register_service_refuses_duplicate_even_without_the_form_check(app, make_user):
+    """Does the service itself refuse a duplicate (the form check can lose a race)?"""
+    make_user(email="taken@example.com")
+    with app.app_context(), pytest.raises(auth_services.DuplicateEmailError):
+        auth_services.register_customer("Someone Else", "TAKEN@example.com", "+1 555 0100", REGISTER_PASSWORD)
+
+
+LONG_EMAIL_254 = "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + ".com"
+LONG_EMAIL_255 = "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 58 + ".com"
+
+INVALID_REGISTRATIONS = {
+    "empty full_name": {"full_name": ""},
+    "spaces-only full_name": {"full_name": "   "},
+    "full_name over 100": {"full_name": "N" * 101},
+    "control character in full_name": {"full_name": "Alice\x07 Example"},
+    "empty email": {"email": ""},
+    "malformed email": {"email": "alice.example.com"},
+    "email over 254": {"email": LONG_EMAIL_255},
+    "empty phone": {"phone": ""},
+    "phone under 7": {"phone": "123456"},
+    "phone over 20": {"phone": "1" * 21},
+    "letters in phone": {"phone": "555-CALL-NOW"},
+    "phone with too few digits": {"phone": "+1 (555) ---"},
+    "empty password": {"password": "", "confirm_password": ""},
+    "password under 12": {"password": "vK9#qT2!mZ7", "confirm_password": "vK9#qT2!mZ7"},
+    "password over 128": {"password": "k" * 129, "confirm_password": "k" * 129},
+    "confirmation differs": {"confirm_password": REGISTER_PASSWORD + "x"},
+    "confirmation missing": {"confirm_password": ""},
+}
+
+
+@pytest.mark.parametrize("changes", INVALID_REGISTRATIONS.values(), ids=INVALID_REGISTRATIONS.keys())
+def test_register_refuses_each_field_outside_its_limits(client, app, changes):
+    """Does every field outside its DESIGN.md section 8 limit re-render the form with 400 and
+    create nobody?"""
+    response = client.post("/auth/register", data=registration(**changes))
+    assert response.status_code == 400
+    assert 'name="full_name"' in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(select(func.count(User.id))) == 0
+
+
+GUESSABLE = {
+    "common": "password1234",
+    "the user's name": "MargaretThistlewood",
+    "the user's email": "margaret.thistlewood@example.com",
+    "the bank's name": "Online Bank 2024",
+}
+
+
+@pytest.mark.parametrize("password", GUESSABLE.values(), ids=GUESSABLE.keys())
+def test_register_refuses_a_guessable_password(client, app, password):
+    """Is a long-enough but guessable password (common, or made of the user's name or email or
+    the bank's name) refused with 400?"""
+    data = registration(full_name="Margaret Thistlewood", email="margaret.thistlewood@example.com",
+                        password=password, confirm_password=password)
+    response = client.post("/auth/register", data=data)
+    assert response.status_code == 400
+    assert "too easy to guess" in response.get_data(as_text=True)
+    assert find_user(app, "margaret.thistlewood@example.com") is None
+
+
+ACCEPTED_BOUNDARIES = {
+    "full_name of 100": {"full_name": "N" * 100},
+    "email of 254": {"email": LONG_EMAIL_254},
+    "phone of 7": {"phone": "5550100"},
+    "phone of 20": {"phone": "+1 (555) 010-0000 12"},
+    "password of 128": {"password": ("amber fjord quartz ripple kelp orchid tundra basin lantern nickel pebble "
+                                     "saffron cobalt indigo meadow gravel juniper drift 7 owl"),
+                        "confirm_password": ("amber fjord quartz ripple kelp orchid tundra basin lantern nickel "
+                                             "pebble saffron cobalt indigo meadow gravel juniper drift 7 owl")},
+}
+
+
+@pytest.mark.parametrize("changes", ACCEPTED_BOUNDARIES.values(), ids=ACCEPTED_BOUNDARIES.keys())
+def test_register_accepts_values_at_the_limits(client, changes):
+    """Are the maximum lengths inclusive?"""
+    response = client.post("/auth/register", data=registration(**changes))
+    assert response.status_code == 302, response.get_data(as_text=True)
+
+
+# --- login --------------------------------------------------------------------------------
+
+
+def test_login_succeeds_and_redirects_to_the_dashboard(client, app, customer):
+    """Does a correct sign-in redirect to the dashboard and log LOGIN_SUCCESS for that user?"""
+    response = login(client, customer.email)
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/banking/dashboard")
+    assert is_logged_in(client)
+    assert [uid for uid, _ in audit_rows(app, "LOGIN_SUCCESS")] == [customer.id]
+
+
+def test_login_accepts_the_email_in_any_case(client, customer):
+    """Is the email compared case-insensitively and trimmed at sign-in?"""
+    assert login(client, "  " + customer.email.upper() + " ").status_code == 302
+
+
+def test_login_gives_one_generic_answer_for_unknown_email_and_wrong_password(client, customer):
+    """Are an unknown email and a wrong password indistinguishable: same status, same message,
+    same page apart from the echoed email?"""
+    unknown = login(client, "nobody@example.com")
+    wrong = login(client, customer.email, "not the right password at all")
+    assert unknown.status_code == wrong.status_code == 400
+    unknown_page = unknown.get_data(as_text=True)
+    wrong_page = wrong.get_data(as_text=True)
+    assert GENERIC_LOGIN_ERROR in unknown_page and GENERIC_LOGIN_ERROR in wrong_page
+    assert unknown_page.replace("nobody@example.com", "EMAIL") == wrong_page.replace(customer.email, "EMAIL")
+
+
+def test_login_verifies_a_dummy_hash_for_an_unknown_email(client, customer, monkeypatch):
+    """Is a password hash verified even when the email is unknown (so timing does not tell
+    which emails exist)?"""
+    calls = []
+    real_verify = auth_services.verify_password
+
+    def spy(stored_hash, password):
+        calls.append(stored_hash)
+        return real_verify(stored_hash, password)
+
+    monkeypatch.setattr(auth_services, "verify_password", spy)
+    assert login(client, "nobody@example.com").status_code == 400
+    assert len(calls) == 1 and calls[0].startswith("$argon2id$")
+
+
+def test_login_refuses_a_deactivated_user_with_the_generic_message(client, app, make_user):
+    """Does a deactivated user with the right password get the same generic 400, logged as a failure?"""
+    user = make_user(is_active=False)
+    response = login(client, user.email)
+    assert response.status_code == 400
+    assert GENERIC_LOGIN_ERROR in response.get_data(as_text=True)
+    assert not is_logged_in(client)
+    assert audit_rows(app, "LOGIN_FAILURE")[-1][0] == user.id
+    assert failures_for(app, user.email) == 1
+
+
+@pytest.mark.parametrize("data", [{"email": "", "password": "x"}, {"email": "a@example.com", "password": ""}, {}])
+def test_login_with_missing_fields_is_a_form_error(client, data):
+    """Is a sign-in with an empty field a 400 form error rather than a crash?"""
+    assert client.post("/auth/login", data=data).status_code == 400
+
+
+def test_login_honours_a_local_next(client, customer):
+    """Does a local `next` path become the redirect target?"""
+    response = login(client, customer.email, next_url="/auth/profile")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/auth/profile")
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example", "/\\evil.example",
+                                    "https:evil.example", "javascript:alert(1)"])
+def test_login_refuses_an_external_next(client, customer, target):
+    """Is an external or scheme-relative `next` replaced by the dashboard?"""
+    response = login(client, customer.email, next_url=target)
+    assert response.status_code == 302
+    location = response.headers["Location"]
+    assert location.endswith("/banking/dashboard")
+    assert "evil" not in location and "javascript" not in location
+
+
+@pytest.mark.parametrize("path", ["/auth/login", "/auth/register", "/"])
+def test_logged_in_user_opening_login_or_register_goes_to_the_dashboard(client, logged_in_customer, path):
+    """Are signed-in users sent to the dashboard from the login and registration pages?"""
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/banking/dashboard")
+
+
+def test_logged_in_user_posting_register_creates_nobody(client, app, logged_in_customer):
+    """Does a signed-in user's registration POST create no account?"""
+    response = client.post("/auth/register", data=registration(email="second@example.com"))
+    assert response.status_code == 302
+    assert find_user(app, "second@example.com") is None
+
+
+@pytest.mark.parametrize("path", ["/auth/profile", "/auth/change-password", "/auth/logout", "/banking/dashboard"])
+def test_anonymous_user_is_sent_to_login(client, path):
+    """Do pages for signed-in users redirect anonymous visitors to the login page?"""
+    response = client.get(path)
+    assert response.status_code == 302
+    assert "/auth/login" in response.headers["Location"]
+
+
+def test_login_upgrades_a_hash_made_with_other_parameters(client, app, customer):
+    """Is a password hash with outdated Argon2 parameters replaced at the next sign-in?"""
+    old_hash = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1, hash_len=16, salt_len=8).hash(DEFAULT_PASSWORD)
+    set_user(app, customer.id, password_hash=old_hash)
+    assert login(client, customer.email).status_code == 302
+    new_hash = user_row(app, customer.id)["password_hash"]
+    assert new_hash != old_hash
+    with app.app_context():
+        assert not auth_services.password_hasher().check_needs_rehash(new_hash)
+        assert auth_services.verify_password(new_hash, DEFAULT_PASSWORD)
+
+
+# --- throttling ---------------------------------------------------------------------------
+
+
+def fail_logins(client, email, count, *, ip=None):
+    for _ in range(count):
+        assert login(client, email, "definitely the wrong password", ip=ip).status_code == 400
+
+
+def test_login_refuses_correct_password_after_five_failures_for_the_email(client, app, customer):
+    """After 5 failures for one email, is the 6th attempt refused with 429 and a generic message
+    even with the right password, and logged LOGIN_THROTTLED?"""
+    fail_logins(client, customer.email, 5)
+    response = login(client, customer.email)
+    assert response.status_code == 429
+    page = response.get_data(as_text=True)
+    assert THROTTLED_MESSAGE in page
+    assert not is_logged_in(client)
+    throttled = audit_rows(app, "LOGIN_THROTTLED")
+    assert len(throttled) == 1
+    assert throttled[0][0] == customer.id
+    assert throttled[0][1]["email"] == customer.email
+
+
+def test_login_allows_the_fifth_attempt(client, customer):
+    """Are 4 failures not yet enough to refuse a correct password (the limit is 5)?"""
+    fail_logins(client, customer.email, 4)
+    assert login(client, customer.email).status_code == 302
+
+
+def test_login_throttle_per_email_holds_across_ip_addresses(client, customer):
+    """Do 5 failures for one email from 5 different addresses still throttle that email?"""
+    for n in range(5):
+        fail_logins(client, customer.email, 1, ip=f"203.0.113.{n + 1}")
+    assert login(client, customer.email, ip="203.0.113.99").status_code == 429
+
+
+def test_throttled_attempts_are_not_counted_as_failures(client, app, customer):
+    """Does a refused (throttled) attempt leave the failure count unchanged?"""
+    fail_logins(client, customer.email, 5)
+    for _ in range(3):
+        assert login(client, customer.email, "yet another wrong password").status_code == 429
+    assert failures_for(app, customer.email) == 5
+    assert len(audit_rows(app, "LOGIN_FAILURE")) == 5
+    assert len(audit_rows(app, "LOGIN_THROTTLED")) == 3
+
+
+def test_login_refuses_after_twenty_failures_from_one_ip_across_emails(client, app, customer):
+    """After 20 failures from one IP, each for a different email, is a correct sign-in from that
+    IP refused with 429 while the same user can still sign in from another IP?"""
+    for n in range(20):
+        fail_logins(client, f"stranger{n}@example.com", 1)
+    assert max(failures_for(app, f"stranger{n}@example.com") for n in range(20)) == 1
+    assert login(client, customer.email).status_code == 429
+    assert login(client, customer.email, ip=OTHER_IP).status_code == 302
+
+
+def test_login_throttle_ends_when_the_window_passes(client, app, customer):
+    """Once the failures are older than the 10-minute window, can the user sign in again?"""
+    fail_logins(client, customer.email, 5)
+    assert login(client, customer.email).status_code == 429
+    with app.app_context():
+        db.session.execute(update(LoginAttempt).values(attempted_at=utcnow() - timedelta(minutes=11)))
+        db.session.commit()
+    assert login(client, customer.email).status_code == 302
+
+
+def test_successful_login_clears_the_emails_failures(client, app, customer):
+    """Does a successful sign-in reset the email's failures, so 4 more failures do not throttle?"""
+    fail_logins(client, customer.email, 4)
+    assert login(client, customer.email).status_code == 302
+    assert failures_for(app, customer.email) == 0
+    client.post("/auth/logout")
+    fail_logins(client, customer.email, 4)
+    assert login(client, customer.email).status_code == 302
+
+
+def test_unknown_email_failure_is_logged_without_user_and_with_normalized_email(client, app):
+    """Is a failure for an unknown email logged with user_id None and the normalized email?"""
+    login(client, "  Nobody@Example.COM ")
+    rows = audit_rows(app, "LOGIN_FAILURE")
+    assert len(rows) == 1
+    user_id, details = rows[0]
+    assert user_id is None
+    assert details["email"] == "nobody@example.com"
+    assert not any("password" in key for key in details)
+
+
+def test_failed_login_audit_never_contains_the_password(client, app, customer):
+    """Is the typed password kept out of the audit details?"""
+    login(client, customer.email, "my secret guess 12345")
+    with app.app_context():
+        details = db.session.scalars(select(AuditLog.details)).all()
+    assert all("my secret guess 12345" not in text for text in details)
+
+
+def test_request_rate_limit_on_login_is_logged_as_throttled(database_path):
+    """When Flask-Limiter refuses a login POST (429), is LOGIN_THROTTLED logged too?"""
+    app = build_app(database_path, RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="2 per minute")
+    client = app.test_client()
+    statuses = [login(client, "nobody@example.com").status_code for _ in range(3)]
+    assert statuses == [400, 400, 429]
+    throttled = audit_rows(app, "LOGIN_THROTTLED")
+    assert len(throttled) == 1
+    assert throttled[0][1]["reason"] == "request_rate_limit"
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_unknown_email_is_logged_at_most_254_characters(client, app):
+    """Is an over-long attempted email cut to 254 characters in the audit details?"""
+    typed = ("x" * 290) + "@example.com"
+    assert login(client, typed).status_code == 400
+    (_user_id, details), = audit_rows(app, "LOGIN_FAILURE")
+    assert len(details["email"]) == 254
+    assert typed.startswith(details["email"])
+
+
+def test_forwarded_for_header_is_ignored_without_trusted_proxies(client, app, customer):
+    """Without TRUSTED_PROXY_COUNT, can a client not dodge the per-IP throttle (or forge the
+    audited IP) by sending its own X-Forwarded-For?"""
+    for n in range(20):
+        response = client.post("/auth/login", data={"email": f"stranger{n}@example.com", "password": "wrong guess"},
+                               headers={"X-Forwarded-For": f"192.0.2.{n + 1}"})
+        assert response.status_code == 400
+    with app.app_context():
+        addresses = set(db.session.scalars(select(LoginAttempt.ip_address)))
+        audited = set(db.session.scalars(select(AuditLog.ip_address).where(AuditLog.action == "LOGIN_FAILURE")))
+    assert addresses == audited == {"127.0.0.1"}
+    response = client.post("/auth/login", data={"email": customer.email, "password": DEFAULT_PASSWORD},
+                           headers={"X-Forwarded-For": "192.0.2.200"})
+    assert response.status_code == 429
+
+
+def test_forwarded_for_header_is_used_behind_a_trusted_proxy(database_path):
+    """With TRUSTED_PROXY_COUNT=1, is the address the proxy reports the one that is throttled and audited?"""
+    app = build_app(database_path, TRUSTED_PROXY_COUNT=1)
+    client = app.test_client()
+    client.post("/auth/login", data={"email": "nobody@example.com", "password": "wrong guess"},
+                headers={"X-Forwarded-For": "192.0.2.44"})
+    with app.app_context():
+        assert db.session.scalar(select(LoginAttempt.ip_address)) == "192.0.2.44"
+        db.engine.dispose()
+
+
+def test_request_rate_limit_applies_to_registration(database_path):
+    """Is registration rate-limited per IP by Flask-Limiter (429 once the limit is used up)?"""
+    app = build_app(database_path, RATELIMIT_ENABLED=True, REGISTER_RATE_LIMIT="2 per hour")
+    client = app.test_client()
+    statuses = [client.post("/auth/register", data=registration(email=f"user{n}@example.com")).status_code
+                for n in range(3)]
+    assert statuses == [302, 302, 429]
+    with app.app_context():
+        assert db.session.scalar(select(func.count(User.id))) == 2
+        db.engine.dispose()
+
+
+# --- logout and session ending ------------------------------------------------------------
+
+
+def test_logout_get_shows_a_confirmation_form_and_keeps_the_session(client, logged_in_customer):
+    """Does GET /auth/logout only show a POST form, leaving the user signed in?"""
+    response = client.get("/auth/logout")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert '<form method="post"' in page
+    assert is_logged_in(client)
+
+
+def test_logout_post_ends_the_session_and_redirects_to_login(client, app, logged_in_customer):
+    """Does POST /auth/logout sign out, redirect to the login page and log LOGOUT?"""
+    response = client.post("/auth/logout")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/auth/login")
+    assert not is_logged_in(client)
+    assert [uid for uid, _ in audit_rows(app, "LOGOUT")] == [logged_in_customer.id]
+
+
+def test_copied_session_cookie_stops_working_after_logout(app, client, logged_in_customer):
+    """Is a session cookie copied before logout useless afterwards (the per-user token rotated)?"""
+    thief = app.test_client()
+    thief.set_cookie("session", session_cookie(client))
+    assert is_logged_in(thief)
+    assert client.post("/auth/logout").status_code == 302
+    assert not is_logged_in(thief)
+
+
+def test_logout_ends_every_session_of_the_user(app, client, customer):
+    """Does logging out on one device end the user's sessions on other devices too?"""
+    other_device = app.test_client()
+    assert login(client, customer.email).status_code == 302
+    assert login(other_device, customer.email).status_code == 302
+    client.post("/auth/logout")
+    assert not is_logged_in(other_device)
+
+
+def test_login_does_not_end_other_sessions(app, client, customer):
+    """Does signing in on a second device leave the first one signed in?"""
+    other_device = app.test_client()
+    assert login(client, customer.email).status_code == 302
+    assert login(other_device, customer.email).status_code == 302
+    assert is_logged_in(client)
+    assert is_logged_in(other_device)
+
+
+def test_login_starts_a_fresh_session(client, customer):
+    """Is whatever the session held before sign-in discarded (no session fixation)?"""
+    client.get("/auth/login")
+    with client.session_transaction() as sess:
+        sess["planted"] = "attacker value"
+    assert login(client, customer.email).status_code == 302
+    with client.session_transaction() as sess:
+        assert "planted" not in sess
+        assert sess.permanent
+
+
+def test_deactivated_user_loses_an_open_session(app, client, logged_in_customer):
+    """Does deactivating a user end their open session at the next request?"""
+    set_user(app, logged_in_customer.id, is_active=False)
+    assert not is_logged_in(client)
+
+
+def test_role_is_read_from_the_database_on_each_request(app, client, logged_in_customer):
+    """Does a role change in the database take effect at once (the session holds no role)?"""
+    assert client.get("/banking/open-account").status_code == 200
+    set_user(app, logged_in_customer.id, role="support")
+    assert client.get("/banking/open-account").status_code == 403
+
+
+# --- session lifetime and cookie ----------------------------------------------------------
+
+
+def test_session_ends_after_twelve_hours_even_when_active(client, logged_in_customer):
+    """Is a session older than 12 hours ended at the next request, however recently it was used?"""
+    with client.session_transaction() as sess:
+        sess["login_at"] = time.time() - 12 * 3600 - 5
+    response = client.get("/banking/dashboard")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/auth/login")
+    assert not is_logged_in(client)
+
+
+def test_session_just_under_twelve_hours_still_works(client, logged_in_customer):
+    """Is a session of 11 h 59 min still accepted (the limit is not too early)?"""
+    with client.session_transaction() as sess:
+        sess["login_at"] = time.time() - 12 * 3600 + 60
+    assert is_logged_in(client)
+
+
+def test_session_without_login_time_is_ended(client, logged_in_customer):
+    """Is a signed-in session that lacks its login timestamp treated as expired?"""
+    with client.session_transaction() as sess:
+        del sess["login_at"]
+    assert not is_logged_in(client)
+
+
+def test_twelve_hour_limit_does_not_slide_with_activity(client, logged_in_customer):
+    """Does activity leave the login timestamp unchanged?"""
+    with client.session_transaction() as sess:
+        started = sess["login_at"]
+    client.get("/banking/dashboard")
+    client.get("/auth/profile")
+    with client.session_transaction() as sess:
+        assert sess["login_at"] == started
+
+
+def _shift_cookie_clock(monkeypatch, seconds):
+    """Make Flask's cookie signer believe `seconds` have passed (the idle timeout's clock)."""
+    real = time.time
+    monkeypatch.setattr(itsdangerous.timed.TimestampSigner, "get_timestamp", lambda self: int(real() + seconds))
+
+
+def test_session_ends_after_fifteen_idle_minutes(client, logged_in_customer, monkeypatch):
+    """Is a session unused for more than 15 minutes no longer accepted (PCI DSS 8.2.8)?"""
+    _shift_cookie_clock(monkeypatch, 16 * 60)
+    assert not is_logged_in(client)
+
+
+def test_idle_timeout_slides_with_activity(client, logged_in_customer, monkeypatch):
+    """Does each request restart the 15-minute idle timer?"""
+    _shift_cookie_clock(monkeypatch, 10 * 60)
+    assert is_logged_in(client)
+    _shift_cookie_clock(monkeypatch, 20 * 60)
+    assert is_logged_in(client)
+    _shift_cookie_clock(monkeypatch, 36 * 60)
+    assert not is_logged_in(client)
+
+
+def test_session_cookie_is_httponly_samesite_lax_and_permanent(client, customer):
+    """Is the session cookie set at login HttpOnly, SameSite=Lax and permanent, with no
+    remember-me cookie?"""
+    response = login(client, customer.email)
+    cookies = response.headers.getlist("Set-Cookie")
+    session_cookies = [c for c in cookies if c.startswith("session=")]
+    assert len(session_cookies) == 1
+    flags = [part.strip().lower() for part in session_cookies[0].split(";")]
+    assert "httponly" in flags
+    assert "samesite=lax" in flags
+    assert any(flag.startswith("expires=") for flag in flags)
+    assert not any(c.startswith("remember_token") for c in cookies)
+
+
+def test_session_cookie_carries_no_role_or_email(app, client, make_user):
+    """Does the signed session cookie hold neither the role nor the email (read from the database)?"""
+    customer = make_user(full_name="Dana Smith")
+    login(client, customer.email)
+    assert client.get("/banking/dashboard").status_code == 200
+    data = app.session_interface.get_signing_serializer(app).loads(session_cookie(client))
+    encoded = json.dumps(data).lower()
+    assert "role" not in {key.lower() for key in data}
+    assert customer.email not in encoded
+    assert "customer" not in encoded
+    assert data["_user_id"].startswith(f"{customer.id}:")
+
+
+def test_production_session_cookie_is_secure_and_host_prefixed(database_path):
+    """In production, is the session cookie named `__Host-session` and sent Secure, HttpOnly,
+    SameSite=Lax, Path=/ and without a Domain?"""
+    app = build_app(database_path, APP_ENV="production", SECRET_KEY="k" * 32, AUDIT_HMAC_KEY="a" * 32)
+    with app.app_context():
+        user = factories.make_user("customer")
+    client = app.test_client()
+    response = client.post("/auth/login", base_url="https://bank.example",
+                           data={"email": user.email, "password": DEFAULT_PASSWORD})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    cookie = next(c for c in response.headers.getlist("Set-Cookie") if c.startswith("__Host-session="))
+    flags = [part.strip().lower() for part in cookie.split(";")]
+    assert {"secure", "httponly", "samesite=lax", "path=/"} <= set(flags)
+    assert not any(flag.startswith("domain=") for flag in flags)
+    with app.app_context():
+        db.engine.dispose()
+
+
+# --- profile ------------------------------------------------------------------------------
+
+
+def test_profile_updates_only_name_and_phone(client, app, logged_in_customer):
+    """Are full_name and phone changed while a posted email and role are ignored, and is
+    PROFILE_UPDATED logged?"""
+    response = client.post("/auth/profile", data={
+        "full_name": "Renamed Person", "phone": "+1 555 0199",
+        "email": "hijack@example.com", "role": "admin", "is_active": "", "must_change_password": "y",
+    })
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/auth/profile")
+    row = user_row(app, logged_in_customer.id)
+    assert row["full_name"] == "Renamed Person"
+    assert row["phone"] == "+1 555 0199"
+    assert row["email"] == logged_in_customer.email
+    assert row["role"] == "customer"
+    assert row["is_active"] is True
+    assert row["must_change_password"] is False
+    rows = audit_rows(app, "PROFILE_UPDATED")
+    assert len(rows) == 1
+    assert rows[0][0] == logged_in_customer.id
+    assert sorted(rows[0][1]["fields"]) == ["full_name", "phone"]
+
+
+@pytest.mark.parametrize("data", [{"full_name": "N" * 101, "phone": "+1 555 0199"},
+                                  {"full_name": "", "phone": "+1 555 0199"},
+                                  {"full_name": "Renamed", "phone": "12"},
+                                  {"full_name": "Renamed", "phone": "call me maybe"}])
+def test_profile_refuses_invalid_fields(client, app, logged_in_customer, data):
+    """Does invalid profile input give 400 and change nothing?"""
+    before = user_row(app, logged_in_customer.id)
+    assert client.post("/auth/profile", data=data).status_code == 400
+    assert user_row(app, logged_in_customer.id) == before
+    assert audit_rows(app, "PROFILE_UPDATED") == []
+
+
+# --- change password ----------------------------------------------------------------------
+
+
+def change_password(client, current=DEFAULT_PASSWORD, new=NEW_PASSWORD, confirm=None):
+    return client.post("/auth/change-password", data={
+        "current_password": current, "new_password": new, "confirm_password": new if confirm is None else confirm,
+    })
+
+
+def test_change_password_refuses_a_wrong_current_password(client, app, logged_in_customer):
+    """Is a wrong current password a 400 that changes nothing?"""
+    before = user_row(app, logged_in_customer.id)["password_hash"]
+    response = change_password(client, current="not my current password")
+    assert response.status_code == 400
+    assert "current password is not correct" in response.get_data(as_text=True)
+    assert user_row(app, logged_in_customer.id)["password_hash"] == before
+
+
+@pytest.mark.parametrize("new", ["short pw 1", "password1234", "k" * 129])
+def test_change_password_applies_the_policy(client, app, logged_in_customer, new):
+    """Is a new password that breaks the policy refused with 400?"""
+    before = user_row(app, logged_in_customer.id)["password_hash"]
+    assert change_password(client, new=new).status_code == 400
+    assert user_row(app, logged_in_customer.id)["password_hash"] == before
+
+
+def test_change_password_refuses_a_mismatched_confirmation(client, logged_in_customer):
+    """Is a confirmation that differs from the new password a 400?"""
+    assert change_password(client, confirm=NEW_PASSWORD + "!").status_code == 400
+
+
+def test_change_password_refuses_the_same_password(client, logged_in_customer):
+    """Is re-using the current password as the new one refused?"""
+    assert change_password(client, new=DEFAULT_PASSWORD).status_code == 400
+
+
+def test_change_password_keeps_this_session_and_ends_the_others(app, client, customer):
+    """After a change, does this session stay signed in (with its login time kept) while other
+    sessions, including a copied cookie, end; and is PASSWORD_CHANGED logged?"""
+    other_device = app.test_client()
+    assert login(client, customer.email).status_code == 302
+    assert login(other_device, customer.email).status_code == 302
+    thief = app.test_client()
+    thief.set_cookie("session", session_cookie(client))
+    with client.session_transaction() as sess:
+        started = sess["login_at"]
+
+    response = change_password(client)
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/banking/dashboard")
+    assert is_logged_in(client)
+    with client.session_transaction() as sess:
+        assert sess["login_at"] == started
+    assert not is_logged_in(other_device)
+    assert not is_logged_in(thief)
+    assert [uid for uid, _ in audit_rows(app, "PASSWORD_CHANGED")] == [customer.id]
+
+
+def test_changed_password_replaces_the_old_one_for_login(app, client, customer):
+    """After a change, does only the new password sign in?"""
+    login(client, customer.email)
+    assert change_password(client).status_code == 302
+    client.post("/auth/logout")
+    fresh = app.test_client()
+    assert login(fresh, customer.email, DEFAULT_PASSWORD).status_code == 400
+    assert login(fresh, customer.email, NEW_PASSWORD).status_code == 302
+
+
+def test_wrong_current_passwords_count_towards_the_throttle(client, app, logged_in_customer):
+    """Can the change-password form not be used to guess the password without limit?"""
+    for _ in range(5):
+        assert change_password(client, current="guessing the password").status_code == 400
+    assert change_password(client).status_code == 429
+    assert audit_rows(app, "PASSWORD_CHANGED") == []
+
+
+# --- forced password change ---------------------------------------------------------------
+
+
+@pytest.fixture
+def forced_user(client, make_user):
+    """A user who must change their password, signed in on `client`."""
+    user = make_user(must_change_password=True)
+    assert login(client, user.email).status_code == 302
+    return user
+
+
+def test_forced_change_redirects_every_page_to_change_password(app, client, forced_user):
+    """Until the password is changed, does every GET page but change-password and logout
+    redirect to change-password?"""
+    allowed = {"/auth/change-password", "/auth/logout"}
+    paths = [path for path in get_paths(app) if path not in allowed]
+    assert "/banking/dashboard" in paths and "/auth/profile" in paths
+    for path in paths:
+        response = client.get(path)
+        assert response.status_code == 302, path
+        assert response.headers["Location"].endswith("/auth/change-password"), path
+
+
+def test_forced_change_also_blocks_posts(app, client, forced_user):
+    """Is a POST to another page (profile) refused with the redirect and without effect?"""
+    response = client.post("/auth/profile", data={"full_name": "Sneaky Change", "phone": "+1 555 0100"})
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/auth/change-password")
+    assert user_row(app, forced_user.id)["full_name"] != "Sneaky Change"
+
+
+def test_forced_change_leaves_change_password_and_logout_reachable(client, forced_user):
+    """Can the user still open change-password and log out?"""
+    assert client.get("/auth/change-password").status_code == 200
+    assert client.get("/auth/logout").status_code == 200
+    assert client.post("/auth/logout").status_code == 302
+
+
+def test_pages_open_after_the_forced_change(app, client, forced_user):
+    """After the change, do the pages open and is the flag cleared?"""
+    assert change_password(client).status_code == 302
+    assert user_row(app, forced_user.id)["must_change_password"] is False
+    assert client.get("/banking/dashboard").status_code == 200
+    assert client.get("/auth/profile").status_code == 200
