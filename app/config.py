@@ -72,18 +72,29 @@ def instance_secret(instance_path: str, filename: str) -> str:
     """Return the development secret stored in `instance_path/filename`, creating it once.
 
     The file holds 64 hex characters (32 random bytes from `secrets`) and is created with mode
-    0600, so `make run` needs no set-up and no secret is ever committed or hard-coded.
+    0600, fully written before it appears under its name (a hard link from a temporary file),
+    so `make run` needs no set-up and no secret is ever committed or hard-coded. Raises
+    ConfigurationError when an existing file holds less than 32 bytes of secret.
     """
     folder = Path(instance_path)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / filename
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text(encoding="ascii").strip()
-    value = secrets.token_hex(MIN_SECRET_BYTES)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(value + "\n")
+    if not path.exists():
+        temporary = folder / f".{filename}.{secrets.token_hex(8)}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_hex(MIN_SECRET_BYTES) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process created it first; use theirs
+        finally:
+            temporary.unlink()
+    value = path.read_text(encoding="ascii").strip()
+    if len(value.encode("utf-8")) < MIN_SECRET_BYTES:
+        raise ConfigurationError(f"{path} holds a damaged secret; delete it and a new one is generated")
     return value
 
 

@@ -235,3 +235,17 @@ def test_development_finalize_defaults_the_database_to_instance(tmp_path):
     config = {"SECRET_KEY": STRONG_SECRET, "AUDIT_HMAC_KEY": OTHER_STRONG_SECRET, "SQLALCHEMY_DATABASE_URI": None}
     DevelopmentConfig.finalize(config, str(tmp_path / "instance"))
     assert config["SQLALCHEMY_DATABASE_URI"] == "sqlite:///" + str(tmp_path / "instance" / "bank.db")
+
+
+@pytest.mark.parametrize("content", ["", "\n", "abc123\n"])
+def test_instance_secret_refuses_a_damaged_file(tmp_path, content):
+    """Is an empty or truncated secret file refused rather than used as a weak key?"""
+    (tmp_path / "secret_key").write_text(content, encoding="ascii")
+    with pytest.raises(ConfigurationError, match="damaged"):
+        instance_secret(str(tmp_path), "secret_key")
+
+
+def test_instance_secret_leaves_no_temporary_file(tmp_path):
+    """Does creating the secret leave only the secret file behind (no half-written temporaries)?"""
+    instance_secret(str(tmp_path), "secret_key")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret_key"]
