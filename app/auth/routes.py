@@ -105,7 +105,8 @@ def logout():
 @login_required
 def profile():
     """Edit one's own full_name and phone."""
-    form = ProfileForm(obj=current_user)
+    # Pre-filled from the user on GET only, so a POST missing a field is an error, not a no-op.
+    form = ProfileForm() if request.method == "POST" else ProfileForm(obj=current_user)
     if form.validate_on_submit():
         changed = services.update_profile(current_user, form.full_name.data, form.phone.data)
         flash("Your profile was updated." if changed else "Nothing to change.", "success")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 from flask_wtf import FlaskForm
 from wtforms import DateField, HiddenField, SelectField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, InputRequired, Length, Optional, Regexp, ValidationError
+from wtforms.validators import DataRequired, InputRequired, Length, Optional, Regexp, StopValidation
 
 from ..forms_common import AmountField, no_control_characters, strip_filter
 from ..models import ACCOUNT_TYPES, ENTRY_TYPES, Account, User
 from . import services
+
+DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _coerce_id(value) -> int:
@@ -59,9 +63,18 @@ class _TransferForm(FlaskForm):
     submit = SubmitField("Transfer")
     reason_required = False
 
-    def validate_description(self, field) -> None:
-        if self.reason_required and not (field.data or "").strip():
-            raise ValidationError("As an administrator, give the reason for this transfer.")
+    def validate(self, extra_validators=None) -> bool:
+        """Validate the fields, then require a description when an admin acts for a customer.
+
+        The reason check can't be an inline `validate_description`: the field's Optional()
+        validator stops the chain on empty input, so it would never run on the case it guards.
+        """
+        valid = super().validate(extra_validators)
+        if self.reason_required and not (self.description.data or "").strip():
+            self.description.errors = [*self.description.errors,
+                                       "As an administrator, give the reason for this transfer."]
+            return False
+        return valid
 
     def _setup(self, accounts: list[Account], reason_required: bool) -> None:
         self.reason_required = reason_required
@@ -101,14 +114,21 @@ class ExternalTransferForm(_TransferForm):
         return form
 
 
+def ascii_date(form, field) -> None:
+    """Refuse dates not written as ASCII `YYYY-MM-DD` (strptime would accept other digits)."""
+    raw = field.raw_data[0] if field.raw_data else ""
+    if raw and not DATE_PATTERN.fullmatch(raw):
+        raise StopValidation("Enter the date as YYYY-MM-DD.")
+
+
 class TransactionFilterForm(FlaskForm):
     """Query-string filters: date_from, date_to (YYYY-MM-DD, inclusive), type, min/max amount."""
 
     class Meta:
         csrf = False
 
-    date_from = DateField("From (UTC)", format="%Y-%m-%d", validators=[Optional()])
-    date_to = DateField("To (UTC)", format="%Y-%m-%d", validators=[Optional()])
+    date_from = DateField("From (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional()])
+    date_to = DateField("To (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional()])
     type = SelectField("Type", choices=[SelectChoice("", "Any")] + [SelectChoice(t, t.capitalize()) for t in ENTRY_TYPES],
                        validators=[Optional()])
     min_amount = AmountField("Min amount", allow_zero=True, optional=True)

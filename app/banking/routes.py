@@ -71,8 +71,12 @@ def open_account():
     return render_template("banking/open_account.html", form=form), 400 if form.errors else 200
 
 
-def _transfer_view(form_class, template: str, run):
-    """Shared body of the two transfer views: owner choice, form, service call, outcome."""
+SUBMITTED_TRANSFER_FIELDS = ("source_account", "target_account", "target_account_number", "amount")
+
+
+def _transfer_view(form_class, template: str, kind: str, run):
+    """Shared body of the two transfer views: owner choice, form, service call, outcome.
+    A refused form is audited too (TRANSFER_FAILED), like a refusal by the service."""
     owner = _transfer_owner()
     if owner is None:
         return _owner_picker("Choose the customer whose account sends the money")
@@ -88,6 +92,11 @@ def _transfer_view(form_class, template: str, run):
             return render_template(template, form=form, owner=owner), 400
         flash(f"Transfer complete. Reference {reference}.", "success")
         return redirect(url_for("banking.dashboard"))
+    if form.is_submitted():
+        services.record_refused_transfer_form(
+            current_user, owner.id, kind, list(form.errors),
+            {name: request.form[name] for name in SUBMITTED_TRANSFER_FIELDS if name in request.form},
+        )
     return render_template(template, form=form, owner=owner), 400 if form.errors else 200
 
 
@@ -96,7 +105,7 @@ def _transfer_view(form_class, template: str, run):
 @limiter.limit(_transfer_limit, key_func=rate_limit_key, methods=["POST"])
 def transfer_internal():
     """Move money between two accounts of the same customer."""
-    return _transfer_view(InternalTransferForm, "banking/transfer_internal.html", lambda form, owner:
+    return _transfer_view(InternalTransferForm, "banking/transfer_internal.html", "internal", lambda form, owner:
                           services.transfer_internal(current_user, owner.id, form.source_account.data,
                                                      form.target_account.data, form.amount.data,
                                                      form.description.data or "", form.idempotency_key.data))
@@ -107,7 +116,7 @@ def transfer_internal():
 @limiter.limit(_transfer_limit, key_func=rate_limit_key, methods=["POST"])
 def transfer_external():
     """Move money to any active account, named by its 12-digit number."""
-    return _transfer_view(ExternalTransferForm, "banking/transfer_external.html", lambda form, owner:
+    return _transfer_view(ExternalTransferForm, "banking/transfer_external.html", "external", lambda form, owner:
                           services.transfer_external(current_user, owner.id, form.source_account.data,
                                                      form.target_account_number.data, form.amount.data,
                                                      form.description.data or "", form.idempotency_key.data))

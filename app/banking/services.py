@@ -348,6 +348,24 @@ def _run_transfer(req: TransferRequest) -> str:
         raise
 
 
+def record_refused_transfer_form(actor: User, owner_id: int, kind: str, fields: list[str],
+                                 submitted: dict[str, str]) -> None:
+    """Log TRANSFER_FAILED for a transfer form refused by validation; commits that row only.
+
+    A refused form (an account id that is not one of the owner's, a malformed amount, a missing
+    idempotency key) moves nothing but is still an attempt on record, like a refusal by the
+    rules (DESIGN.md sections 3 and 4; PCI DSS 10.2.1). kind: "internal" or "external".
+    fields: names of the fields in error. submitted: the raw account and amount values as
+    posted, each cut to 32 characters (no secrets: the idempotency key is never included).
+    """
+    log_standalone_event(
+        "TRANSFER_FAILED",
+        {"kind": kind, "reason": "InvalidForm", "fields": sorted(fields), "source_owner_id": owner_id,
+         "acting_role": actor.role, "submitted": {name: str(value)[:32] for name, value in submitted.items()}},
+        user_id=actor.id,
+    )
+
+
 def transfer_internal(actor: User, owner_id: int, source_id: int, target_id: int, amount: Decimal,
                       description: str, idempotency_key: str) -> str:
     """Move `amount` (Decimal, two places) between two accounts of customer `owner_id`; commits once.

@@ -1,0 +1,189 @@
+"""Who may open what: every route of the app × every role against an explicit table (DESIGN.md §6).
+
+The cases are generated from the application's own `url_map`, so a route added without a row in
+EXPECTED fails the suite (test_every_route_has_an_expectation and its own matrix cases), and a
+row whose route disappeared fails too. POSTs carry no form fields: the matrix checks who gets
+through the login and role checks, not what the form then does (CSRF is off in this module; the
+CSRF module checks it comes first).
+"""
+
+from __future__ import annotations
+
+import shutil
+from urllib.parse import urlsplit
+
+import pytest
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import AuditLog
+from tests import factories
+from tests.conftest import build_app
+
+ROLES = ("anonymous", "customer", "support", "auditor", "admin")
+STAFF = ("support", "auditor", "admin")
+SIGNED_IN = ("customer", *STAFF)
+
+# Outcomes
+OK = "200"                    # the page (or file) is served
+INVALID = "400"               # let through; the empty form is refused by validation
+LOGIN = "login"               # 302 to /auth/login (anonymous on a protected page)
+DASHBOARD = "dashboard"       # 302 to /banking/dashboard (signed-in user on login/register, or /)
+DENIED = "403"                # wrong role: 403 plus one ACCESS_DENIED audit row
+LOGGED_OUT = "logged out"     # 302 to /auth/login and the session no longer works
+AUDIT_VIEW = "audit view"     # 302 to /audit/transactions (404 while that page does not exist yet)
+
+
+def _everyone(outcome: str) -> dict[str, str]:
+    return {role: outcome for role in ROLES}
+
+
+def _signed_in(anonymous: str, signed_in: str) -> dict[str, str]:
+    return {"anonymous": anonymous} | {role: signed_in for role in SIGNED_IN}
+
+
+def _customer_and_admin(allowed: str) -> dict[str, str]:
+    return {"anonymous": LOGIN, "customer": allowed, "support": DENIED, "auditor": DENIED, "admin": allowed}
+
+
+# (rule, method) -> role -> outcome. Routes of later issues get their rows when they land.
+EXPECTED: dict[tuple[str, str], dict[str, str]] = {
+    ("/", "GET"): _signed_in(LOGIN, DASHBOARD),
+    ("/static/<path:filename>", "GET"): _everyone(OK),
+    ("/bootstrap/static/<path:filename>", "GET"): _everyone(OK),
+    ("/auth/register", "GET"): _signed_in(OK, DASHBOARD),
+    ("/auth/register", "POST"): _signed_in(INVALID, DASHBOARD),
+    ("/auth/login", "GET"): _signed_in(OK, DASHBOARD),
+    ("/auth/login", "POST"): _signed_in(INVALID, DASHBOARD),
+    ("/auth/logout", "GET"): _signed_in(LOGIN, OK),
+    ("/auth/logout", "POST"): _signed_in(LOGIN, LOGGED_OUT),
+    ("/auth/profile", "GET"): _signed_in(LOGIN, OK),
+    ("/auth/profile", "POST"): _signed_in(LOGIN, INVALID),
+    ("/auth/change-password", "GET"): _signed_in(LOGIN, OK),
+    ("/auth/change-password", "POST"): _signed_in(LOGIN, INVALID),
+    ("/banking/dashboard", "GET"): _signed_in(LOGIN, OK),
+    ("/banking/open-account", "GET"): _customer_and_admin(OK),
+    ("/banking/open-account", "POST"): _customer_and_admin(INVALID),
+    ("/banking/transfer/internal", "GET"): _customer_and_admin(OK),
+    # An admin who has not chosen the customer (?owner_user_id=) gets the customer picker.
+    ("/banking/transfer/internal", "POST"): _customer_and_admin(INVALID) | {"admin": OK},
+    ("/banking/transfer/external", "GET"): _customer_and_admin(OK),
+    ("/banking/transfer/external", "POST"): _customer_and_admin(INVALID) | {"admin": OK},
+    ("/banking/transactions", "GET"): {"anonymous": LOGIN, "customer": OK, "support": DENIED,
+                                       "auditor": AUDIT_VIEW, "admin": AUDIT_VIEW},
+}
+
+# Concrete paths for rules with variables.
+SAMPLE_PATHS = {
+    "/static/<path:filename>": "/static/css/main.css",
+    "/bootstrap/static/<path:filename>": "/bootstrap/static/css/bootstrap.min.css",
+}
+
+
+def _routes_of_the_app() -> list[tuple[str, str]]:
+    application = build_app(":memory:")
+    return sorted(
+        (rule.rule, method)
+        for rule in application.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    )
+
+
+APP_ROUTES = _routes_of_the_app()
+
+
+@pytest.fixture(scope="module")
+def matrix_app(schema_template, tmp_path_factory):
+    """One application and database for the whole matrix (the cases only read, or are refused),
+    with one user per role."""
+    path = tmp_path_factory.mktemp("matrix") / "bank.db"
+    shutil.copyfile(schema_template, path)
+    application = build_app(path)
+    with application.app_context():
+        users = {role: factories.make_user(role) for role in SIGNED_IN}
+    application.config["MATRIX_USERS"] = users
+    yield application
+    with application.app_context():
+        db.engine.dispose()
+
+
+def _access_denied_rows(application) -> list[tuple[int | None, str]]:
+    with application.app_context():
+        return db.session.execute(
+            select(AuditLog.user_id, AuditLog.details).where(AuditLog.action == "ACCESS_DENIED").order_by(AuditLog.id)
+        ).all()
+
+
+def _location_path(response) -> str:
+    return urlsplit(response.headers.get("Location", "")).path
+
+
+def test_every_route_has_an_expectation():
+    """Does the table name every (route, method) the app serves, and nothing it doesn't serve?"""
+    assert sorted(EXPECTED) == APP_ROUTES
+
+
+def test_every_expectation_names_every_role():
+    """Does every row of the table say what happens for each of the five roles?"""
+    for route, outcomes in EXPECTED.items():
+        assert set(outcomes) == set(ROLES), route
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("rule", "method"), APP_ROUTES)
+def test_route_answers_each_role_as_designed(matrix_app, rule, method, role):
+    """Does this route answer this role as DESIGN.md section 6 says: the page, a login redirect
+    for anonymous visitors, or 403 plus an ACCESS_DENIED row for a wrong role?"""
+    assert (rule, method) in EXPECTED, f"no access rule for {method} {rule}: add it to EXPECTED"
+    outcome = EXPECTED[(rule, method)][role]
+    client = matrix_app.test_client()
+    user = matrix_app.config["MATRIX_USERS"].get(role)
+    if user is not None:
+        login = client.post("/auth/login", data={"email": user.email, "password": factories.DEFAULT_PASSWORD})
+        assert login.status_code == 302, f"{role} could not log in"
+    denied_before = _access_denied_rows(matrix_app)
+    path = SAMPLE_PATHS.get(rule, rule)
+
+    # A POST carries one unrelated field: with an empty body Flask-WTF would treat the form as
+    # not sent and fall back to the object's current values.
+    response = client.open(path, method=method, data={"unrelated": "1"} if method == "POST" else None)
+    status, location = response.status_code, _location_path(response)
+    response.close()
+    if outcome == OK:
+        assert status == 200
+    elif outcome == INVALID:
+        assert status == 400
+    elif outcome == LOGIN:
+        assert (status, location) == (302, "/auth/login")
+    elif outcome == DASHBOARD:
+        assert (status, location) == (302, "/banking/dashboard")
+    elif outcome == DENIED:
+        assert status == 403
+    elif outcome == LOGGED_OUT:
+        assert (status, location) == (302, "/auth/login")
+        assert _location_path(client.get("/banking/dashboard")) == "/auth/login"
+    elif outcome == AUDIT_VIEW:
+        if "audit.transactions" in matrix_app.view_functions:
+            assert (status, location) == (302, "/audit/transactions")
+        else:
+            assert status == 404
+    else:  # pragma: no cover - a typo in the table
+        pytest.fail(f"unknown outcome {outcome!r}")
+
+    new_denials = _access_denied_rows(matrix_app)[len(denied_before):]
+    if outcome == DENIED:
+        assert len(new_denials) == 1
+        user_id, details = new_denials[0]
+        assert user_id == user.id
+        assert f'"path":"{path}"' in details and f'"role":"{role}"' in details
+    else:
+        assert new_denials == []
+
+
+def test_anonymous_login_redirect_keeps_the_requested_page(matrix_app):
+    """Does the login redirect of a protected page carry `next` back to that page?"""
+    response = matrix_app.test_client().get("/banking/transactions?type=debit")
+
+    assert response.status_code == 302
+    assert _location_path(response) == "/auth/login"
+    assert "next=" in response.headers["Location"]

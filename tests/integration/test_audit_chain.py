@@ -1,0 +1,424 @@
+"""The append-only, hash-chained audit log (DESIGN.md section 4; issue 2 items 4 and 9)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.exc import DBAPIError
+
+from app.audit import services as audit_services
+from app.banking import services as banking_services
+from app.errors import InsufficientFundsError
+from app.extensions import db
+from app.models import Account, AuditChainHead, AuditLog, Transaction, User
+from tests.conftest import MIGRATIONS, build_app
+
+PASSWORD = "purple otter quietly sings 1987"
+NEW_PASSWORD = "seventeen lazy walruses juggle"
+WRONG_PASSWORD = "totally wrong guess but long"
+
+
+def _register_and_login(client, email="alice@example.com") -> None:
+    response = client.post("/auth/register", data={"full_name": "Alice Example", "email": email,
+                                                   "phone": "+44 20 7946 0000", "password": PASSWORD,
+                                                   "confirm_password": PASSWORD})
+    assert response.status_code == 302
+    assert client.post("/auth/login", data={"email": email, "password": PASSWORD}).status_code == 302
+
+
+def _some_history(client) -> None:
+    """Register, log in, open an account and fail one login: at least five audit rows."""
+    _register_and_login(client)
+    assert client.post("/banking/open-account", data={"type": "checking", "opening_balance": "10"}).status_code == 302
+    client.post("/auth/logout")
+    assert client.post("/auth/login", data={"email": "alice@example.com", "password": WRONG_PASSWORD}).status_code == 400
+
+
+def _audit_rows(app) -> list[AuditLog]:
+    with app.app_context():
+        rows = list(db.session.scalars(select(AuditLog).order_by(AuditLog.id)))
+        db.session.expunge_all()
+        return rows
+
+
+def _drop_triggers(app) -> None:
+    with app.app_context():
+        db.session.execute(text("DROP TRIGGER audit_log_no_update"))
+        db.session.execute(text("DROP TRIGGER audit_log_no_delete"))
+        db.session.commit()
+
+
+def _raw(app, sql: str, **params) -> None:
+    with app.app_context():
+        db.session.execute(text(sql), params)
+        db.session.commit()
+
+
+def _names_row(result, row_id: int) -> bool:
+    """True when the command's output (stdout and stderr as the user sees them) names `row_id`."""
+    return re.search(rf"\brow {row_id}\b", result.output) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# The chain
+# ---------------------------------------------------------------------------------------------
+
+
+def test_each_row_is_the_hmac_of_the_previous_hash_and_the_canonical_row(client, app):
+    """Is every row's hash HMAC-SHA256(AUDIT_HMAC_KEY, previous hash || canonical JSON), starting
+    from the genesis hash, with ids 1, 2, 3 ... and the head pointing at the last row?"""
+    _some_history(client)
+    rows = _audit_rows(app)
+    assert len(rows) >= 5
+    key = app.config["AUDIT_HMAC_KEY"].encode()
+
+    previous = "0" * 64
+    for expected_id, row in enumerate(rows, start=1):
+        assert row.id == expected_id
+        canonical = json.dumps({"action": row.action, "details": row.details, "id": row.id,
+                                "ip_address": row.ip_address,
+                                "timestamp": row.timestamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                                "user_id": row.user_id}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert row.hash == audit_services.chain_hash(key, previous, canonical)
+        previous = row.hash
+    with app.app_context():
+        head = db.session.get(AuditChainHead, 1)
+        assert (head.last_id, head.last_hash) == (rows[-1].id, rows[-1].hash)
+
+
+def test_rows_record_who_what_when_where(client, app):
+    """Does each row carry the acting user, the action, a UTC timestamp and the client IP?"""
+    _some_history(client)
+
+    rows = _audit_rows(app)
+
+    actions = [row.action for row in rows]
+    assert actions[:3] == ["REGISTER_SUCCESS", "LOGIN_SUCCESS", "ACCOUNT_CREATED"]
+    assert "LOGIN_FAILURE" in actions
+    assert all(row.ip_address == "127.0.0.1" for row in rows)
+    assert all(row.timestamp.tzinfo is not None and row.timestamp.utcoffset().total_seconds() == 0 for row in rows)
+    assert rows[0].user_id == rows[1].user_id == rows[2].user_id is not None
+
+
+def test_verify_chain_and_verify_audit_accept_an_intact_log(client, app, runner):
+    """Do verify_chain and `flask verify-audit` report an untouched log as intact (exit 0)?"""
+    _some_history(client)
+
+    with app.app_context():
+        report = audit_services.verify_chain(db.session)
+    result = runner.invoke(args=["verify-audit"])
+
+    assert report.ok and report.first_broken_id is None and report.rows_checked == len(_audit_rows(app))
+    assert result.exit_code == 0, result.output
+    assert "Audit chain holds" in result.output
+
+
+def test_verify_audit_accepts_an_empty_log(runner):
+    """Does verify-audit accept a fresh database with no audit rows yet?"""
+    result = runner.invoke(args=["verify-audit"])
+
+    assert result.exit_code == 0, result.output
+
+
+def test_chain_hash_depends_on_the_key(app):
+    """Would a different AUDIT_HMAC_KEY give a different hash (so the key, kept outside the
+    database, is what makes forging rows impossible)?"""
+    canonical = audit_services.canonical_row(1, None, "LOGIN_FAILURE", "{}", "127.0.0.1",
+                                             datetime(2024, 1, 1, tzinfo=timezone.utc))
+
+    assert audit_services.chain_hash(b"k1", "0" * 64, canonical) != audit_services.chain_hash(b"k2", "0" * 64, canonical)
+
+
+def test_verify_audit_fails_with_another_key(client, app, database_path):
+    """Does a log checked with a different HMAC key fail, naming row 1?"""
+    _some_history(client)
+    other = build_app(database_path, AUDIT_HMAC_KEY="another-key-0123456789abcdef0123456789abcdef")
+
+    result = other.test_cli_runner().invoke(args=["verify-audit"])
+
+    with other.app_context():
+        db.engine.dispose()
+    assert result.exit_code != 0
+    assert _names_row(result, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Append-only: triggers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_triggers_exist_after_flask_db_upgrade(tmp_path):
+    """Does `flask db upgrade` on an empty SQLite file create the two triggers that refuse UPDATE
+    and DELETE on audit_log?"""
+    fresh = build_app(tmp_path / "fresh.db")
+
+    result = fresh.test_cli_runner().invoke(args=["db", "upgrade", "--directory", MIGRATIONS])
+
+    assert result.exit_code == 0, result.output
+    with fresh.app_context():
+        triggers = dict(db.session.execute(
+            text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'")
+        ).all())
+        db.engine.dispose()
+    assert set(triggers) == {"audit_log_no_update", "audit_log_no_delete"}
+    assert "BEFORE UPDATE ON audit_log" in triggers["audit_log_no_update"]
+    assert "BEFORE DELETE ON audit_log" in triggers["audit_log_no_delete"]
+    assert all("RAISE(ABORT" in sql for sql in triggers.values())
+
+
+def test_orm_update_of_an_audit_row_fails(client, app):
+    """Is changing an audit row through the ORM refused by the database, leaving it unchanged?"""
+    _some_history(client)
+    original = _audit_rows(app)[0]
+
+    with app.app_context():
+        row = db.session.get(AuditLog, original.id)
+        row.details = json.dumps({"email": "someone-else@example.com"})
+        with pytest.raises(DBAPIError, match="append-only"):
+            db.session.commit()
+        db.session.rollback()
+
+    assert _audit_rows(app)[0].details == original.details
+
+
+def test_orm_delete_of_an_audit_row_fails(client, app):
+    """Is deleting an audit row through the ORM refused by the database?"""
+    _some_history(client)
+    count = len(_audit_rows(app))
+
+    with app.app_context():
+        db.session.delete(db.session.get(AuditLog, 1))
+        with pytest.raises(DBAPIError, match="append-only"):
+            db.session.commit()
+        db.session.rollback()
+
+    assert len(_audit_rows(app)) == count
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE audit_log SET details = '{}' WHERE id = 2",
+    "UPDATE audit_log SET hash = 'x'",
+    "DELETE FROM audit_log WHERE id = 2",
+    "DELETE FROM audit_log",
+])
+def test_raw_sql_update_and_delete_on_audit_log_fail(client, app, statement):
+    """Are raw SQL UPDATE and DELETE statements on audit_log refused, whoever sends them?"""
+    _some_history(client)
+    before = [(row.id, row.details, row.hash) for row in _audit_rows(app)]
+
+    with app.app_context():
+        with pytest.raises(DBAPIError, match="append-only"):
+            db.session.execute(text(statement))
+        db.session.rollback()
+
+    assert [(row.id, row.details, row.hash) for row in _audit_rows(app)] == before
+
+
+def test_bulk_orm_update_and_delete_on_audit_log_fail(client, app):
+    """Are SQLAlchemy bulk update() and delete() statements on AuditLog refused too?"""
+    _some_history(client)
+
+    with app.app_context():
+        with pytest.raises(DBAPIError, match="append-only"):
+            db.session.execute(update(AuditLog).values(action="LOGOUT"))
+        db.session.rollback()
+        with pytest.raises(DBAPIError, match="append-only"):
+            db.session.execute(delete(AuditLog).where(AuditLog.id > 1))
+        db.session.rollback()
+
+
+# ---------------------------------------------------------------------------------------------
+# Tampering is detected even with the triggers gone
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("column, value", [
+    ("details", '{"email":"mallory@example.com"}'),
+    ("action", "LOGOUT"),
+    ("user_id", None),
+    ("ip_address", "10.0.0.1"),
+    ("timestamp", "2020-01-01 00:00:00.000000"),
+])
+def test_edited_row_is_reported_at_its_id(client, app, runner, column, value):
+    """With the triggers dropped, is an edit of any hashed column of row 3 reported by verify-audit
+    (non-zero exit, naming row 3)?"""
+    _some_history(client)
+    _drop_triggers(app)
+
+    _raw(app, f"UPDATE audit_log SET {column} = :value WHERE id = 3", value=value)
+    result = runner.invoke(args=["verify-audit"])
+
+    assert result.exit_code != 0
+    assert _names_row(result, 3)
+
+
+def test_edit_with_a_recomputed_plain_hash_is_still_detected(client, app, runner):
+    """Does an attacker who edits a row and recomputes an unkeyed SHA-256 hash still fail the check
+    (the chain is keyed)?"""
+    import hashlib
+
+    _some_history(client)
+    _drop_triggers(app)
+    rows = _audit_rows(app)
+    forged = hashlib.sha256((rows[1].hash + "forged").encode()).hexdigest()
+
+    _raw(app, "UPDATE audit_log SET details = '{}', hash = :hash WHERE id = 3", hash=forged)
+    result = runner.invoke(args=["verify-audit"])
+
+    assert result.exit_code != 0 and _names_row(result, 3)
+
+
+def test_deleted_middle_row_is_reported_at_its_id(client, app, runner):
+    """With the triggers dropped, is a deleted middle row reported at the missing id?"""
+    _some_history(client)
+    _drop_triggers(app)
+    assert len(_audit_rows(app)) >= 5
+
+    _raw(app, "DELETE FROM audit_log WHERE id = 3")
+    result = runner.invoke(args=["verify-audit"])
+
+    assert result.exit_code != 0
+    assert _names_row(result, 3)
+
+
+def test_deleted_last_rows_are_reported(client, app, runner):
+    """With the triggers dropped, is removing the newest rows reported, naming the first missing id?"""
+    _some_history(client)
+    _drop_triggers(app)
+    last = len(_audit_rows(app))
+
+    _raw(app, "DELETE FROM audit_log WHERE id >= :first", first=last - 1)
+    result = runner.invoke(args=["verify-audit"])
+
+    assert result.exit_code != 0
+    assert _names_row(result, last - 1)
+
+
+def test_swapped_rows_are_reported(client, app, runner):
+    """With the triggers dropped, is swapping the content of two rows (keeping their hashes)
+    reported at the first of them?"""
+    _some_history(client)
+    _drop_triggers(app)
+    rows = _audit_rows(app)
+
+    _raw(app, "UPDATE audit_log SET action = :a, details = :d WHERE id = 2", a=rows[2].action, d=rows[2].details)
+    _raw(app, "UPDATE audit_log SET action = :a, details = :d WHERE id = 3", a=rows[1].action, d=rows[1].details)
+    result = runner.invoke(args=["verify-audit"])
+
+    assert result.exit_code != 0 and _names_row(result, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Unit of work: an audit row and its change commit together
+# ---------------------------------------------------------------------------------------------
+
+
+def test_failed_transfer_leaves_no_transfer_created_row(app, customer, make_account):
+    """Does a transfer refused at write time leave a TRANSFER_FAILED row and no TRANSFER_CREATED?"""
+    source = make_account(customer, "5.00")
+    target = make_account(customer, "0.00")
+
+    with app.app_context():
+        actor = db.session.get(User, customer.id)
+        with pytest.raises(InsufficientFundsError):
+            banking_services.transfer_internal(actor, customer.id, source.id, target.id, Decimal("6.00"), "",
+                                               banking_services.new_idempotency_key())
+
+    actions = [row.action for row in _audit_rows(app)]
+    assert actions == ["TRANSFER_FAILED"]
+
+
+def test_audit_row_is_rolled_back_with_its_change(app, customer, make_account, monkeypatch):
+    """When a transfer fails after its TRANSFER_CREATED row was queued, is that row discarded with
+    the money movement (nothing committed), and does it not leak into the next commit?"""
+    source = make_account(customer, "50.00")
+    target = make_account(customer, "0.00")
+    real_log_event = banking_services.log_event
+
+    def log_then_fail(action, details=None, **kwargs):
+        real_log_event(action, details, **kwargs)
+        if action == "TRANSFER_CREATED":
+            raise RuntimeError("simulated crash after the audit row was queued")
+
+    monkeypatch.setattr(banking_services, "log_event", log_then_fail)
+
+    with app.app_context():
+        actor = db.session.get(User, customer.id)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            banking_services.transfer_internal(actor, customer.id, source.id, target.id, Decimal("10.00"), "",
+                                               banking_services.new_idempotency_key())
+        monkeypatch.setattr(banking_services, "log_event", real_log_event)
+        banking_services.open_account(actor, "savings", Decimal("0.00"))
+        balances = dict(db.session.execute(select(Account.id, Account.balance)).all())
+        transfer_rows = db.session.scalars(select(Transaction).where(Transaction.sender_account_id.is_not(None))).all()
+        report = audit_services.verify_chain(db.session)
+
+    assert balances[source.id] == Decimal("50.00") and balances[target.id] == Decimal("0.00")
+    assert transfer_rows == []
+    assert [row.action for row in _audit_rows(app)] == ["ACCOUNT_CREATED"]
+    assert report.ok
+
+
+def test_change_is_rolled_back_when_its_audit_row_cannot_be_written(app, customer, make_account, monkeypatch):
+    """If writing the audit row fails at commit, is the change it describes rolled back too?"""
+    source = make_account(customer, "50.00")
+    target = make_account(customer, "0.00")
+
+    def broken_head(_session):
+        raise RuntimeError("audit store unavailable")
+
+    monkeypatch.setattr(audit_services, "_lock_head", broken_head)
+
+    with app.app_context():
+        actor = db.session.get(User, customer.id)
+        with pytest.raises(RuntimeError, match="audit store unavailable"):
+            banking_services.transfer_internal(actor, customer.id, source.id, target.id, Decimal("10.00"), "",
+                                               banking_services.new_idempotency_key())
+        balances = dict(db.session.execute(select(Account.id, Account.balance)).all())
+
+    assert balances[source.id] == Decimal("50.00") and balances[target.id] == Decimal("0.00")
+    assert _audit_rows(app) == []
+
+
+def test_unknown_action_and_secret_detail_keys_are_refused(app):
+    """Does the audit service refuse unknown action names and detail keys that name secrets?"""
+    with app.app_context():
+        with pytest.raises(ValueError, match="unknown audit action"):
+            audit_services.queue_event(db.session, "MONEY_PRINTED", {}, None, None)
+        for key in ("password", "new_password", "password_hash", "csrf_token", "session_id", "idempotency_key"):
+            with pytest.raises(ValueError, match="must not carry secrets"):
+                audit_services.queue_event(db.session, "LOGIN_FAILURE", {key: "x"}, None, None)
+        db.session.rollback()
+
+
+# ---------------------------------------------------------------------------------------------
+# No secrets in the details
+# ---------------------------------------------------------------------------------------------
+
+
+def test_audit_details_never_contain_passwords(client, app):
+    """After a registration, a failed and a successful login and a password change, does no audit
+    row contain any of the passwords used (nor their hashes)?"""
+    _register_and_login(client)
+    response = client.post("/auth/change-password", data={"current_password": PASSWORD, "new_password": NEW_PASSWORD,
+                                                           "confirm_password": NEW_PASSWORD})
+    assert response.status_code == 302
+    client.post("/auth/logout")
+    client.post("/auth/login", data={"email": "alice@example.com", "password": WRONG_PASSWORD})
+    client.post("/auth/login", data={"email": "nobody@example.com", "password": WRONG_PASSWORD})
+    assert client.post("/auth/login", data={"email": "alice@example.com", "password": NEW_PASSWORD}).status_code == 302
+
+    rows = _audit_rows(app)
+    with app.app_context():
+        password_hash = db.session.scalar(select(User.password_hash))
+    actions = {row.action for row in rows}
+    assert {"REGISTER_SUCCESS", "LOGIN_SUCCESS", "PASSWORD_CHANGED", "LOGIN_FAILURE", "LOGOUT"} <= actions
+    for row in rows:
+        for secret in (PASSWORD, NEW_PASSWORD, WRONG_PASSWORD, password_hash, password_hash.split("$")[-1]):
+            assert secret not in row.details, (row.action, row.details)
+        assert "password" not in json.loads(row.details)

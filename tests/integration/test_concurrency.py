@@ -1,0 +1,177 @@
+"""Concurrent money movements on a file-backed SQLite database (DESIGN.md section 3; issue 2 item 9).
+
+Each thread gets its own application context, hence its own SQLAlchemy session and connection,
+and all threads are released together by a barrier so their reads and writes overlap. A naive
+read-check-write implementation oversells (or fails with "database is locked") under this test;
+the conditional updates inside BEGIN IMMEDIATE transactions must give exact results.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from app.audit.services import verify_chain
+from app.banking import services
+from app.errors import DomainError
+from app.extensions import db
+from app.models import Account, AuditLog, Transaction, User
+
+THREADS = 20
+JOIN_TIMEOUT_SECONDS = 60
+
+
+def _run_together(app, user_id: int, count: int, action: Callable[[User, int], object]) -> list[str]:
+    """Run `action(actor, index)` in `count` threads released together by a barrier, each in its
+    own app context (own session). Returns "ok" or the exception's class name per thread."""
+    barrier = threading.Barrier(count)
+    outcomes: list[str] = ["not run"] * count
+
+    def worker(index: int) -> None:
+        with app.app_context():
+            try:
+                actor = db.session.get(User, user_id)
+                db.session.commit()
+                barrier.wait(timeout=JOIN_TIMEOUT_SECONDS)
+                action(actor, index)
+                outcomes[index] = "ok"
+            except DomainError as exc:
+                outcomes[index] = type(exc).__name__
+            except Exception as exc:  # noqa: BLE001 - reported in the assertion, never lost
+                outcomes[index] = f"unexpected {type(exc).__name__}: {exc}"
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=worker, args=(i,), name=f"transfer-{i}") for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT_SECONDS)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    return outcomes
+
+
+def _balances(app) -> dict[int, Decimal]:
+    with app.app_context():
+        return dict(db.session.execute(select(Account.id, Account.balance)).all())
+
+
+def _actions(app) -> Counter:
+    with app.app_context():
+        return Counter(db.session.scalars(select(AuditLog.action)))
+
+
+def _ledger_and_chain_ok(app) -> None:
+    with app.app_context():
+        ledger = services.verify_ledger()
+        chain = verify_chain(db.session)
+    assert ledger.ok, ledger.problems
+    assert chain.ok, chain.reason
+
+
+@pytest.mark.parametrize("kind", ["external", "internal"])
+def test_twenty_concurrent_withdrawals_of_ten_from_one_hundred(app, customer, other_customer, make_account, kind):
+    """With 20 threads each sending 10.00 from an account holding 100.00 at the same moment, do
+    exactly 10 succeed and 10 fail for insufficient funds (never busy/locked), leaving 0.00, a
+    consistent ledger and an unbroken audit chain?"""
+    source = make_account(customer, "100.00")
+    target = make_account(customer if kind == "internal" else other_customer, "0.00")
+    keys = [services.new_idempotency_key() for _ in range(THREADS)]
+
+    def withdraw(actor: User, index: int) -> None:
+        if kind == "internal":
+            services.transfer_internal(actor, actor.id, source.id, target.id, Decimal("10.00"), f"t{index}", keys[index])
+        else:
+            services.transfer_external(actor, actor.id, source.id, target.account_number, Decimal("10.00"),
+                                       f"t{index}", keys[index])
+
+    outcomes = _run_together(app, customer.id, THREADS, withdraw)
+
+    assert Counter(outcomes) == {"ok": 10, "InsufficientFundsError": 10}, outcomes
+    balances = _balances(app)
+    assert balances[source.id] == Decimal("0.00")
+    assert balances[target.id] == Decimal("100.00")
+    actions = _actions(app)
+    assert actions["TRANSFER_CREATED"] == 10 and actions["TRANSFER_FAILED"] == 10
+    with app.app_context():
+        debits = db.session.scalar(select(func.count(Transaction.id)).where(Transaction.type == "debit"))
+    assert debits == 10
+    _ledger_and_chain_ok(app)
+
+
+def test_same_idempotency_key_from_several_threads_moves_money_once(app, customer, other_customer, make_account):
+    """When the same form (one idempotency key) is submitted by 8 threads at once, does the money
+    move exactly once, with every other submission told it was already made?"""
+    source = make_account(customer, "100.00")
+    target = make_account(other_customer, "0.00")
+    key = services.new_idempotency_key()
+
+    def submit(actor: User, _index: int) -> None:
+        services.transfer_external(actor, actor.id, source.id, target.account_number, Decimal("10.00"), "once", key)
+
+    outcomes = _run_together(app, customer.id, 8, submit)
+
+    assert Counter(outcomes) == {"ok": 1, "DuplicateTransferError": 7}, outcomes
+    balances = _balances(app)
+    assert balances[source.id] == Decimal("90.00") and balances[target.id] == Decimal("10.00")
+    actions = _actions(app)
+    assert actions["TRANSFER_CREATED"] == 1 and actions["TRANSFER_FAILED"] == 0
+    _ledger_and_chain_ok(app)
+
+
+def test_opposite_transfers_at_once_neither_deadlock_nor_lose_money(app, customer, other_customer, make_account):
+    """Do 10 transfers A→B and 10 transfers B→A released together all complete, leaving both
+    balances where they started?"""
+    alice_account = make_account(customer, "50.00")
+    bob_account = make_account(other_customer, "50.00")
+    keys = [services.new_idempotency_key() for _ in range(THREADS)]
+    accounts = {customer.id: (alice_account, bob_account), other_customer.id: (bob_account, alice_account)}
+    barrier = threading.Barrier(THREADS)
+    outcomes: list[str] = ["not run"] * THREADS
+
+    def worker(index: int) -> None:
+        owner_id = customer.id if index % 2 == 0 else other_customer.id
+        source, target = accounts[owner_id]
+        with app.app_context():
+            try:
+                actor = db.session.get(User, owner_id)
+                db.session.commit()
+                barrier.wait(timeout=JOIN_TIMEOUT_SECONDS)
+                services.transfer_external(actor, owner_id, source.id, target.account_number, Decimal("1.00"), "",
+                                           keys[index])
+                outcomes[index] = "ok"
+            except Exception as exc:  # noqa: BLE001
+                outcomes[index] = f"{type(exc).__name__}: {exc}"
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT_SECONDS)
+
+    assert outcomes == ["ok"] * THREADS, outcomes
+    balances = _balances(app)
+    assert balances[alice_account.id] == balances[bob_account.id] == Decimal("50.00")
+    _ledger_and_chain_ok(app)
+
+
+def test_concurrent_account_openings_respect_the_limit(app, customer):
+    """When 10 openings for one customer race, do exactly MAX_ACCOUNTS_PER_CUSTOMER (5) succeed?"""
+
+    def open_one(actor: User, _index: int) -> None:
+        services.open_account(actor, "savings", Decimal("1.00"))
+
+    outcomes = _run_together(app, customer.id, 10, open_one)
+
+    assert Counter(outcomes) == {"ok": 5, "LimitExceededError": 5}, outcomes
+    with app.app_context():
+        numbers = list(db.session.scalars(select(Account.account_number).where(Account.owner_id == customer.id)))
+    assert len(numbers) == len(set(numbers)) == 5
+    _ledger_and_chain_ok(app)

@@ -1,0 +1,288 @@
+"""The customer's transactions list and the dashboard (DESIGN.md sections 6 and 8)."""
+
+from __future__ import annotations
+
+import html
+import itertools
+import re
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from app.banking import services
+from app.extensions import db
+from app.models import Transaction, User
+
+URL = "/banking/transactions"
+MASK = "\u2022\u2022\u2022\u2022"
+START = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
+_refs = itertools.count(1)
+
+
+def _add_entries(app, account, entries, *, counterparty=None) -> None:
+    """Write ledger rows straight to the database (set-up only). `entries`: (timestamp, type,
+    amount, description); a debit needs `counterparty` as its receiver, a credit without one is
+    a deposit."""
+    with app.app_context():
+        for moment, entry_type, amount, description in entries:
+            other = counterparty.id if counterparty else None
+            db.session.add(Transaction(
+                account_id=account.id, type=entry_type, amount=Decimal(amount), description=description,
+                sender_account_id=account.id if entry_type == "debit" else other,
+                receiver_account_id=other if entry_type == "debit" else account.id,
+                reference=f"TX-TEST{next(_refs):09d}", timestamp=moment, initiated_by_user_id=account.owner_id,
+            ))
+        db.session.commit()
+
+
+def _rows(response) -> list[str]:
+    """The table rows of a transactions list (without the 'No transactions.' row)."""
+    body = response.get_data(as_text=True)
+    tbody = body[body.index("<tbody>"):body.index("</tbody>")]
+    return [html.unescape(row) for row in re.findall(r"<tr>(.*?)</tr>", tbody, re.S) if "<code>" in row]
+
+
+def _descriptions(response) -> list[str]:
+    return [re.findall(r"<td>([^<]*)</td>\s*<td><code>", row)[0] for row in _rows(response)]
+
+
+@pytest.fixture
+def account(logged_in_customer, make_account):
+    return make_account(logged_in_customer, "0.00")
+
+
+@pytest.fixture
+def foreign(other_customer, make_account):
+    return make_account(other_customer, "0.00")
+
+
+def test_lists_only_the_users_own_entries(client, app, logged_in_customer, account, foreign, make_account,
+                                          other_customer):
+    """Does the list show the user's own ledger entries and none of another customer's, even for a
+    transfer between them (only the user's side)?"""
+    third = make_account(other_customer, "0.00")
+    _add_entries(app, account, [(START, "credit", "50.00", "my deposit")])
+    _add_entries(app, account, [(START + timedelta(hours=1), "debit", "5.00", "paid bob")], counterparty=foreign)
+    _add_entries(app, foreign, [(START + timedelta(hours=1), "credit", "5.00", "bob received")], counterparty=account)
+    _add_entries(app, foreign, [(START + timedelta(hours=2), "debit", "1.00", "bob private")], counterparty=third)
+
+    response = client.get(URL)
+
+    assert response.status_code == 200
+    assert _descriptions(response) == ["paid bob", "my deposit"]
+    assert "bob private" not in response.get_data(as_text=True)
+
+
+def test_lists_newest_first_in_pages_of_25_with_rel_links(client, app, logged_in_customer, account):
+    """Are entries newest first, 25 a page, with rel="next" on the first page and rel="prev" (and
+    no rel="next") on the last?"""
+    _add_entries(app, account, [(START + timedelta(minutes=i), "credit", "1.00", f"entry {i:02d}") for i in range(30)])
+
+    first = client.get(URL)
+    second = client.get(URL + "?page=2")
+
+    assert _descriptions(first) == [f"entry {i:02d}" for i in range(29, 4, -1)]
+    assert _descriptions(second) == [f"entry {i:02d}" for i in range(4, -1, -1)]
+    first_body, second_body = first.get_data(as_text=True), second.get_data(as_text=True)
+    assert 'rel="next"' in first_body and 'rel="prev"' not in first_body
+    assert re.search(r'rel="next" href="/banking/transactions\?page=2"', first_body)
+    assert 'rel="prev"' in second_body and 'rel="next"' not in second_body
+
+
+def test_pager_keeps_the_filters(client, app, logged_in_customer, account):
+    """Does the next-page link carry the current filters, so page 2 is page 2 of the same list?"""
+    _add_entries(app, account, [(START + timedelta(minutes=i), "credit", "1.00", f"c{i}") for i in range(26)])
+
+    body = html.unescape(client.get(URL + "?type=credit").get_data(as_text=True))
+
+    link = re.search(r'rel="next" href="([^"]+)"', body).group(1)
+    assert "type=credit" in link and "page=2" in link
+
+
+def test_exactly_25_entries_fit_one_page_without_next_link(client, app, logged_in_customer, account):
+    """With exactly 25 entries, is there one full page and no rel="next" link?"""
+    _add_entries(app, account, [(START + timedelta(minutes=i), "credit", "1.00", f"e{i}") for i in range(25)])
+
+    response = client.get(URL)
+
+    assert len(_rows(response)) == 25
+    assert 'rel="next"' not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("page", ["3", "999", "99999999999999999999", "0", "-1", "abc", "1.5", "", "\uff11", "1 "])
+def test_page_past_the_end_or_malformed_is_an_empty_list(client, app, logged_in_customer, account, page):
+    """Is a page past the end, or a malformed page number, an empty list with status 200 (never a
+    404 or 500)?"""
+    _add_entries(app, account, [(START + timedelta(minutes=i), "credit", "1.00", f"e{i}") for i in range(30)])
+
+    response = client.get(URL, query_string={"page": page})
+
+    assert response.status_code == 200
+    assert _rows(response) == []
+    assert "No transactions." in response.get_data(as_text=True)
+
+
+def test_date_filters_are_inclusive_utc_days(client, app, logged_in_customer, account):
+    """Do date_from and date_to select whole UTC days, both inclusive, to the microsecond?"""
+    day = datetime(2024, 3, 10, tzinfo=timezone.utc)
+    _add_entries(app, account, [
+        (day - timedelta(microseconds=1), "credit", "1.00", "day before"),
+        (day, "credit", "1.00", "first instant"),
+        (day + timedelta(days=1, microseconds=-1), "credit", "1.00", "last instant"),
+        (day + timedelta(days=1), "credit", "1.00", "day after"),
+    ])
+
+    both = client.get(URL + "?date_from=2024-03-10&date_to=2024-03-10")
+    since = client.get(URL + "?date_from=2024-03-10")
+    until = client.get(URL + "?date_to=2024-03-10")
+
+    assert both.status_code == 200
+    assert _descriptions(both) == ["last instant", "first instant"]
+    assert _descriptions(since) == ["day after", "last instant", "first instant"]
+    assert _descriptions(until) == ["last instant", "first instant", "day before"]
+
+
+def test_type_filter_selects_debits_or_credits(client, app, logged_in_customer, account, foreign):
+    """Does type=debit show only debits and type=credit only credits?"""
+    _add_entries(app, account, [(START, "credit", "10.00", "in")])
+    _add_entries(app, account, [(START + timedelta(hours=1), "debit", "3.00", "out")], counterparty=foreign)
+
+    assert _descriptions(client.get(URL + "?type=debit")) == ["out"]
+    assert _descriptions(client.get(URL + "?type=credit")) == ["in"]
+    assert _descriptions(client.get(URL + "?type=")) == ["out", "in"]
+
+
+def test_amount_filters_are_inclusive(client, app, logged_in_customer, account):
+    """Do min_amount and max_amount include entries exactly at the bounds?"""
+    _add_entries(app, account, [(START + timedelta(minutes=i), "credit", amount, f"a{amount}")
+                                for i, amount in enumerate(["9.99", "10.00", "20.00", "20.01"])])
+
+    assert _descriptions(client.get(URL + "?min_amount=10&max_amount=20.00")) == ["a20.00", "a10.00"]
+    assert _descriptions(client.get(URL + "?min_amount=20.00")) == ["a20.01", "a20.00"]
+    assert _descriptions(client.get(URL + "?max_amount=9.99")) == ["a9.99"]
+
+
+def test_filters_combine(client, app, logged_in_customer, account, foreign):
+    """Do several filters apply together (AND), not one at a time?"""
+    _add_entries(app, account, [(START, "credit", "10.00", "credit early"),
+                                (START + timedelta(days=2), "credit", "10.00", "credit late")])
+    _add_entries(app, account, [(START + timedelta(days=2), "debit", "10.00", "debit late")], counterparty=foreign)
+
+    response = client.get(URL + "?type=credit&date_from=2024-03-02&min_amount=10&max_amount=10")
+
+    assert _descriptions(response) == ["credit late"]
+
+
+@pytest.mark.parametrize(("query", "field_message"), [
+    ({"date_from": "2024-13-01"}, "Not a valid date value."),
+    ({"date_to": "2024-02-30"}, "Not a valid date value."),
+    ({"date_from": "01/02/2024"}, "Not a valid date value."),
+    ({"date_to": "2024-03-10T00:00"}, "Not a valid date value."),
+    ({"type": "transfer"}, "Not a valid choice."),
+    ({"min_amount": "abc"}, "Enter the amount as digits"),
+    ({"max_amount": "1e3"}, "Enter the amount as digits"),
+    ({"min_amount": "-1"}, "Enter the amount as digits"),
+    ({"max_amount": "NaN"}, "Enter the amount as digits"),
+    ({"min_amount": "9" * 5000}, "Enter the amount as digits"),
+    ({"date_from": "\uff12\uff10\uff12\uff14-01-01"}, "Enter the date as YYYY-MM-DD."),
+])
+def test_malformed_filter_is_a_400_with_a_message(client, app, logged_in_customer, account, query, field_message):
+    """Is a malformed date, amount or unknown type answered with status 400 and a message on the
+    page (never a 500), listing nothing?"""
+    _add_entries(app, account, [(START, "credit", "1.00", "entry-not-listed")])
+
+    response = client.get(URL, query_string=query)
+
+    assert response.status_code == 400
+    body = html.unescape(response.get_data(as_text=True))
+    assert "Some filters are not valid" in body
+    assert field_message in body
+    assert "entry-not-listed" not in body
+
+
+def test_counterparty_is_masked_unless_it_is_the_users_own_account(client, app, logged_in_customer, account,
+                                                                   other_customer, foreign, make_account):
+    """Is another customer's account shown as ••••1234 while the user's own accounts (and the
+    deposit's empty counterparty) are shown as they are?"""
+    funded = make_account(logged_in_customer, "100.00")
+    with app.app_context():
+        actor = db.session.get(User, logged_in_customer.id)
+        services.transfer_internal(actor, actor.id, funded.id, account.id, Decimal("10.00"), "to savings",
+                                   services.new_idempotency_key())
+        services.transfer_external(actor, actor.id, funded.id, foreign.account_number, Decimal("7.00"), "to bob",
+                                   services.new_idempotency_key())
+
+    response = client.get(URL)
+
+    body = response.get_data(as_text=True)
+    assert foreign.account_number not in body
+    # Columns: date, account, counterparty, type, amount, description, reference.
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in _rows(response)]
+    counterparty = {(c[5], c[1]): c[2] for c in cells}
+    assert counterparty[("to bob", funded.account_number)] == MASK + foreign.account_number[-4:]
+    assert counterparty[("to savings", funded.account_number)] == account.account_number
+    assert counterparty[("to savings", account.account_number)] == funded.account_number
+    assert counterparty[("Opening deposit", funded.account_number)] == "\u2014"
+
+    client.post("/auth/logout")
+    client.post("/auth/login", data={"email": other_customer.email, "password": "correct horse battery staple 42"})
+    theirs = client.get(URL).get_data(as_text=True)
+    assert MASK + funded.account_number[-4:] in theirs and funded.account_number not in theirs
+
+
+def test_amounts_are_formatted_with_sign_and_separators(client, app, logged_in_customer, account, foreign):
+    """Are amounts shown with two decimals and comma separators, debits with a leading minus?"""
+    _add_entries(app, account, [(START, "credit", "1234567.80", "big in")])
+    _add_entries(app, account, [(START + timedelta(hours=1), "debit", "1234.50", "out")], counterparty=foreign)
+
+    body = client.get(URL).get_data(as_text=True)
+
+    assert "1,234,567.80" in body and "-1,234.50" in body
+
+
+def test_dashboard_shows_own_accounts_and_last_five_entries_each(client, app, logged_in_customer, make_account,
+                                                                 other_customer, foreign):
+    """Does the dashboard list only the customer's accounts, each with its five newest entries?"""
+    first = make_account(logged_in_customer, "0.00", type="checking")
+    second = make_account(logged_in_customer, "0.00", type="savings")
+    _add_entries(app, first, [(START + timedelta(minutes=i), "credit", "1.00", f"first-{i}") for i in range(7)])
+    _add_entries(app, second, [(START + timedelta(minutes=i), "credit", "2.00", f"second-{i}") for i in range(2)])
+    _add_entries(app, foreign, [(START, "credit", "3.00", "foreign-entry")])
+
+    response = client.get("/banking/dashboard")
+
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    assert first.account_number in body and second.account_number in body
+    assert foreign.account_number not in body and "foreign-entry" not in body
+    shown = re.findall(r"<td>(first-\d|second-\d)</td>", body)
+    assert shown == [f"first-{i}" for i in range(6, 1, -1)] + ["second-1", "second-0"]
+
+
+def test_dashboard_shows_balances_formatted(client, app, logged_in_customer, make_account):
+    """Does the dashboard show each balance with two decimals and a thousands separator?"""
+    make_account(logged_in_customer, "12345.60")
+
+    body = client.get("/banking/dashboard").get_data(as_text=True)
+
+    assert "12,345.60" in body
+
+
+def test_customer_with_no_entries_sees_an_empty_list(client, logged_in_customer):
+    """Does a customer without accounts get an empty list rather than an error?"""
+    response = client.get(URL)
+
+    assert response.status_code == 200
+    assert "No transactions." in response.get_data(as_text=True)
+
+
+def test_descriptions_are_escaped(client, app, logged_in_customer, account):
+    """Is a description containing markup shown as text, never as HTML (stored XSS)?"""
+    _add_entries(app, account, [(START, "credit", "1.00", '<script>alert("x")</script>')])
+
+    for url in (URL, "/banking/dashboard"):
+        body = client.get(url).get_data(as_text=True)
+        assert '<script>alert("x")</script>' not in body
+        assert "&lt;script&gt;" in body

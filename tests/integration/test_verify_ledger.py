@@ -1,0 +1,95 @@
+"""`flask verify-ledger`: the money invariants of DESIGN.md section 2, checkable at any time."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+
+from app.banking import services
+from app.extensions import db
+from app.models import User
+
+
+@pytest.fixture
+def after_transfers(app, customer, other_customer, make_account):
+    """Three accounts with opening deposits and a few internal and external transfers between them."""
+    checking = make_account(customer, "500.00")
+    savings = make_account(customer, "0.00", type="savings")
+    theirs = make_account(other_customer, "25.00")
+    with app.app_context():
+        alice = db.session.get(User, customer.id)
+        bob = db.session.get(User, other_customer.id)
+        services.transfer_internal(alice, alice.id, checking.id, savings.id, Decimal("120.50"), "save",
+                                   services.new_idempotency_key())
+        services.transfer_external(alice, alice.id, checking.id, theirs.account_number, Decimal("79.50"), "dinner",
+                                   services.new_idempotency_key())
+        services.transfer_external(bob, bob.id, theirs.id, checking.account_number, Decimal("0.01"), "cent",
+                                   services.new_idempotency_key())
+    return checking, savings, theirs
+
+
+def test_verify_ledger_passes_after_transfers(runner, after_transfers):
+    """Does verify-ledger exit 0 and report matching totals after a series of transfers?"""
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert result.exit_code == 0, result.output
+    assert "Ledger consistent: 3 accounts" in result.output
+    assert "balances total 52500 cents = deposits 52500 cents" in result.output
+
+
+def test_verify_ledger_fails_when_a_balance_is_changed_behind_the_ledger(app, runner, after_transfers):
+    """Does verify-ledger exit non-zero, naming the account, when raw SQL changes a balance?"""
+    checking, _, _ = after_transfers
+    with app.app_context():
+        db.session.execute(text("UPDATE account SET balance = balance + 1 WHERE id = :id"), {"id": checking.id})
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert result.exit_code != 0
+    assert f"account {checking.id}: balance" in result.output
+    assert "differs from deposits" in result.output
+
+
+def test_verify_ledger_fails_when_money_moves_between_balances_without_ledger_rows(app, runner, after_transfers):
+    """Is a balance shift that keeps the grand total (one account up, another down) still caught?"""
+    checking, savings, _ = after_transfers
+    with app.app_context():
+        db.session.execute(text("UPDATE account SET balance = balance - 100 WHERE id = :id"), {"id": checking.id})
+        db.session.execute(text("UPDATE account SET balance = balance + 100 WHERE id = :id"), {"id": savings.id})
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert result.exit_code != 0
+    assert f"account {checking.id}" in result.output and f"account {savings.id}" in result.output
+
+
+def test_verify_ledger_fails_on_a_debit_without_its_credit(app, runner, after_transfers):
+    """Is a transfer whose credit row vanished (and its balance reverted) reported?"""
+    _, savings, _ = after_transfers
+    with app.app_context():
+        db.session.execute(text(
+            "DELETE FROM \"transaction\" WHERE type = 'credit' AND account_id = :id AND description = 'save'"
+        ), {"id": savings.id})
+        db.session.execute(text("UPDATE account SET balance = 0 WHERE id = :id"), {"id": savings.id})
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert result.exit_code != 0
+    assert "debit without a matching credit" in result.output
+
+
+def test_database_refuses_a_negative_balance(app, after_transfers):
+    """Does the balance >= 0 CHECK constraint stop raw SQL from overdrawing an account?"""
+    from sqlalchemy.exc import IntegrityError
+
+    checking, _, _ = after_transfers
+    with app.app_context():
+        with pytest.raises(IntegrityError):
+            db.session.execute(text("UPDATE account SET balance = -1 WHERE id = :id"), {"id": checking.id})
+        db.session.rollback()
+        assert services.verify_ledger().ok
