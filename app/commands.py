@@ -55,15 +55,26 @@ def verify_ledger_command() -> None:
 
 
 @click.command("verify-audit")
+@click.option("--anchor", default=None, metavar="ID:HASH",
+              help="A head printed by an earlier run, kept outside the database; it must still be there.")
 @with_appcontext
-def verify_audit_command() -> None:
-    """Check the audit log's HMAC chain (DESIGN.md section 4); exit 1 naming the first broken row."""
-    from .audit.services import verify_chain
+def verify_audit_command(anchor: str | None) -> None:
+    """Check the audit log's HMAC chain (DESIGN.md section 4); exit 1 naming the first broken row.
 
-    report = verify_chain(db.session)
+    Prints the current head (`ID:HASH`); recording it elsewhere and passing it back later with
+    --anchor also detects the newest rows being cut off along with the head row.
+    """
+    from .audit.services import parse_anchor, verify_chain
+
+    try:
+        expected = parse_anchor(anchor) if anchor else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--anchor") from exc
+    report = verify_chain(db.session, expected)
     db.session.rollback()
     if report.ok:
         click.echo(f"Audit chain holds: {report.rows_checked} rows checked.")
+        click.echo(f"Head (record it to use as --anchor later): {report.head_id}:{report.head_hash}")
         return
     click.echo(f"AUDIT CHAIN BROKEN at row {report.first_broken_id}: {report.reason}", err=True)
     raise SystemExit(1)

@@ -54,6 +54,8 @@ class ChainReport:
     rows_checked: int
     first_broken_id: int | None
     reason: str
+    head_id: int = 0
+    head_hash: str = GENESIS_HASH
 
 
 def _check_details(details: dict[str, Any]) -> None:
@@ -162,9 +164,22 @@ def install_session_hooks() -> None:
         event.listen(Session, "after_rollback", _discard_pending)
 
 
-def verify_chain(session: Session) -> ChainReport:
+def parse_anchor(text: str) -> tuple[int, str]:
+    """Parse an anchor `"<row id>:<64 hex hash>"`, as printed by verify-audit; raise ValueError."""
+    row_part, _, digest = text.strip().partition(":")
+    if not row_part.isascii() or not row_part.isdigit() or len(digest) != 64 or not all(
+        ch in "0123456789abcdef" for ch in digest
+    ):
+        raise ValueError("an anchor is <row id>:<64 lowercase hex characters>")
+    return int(row_part), digest
+
+
+def verify_chain(session: Session, anchor: tuple[int, str] | None = None) -> ChainReport:
     """Recompute every row's HMAC in id order and compare with the stored chain.
 
+    anchor: optional (row id, hash) recorded earlier outside the database (verify-audit prints
+    the head each time); the row must still exist with that hash. The chain alone cannot show
+    that its newest rows were cut off together with the head row, so keep anchors elsewhere.
     Returns a ChainReport whose `first_broken_id` is the first row that was edited, inserted out
     of order, or follows a deleted row; when rows were removed from the end, it is the first
     missing id. Reads in batches, so memory stays flat on a large log.
@@ -182,10 +197,14 @@ def verify_chain(session: Session) -> ChainReport:
         )
         if not hmac.compare_digest(digest, row.hash):
             return ChainReport(False, checked, row.id, f"row {row.id} does not match its hash")
+        if anchor is not None and row.id == anchor[0] and not hmac.compare_digest(row.hash, anchor[1]):
+            return ChainReport(False, checked, row.id, f"row {row.id} differs from the recorded anchor")
         previous = row.hash
         expected_id += 1
         checked += 1
     head = session.get(AuditChainHead, 1)
     if head is None or head.last_id != checked or head.last_hash != previous:
         return ChainReport(False, checked, expected_id, f"rows from {expected_id} on are missing")
-    return ChainReport(True, checked, None, f"{checked} rows checked; the chain holds")
+    if anchor is not None and anchor[0] > checked:
+        return ChainReport(False, checked, checked + 1, f"rows from {checked + 1} on are missing (anchor {anchor[0]})")
+    return ChainReport(True, checked, None, f"{checked} rows checked; the chain holds", checked, previous)

@@ -422,3 +422,36 @@ def test_audit_details_never_contain_passwords(client, app):
         for secret in (PASSWORD, NEW_PASSWORD, WRONG_PASSWORD, password_hash, password_hash.split("$")[-1]):
             assert secret not in row.details, (row.action, row.details)
         assert "password" not in json.loads(row.details)
+
+
+def _head_from(result) -> str:
+    return result.output.strip().splitlines()[-1].rsplit(" ", 1)[-1]
+
+
+def test_anchor_detects_rows_cut_off_with_the_head_rewritten(client, app, runner):
+    """With the triggers dropped, the newest rows deleted and the head row set back to match,
+    does verify-audit with an anchor recorded earlier still report the missing rows?"""
+    _some_history(client)
+    anchor = _head_from(runner.invoke(args=["verify-audit"]))
+    last = int(anchor.split(":")[0])
+    rows = _audit_rows(app)
+    _drop_triggers(app)
+
+    _raw(app, "DELETE FROM audit_log WHERE id >= :first", first=last - 1)
+    _raw(app, "UPDATE audit_chain_head SET last_id = :i, last_hash = :h", i=last - 2, h=rows[last - 3].hash)
+    without_anchor = runner.invoke(args=["verify-audit"])
+    with_anchor = runner.invoke(args=["verify-audit", "--anchor", anchor])
+
+    assert without_anchor.exit_code == 0
+    assert with_anchor.exit_code != 0 and _names_row(with_anchor, last - 1)
+
+
+def test_anchor_of_an_intact_log_passes_and_a_forged_one_fails(client, runner):
+    """Does a recorded anchor pass on the untouched log, while an anchor with another hash fails?"""
+    _some_history(client)
+    anchor = _head_from(runner.invoke(args=["verify-audit"]))
+    row_id = anchor.split(":")[0]
+
+    assert runner.invoke(args=["verify-audit", "--anchor", anchor]).exit_code == 0
+    assert runner.invoke(args=["verify-audit", "--anchor", f"{row_id}:{'a' * 64}"]).exit_code != 0
+    assert runner.invoke(args=["verify-audit", "--anchor", "not-an-anchor"]).exit_code != 0
