@@ -7,13 +7,16 @@ from decimal import Decimal
 
 from flask import current_app
 from flask_wtf import FlaskForm
-from wtforms import StringField, SubmitField
-from wtforms.validators import StopValidation, ValidationError
+from wtforms import DateField, SelectField, StringField, SubmitField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import Optional, StopValidation, ValidationError
 
+from .models import ENTRY_TYPES
 from .money import InvalidAmountError, parse_amount
 
 PHONE_PATTERN = re.compile(r"[0-9 +\-()]{7,20}")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class EmptyForm(FlaskForm):
@@ -75,3 +78,31 @@ class AmountField(StringField):
         except InvalidAmountError as exc:
             self.data = None
             raise StopValidation(str(exc)) from exc
+
+
+def ascii_date(form, field) -> None:
+    """Refuse dates not written as ASCII `YYYY-MM-DD` (strptime would accept other digits)."""
+    raw = field.raw_data[0] if field.raw_data else ""
+    if raw and not DATE_PATTERN.fullmatch(raw):
+        raise StopValidation("Enter the date as YYYY-MM-DD.")
+
+
+class TransactionFilterForm(FlaskForm):
+    """Query-string filters: date_from, date_to (YYYY-MM-DD, inclusive), type, min/max amount."""
+
+    class Meta:
+        csrf = False
+
+    date_from = DateField("From (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional()])
+    date_to = DateField("To (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional()])
+    type = SelectField("Type", choices=[SelectChoice("", "Any")] + [SelectChoice(t, t.capitalize()) for t in ENTRY_TYPES],
+                       validators=[Optional()])
+    min_amount = AmountField("Min amount", allow_zero=True, optional=True)
+    max_amount = AmountField("Max amount", allow_zero=True, optional=True)
+
+    def filter_values(self) -> dict:
+        """The validated values as keyword arguments of banking's TransactionFilters."""
+        return {
+            "date_from": self.date_from.data, "date_to": self.date_to.data, "type": self.type.data or None,
+            "min_amount": self.min_amount.data, "max_amount": self.max_amount.data,
+        }

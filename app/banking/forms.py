@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
 from flask_wtf import FlaskForm
-from wtforms import DateField, HiddenField, SelectField, StringField, SubmitField
+from wtforms import HiddenField, SelectField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, InputRequired, Length, Optional, Regexp, StopValidation
+from wtforms.validators import DataRequired, InputRequired, Length, Optional, Regexp
 
-from ..forms_common import AmountField, no_control_characters, strip_filter
-from ..models import ACCOUNT_TYPES, ENTRY_TYPES, Account, User
+from ..forms_common import AmountField, TransactionFilterForm, no_control_characters, strip_filter  # noqa: F401
+from ..models import ACCOUNT_TYPES, Account, User
 from . import services
 
-DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _coerce_id(value) -> int:
@@ -112,34 +109,6 @@ class ExternalTransferForm(_TransferForm):
         form = cls()
         form._setup(accounts, reason_required)
         return form
-
-
-def ascii_date(form, field) -> None:
-    """Refuse dates not written as ASCII `YYYY-MM-DD` (strptime would accept other digits)."""
-    raw = field.raw_data[0] if field.raw_data else ""
-    if raw and not DATE_PATTERN.fullmatch(raw):
-        raise StopValidation("Enter the date as YYYY-MM-DD.")
-
-
-class TransactionFilterForm(FlaskForm):
-    """Query-string filters: date_from, date_to (YYYY-MM-DD, inclusive), type, min/max amount."""
-
-    class Meta:
-        csrf = False
-
-    date_from = DateField("From (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional()])
-    date_to = DateField("To (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional()])
-    type = SelectField("Type", choices=[SelectChoice("", "Any")] + [SelectChoice(t, t.capitalize()) for t in ENTRY_TYPES],
-                       validators=[Optional()])
-    min_amount = AmountField("Min amount", allow_zero=True, optional=True)
-    max_amount = AmountField("Max amount", allow_zero=True, optional=True)
-
-    def filters(self) -> services.TransactionFilters:
-        """The validated values as TransactionFilters (call after validate())."""
-        return services.TransactionFilters(
-            date_from=self.date_from.data, date_to=self.date_to.data, type=self.type.data or None,
-            min_amount=self.min_amount.data, max_amount=self.max_amount.data,
-        )
 
 
 class OwnerPickerForm(FlaskForm):

@@ -9,6 +9,7 @@ from wtforms.fields.choices import SelectChoice
 from ..errors import DomainError, DuplicateTransferError
 from ..extensions import limiter, rate_limit_key
 from ..models import ROLES
+from ..pagination import page_number
 from ..security import roles_required
 from . import banking_bp, services
 from .forms import ExternalTransferForm, InternalTransferForm, OpenAccountForm, OwnerPickerForm, TransactionFilterForm
@@ -16,12 +17,6 @@ from .forms import ExternalTransferForm, InternalTransferForm, OpenAccountForm, 
 
 def _transfer_limit() -> str:
     return current_app.config["TRANSFER_RATE_LIMIT"]
-
-
-def _page_number() -> int:
-    """`?page=N` as an int; a malformed value gives 0, which lists nothing (DESIGN.md section 8)."""
-    raw = request.args.get("page", "1")
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 9 else 0
 
 
 def _transfer_owner():
@@ -133,5 +128,7 @@ def transactions():
     form = TransactionFilterForm(request.args)
     if not form.validate():
         return render_template("banking/transactions.html", form=form, page=None, filters_invalid=True), 400
-    page = services.list_customer_transactions(current_user.id, form.filters(), _page_number())
+    page = services.list_customer_transactions(
+        current_user.id, services.TransactionFilters(**form.filter_values()), page_number()
+    )
     return render_template("banking/transactions.html", form=form, page=page, filters_invalid=False)

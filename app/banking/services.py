@@ -34,9 +34,9 @@ from ..errors import (
 from ..extensions import TryAgainError, atomic, db, retry_on_conflict
 from ..models import ACCOUNT_TYPES, ENTRY_TYPES, Account, Transaction, User
 from ..money import ZERO, format_amount, quantize
+from ..pagination import KeysetPage, Page, keyset_page, numbered_page
 from ..security import log_event, log_standalone_event
 
-PAGE_SIZE = 25
 RECENT_PER_ACCOUNT = 5
 ACCOUNT_NUMBER_DIGITS = 12
 IDEMPOTENCY_KEY_PATTERN = r"[A-Za-z0-9_-]{32,64}"
@@ -416,19 +416,6 @@ class TransactionFilters:
     account_number: str | None = None
 
 
-@dataclass(frozen=True)
-class Page:
-    """One page of a list: `items`, the page number (from 1), and whether more pages exist."""
-
-    items: list
-    number: int
-    has_next: bool
-
-    @property
-    def has_prev(self) -> bool:
-        return self.number > 1
-
-
 def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=timezone.utc)
 
@@ -453,8 +440,6 @@ def list_customer_transactions(owner_id: int, filters: TransactionFilters, page:
 
     A page number below 1 or past the end gives an empty page, never an error (DESIGN.md §8).
     """
-    if page < 1:
-        return Page([], page, False)
     stmt = (
         select(Transaction)
         .join(Account, Transaction.account_id == Account.id)
@@ -463,9 +448,93 @@ def list_customer_transactions(owner_id: int, filters: TransactionFilters, page:
                  selectinload(Transaction.receiver_account))
         .order_by(Transaction.id.desc())
     )
-    stmt = apply_transaction_filters(stmt, filters).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)
-    rows = list(db.session.scalars(stmt))
-    return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
+    return numbered_page(apply_transaction_filters(stmt, filters), page)
+
+
+ALL_TRANSACTIONS_PAGE_SIZE = 25
+
+
+def list_all_transactions(filters: TransactionFilters, before: int | None) -> KeysetPage:
+    """Every ledger entry (for auditors and admins), newest first, 25 per page, keyset-paginated.
+
+    filters: as for customers plus `account_number` (exact, 12 digits). before: the cursor, an
+    entry id (exclusive), None for the newest page, 0 for an empty page (malformed cursor).
+    """
+    stmt = select(Transaction).options(
+        selectinload(Transaction.account).selectinload(Account.owner),
+        selectinload(Transaction.sender_account), selectinload(Transaction.receiver_account),
+    )
+    if filters.account_number:
+        stmt = stmt.join(Account, Transaction.account_id == Account.id).where(
+            Account.account_number == filters.account_number
+        )
+    return keyset_page(apply_transaction_filters(stmt, filters), Transaction.id, before, ALL_TRANSACTIONS_PAGE_SIZE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Administration: all accounts, freezes
+# ---------------------------------------------------------------------------------------------
+
+
+def list_all_accounts(page: int, account_number: str | None = None) -> Page:
+    """Every account with its owner, newest first, 25 per page; `account_number` filters by a
+    run of digits anywhere in the number (anything but digits is ignored)."""
+    stmt = select(Account).options(selectinload(Account.owner)).order_by(Account.id.desc())
+    digits = "".join(ch for ch in (account_number or "") if ch.isascii() and ch.isdigit())[:ACCOUNT_NUMBER_DIGITS]
+    if digits:
+        stmt = stmt.where(Account.account_number.contains(digits, autoescape=True))
+    return numbered_page(stmt, page)
+
+
+def get_account(account_id: int) -> Account:
+    """The account with this id; raises AccountNotFoundError (shown as 404) when there is none."""
+    account = db.session.get(Account, account_id)
+    if account is None:
+        raise AccountNotFoundError()
+    return account
+
+
+def _set_status(actor: User, account_id: int, new_status: str, from_status: str, action: str) -> bool:
+    """Conditional status change `from_status` → `new_status`; True if it happened, False if the
+    account already had `new_status`. Raises AccountNotFoundError, ValidationRuleError."""
+    if actor.role != "admin":
+        raise ValidationRuleError("Only administrators freeze and unfreeze accounts.")
+    with atomic():
+        account = db.session.get(Account, account_id, populate_existing=True)
+        if account is None:
+            raise AccountNotFoundError()
+        result = db.session.execute(
+            update(Account).where(Account.id == account_id, Account.status == from_status)
+            .values(status=new_status).execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            current = db.session.scalar(select(Account.status).where(Account.id == account_id))
+            if current == new_status:
+                return False
+            raise ValidationRuleError(f"A {current} account cannot be changed to {new_status}.")
+        log_event(action, {"account_id": account.id, "account_number": account.account_number,
+                           "owner_id": account.owner_id, "from": from_status, "to": new_status},
+                  user_id=actor.id)
+        return True
+
+
+def freeze_account(actor: User, account_id: int) -> bool:
+    """Freeze an active account (admins only); logs ACCOUNT_FROZEN; commits.
+
+    Returns False, changing nothing, when the account is frozen already. A frozen account can
+    neither send nor receive money (the transfer's conditional updates check the status).
+    Raises AccountNotFoundError (404), ValidationRuleError (closed account, or not an admin).
+    """
+    return _set_status(actor, account_id, "frozen", "active", "ACCOUNT_FROZEN")
+
+
+def unfreeze_account(actor: User, account_id: int) -> bool:
+    """Make a frozen account active again (admins only); logs ACCOUNT_UNFROZEN; commits.
+
+    Returns False, changing nothing, when the account is active already. Raises
+    AccountNotFoundError (404), ValidationRuleError (closed account, or not an admin).
+    """
+    return _set_status(actor, account_id, "active", "frozen", "ACCOUNT_UNFROZEN")
 
 
 @dataclass(frozen=True)

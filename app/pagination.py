@@ -1,0 +1,84 @@
+"""Pagination shared by every list: page numbers for bounded lists, keyset cursors for the
+unbounded ones (audit log, all transactions). `per_page` is never taken from the URL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import request
+from sqlalchemy import Select
+
+from .extensions import db
+
+PAGE_SIZE = 25
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list: `items`, the page number (from 1), and whether more pages exist."""
+
+    items: list
+    number: int
+    has_next: bool
+
+    @property
+    def has_prev(self) -> bool:
+        return self.number > 1
+
+
+@dataclass(frozen=True)
+class KeysetPage:
+    """One page of a newest-first list cut at `before` (an id, exclusive).
+
+    next_before: the cursor of the older page (None on the last page). prev_before: the cursor
+    of the newer page, `0` meaning "the first page" and None meaning there is no newer page.
+    """
+
+    items: list
+    next_before: int | None
+    prev_before: int | None
+
+
+def page_number(argument: str = "page") -> int:
+    """`?page=N` as an int (default 1); a malformed value gives 0, which lists nothing (DESIGN §8)."""
+    raw = request.args.get(argument, "1")
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 9 else 0
+
+
+def cursor(argument: str = "before") -> int | None:
+    """`?before=<id>` as an int, None when absent; a malformed value gives 0, which lists nothing."""
+    raw = request.args.get(argument)
+    if raw is None or raw == "":
+        return None
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else 0
+
+
+def numbered_page(stmt: Select, number: int, size: int = PAGE_SIZE) -> Page:
+    """Run `stmt` (already ordered newest first) for page `number`; below 1 gives an empty page."""
+    if number < 1:
+        return Page([], number, False)
+    rows = list(db.session.scalars(stmt.offset((number - 1) * size).limit(size + 1)))
+    return Page(rows[:size], number, len(rows) > size)
+
+
+def keyset_page(stmt: Select, id_column, before: int | None, size: int) -> KeysetPage:
+    """Run `stmt` (filtered, not yet ordered) as a newest-first page of rows with id < `before`.
+
+    id_column: the integer primary key the cursor walks. Two small indexed queries: the page
+    itself and the ids just above it (to build the link to the newer page).
+    """
+    page_stmt = stmt.order_by(id_column.desc()).limit(size + 1)
+    if before is not None:
+        page_stmt = page_stmt.where(id_column < before)
+    rows = list(db.session.scalars(page_stmt))
+    items = rows[:size]
+    next_before = items[-1].id if len(rows) > size else None
+    prev_before = None
+    if before is not None:
+        top = items[0].id if items else before - 1
+        newer = list(db.session.scalars(
+            stmt.with_only_columns(id_column).where(id_column > top).order_by(id_column.asc()).limit(size + 1)
+        ))
+        if newer:
+            prev_before = newer[size] if len(newer) > size else 0
+    return KeysetPage(items, next_before, prev_before)
