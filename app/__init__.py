@@ -77,9 +77,11 @@ def register_blueprints(app: Flask) -> None:
     """Register the services' blueprints and the index route."""
     from .auth import auth_bp
     from .banking import banking_bp
+    from .support import support_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(banking_bp)
+    app.register_blueprint(support_bp)
 
     @app.route("/")
     def index():

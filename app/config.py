@@ -149,6 +149,7 @@ class BaseConfig:
     LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "30 per minute")
     REGISTER_RATE_LIMIT = os.environ.get("REGISTER_RATE_LIMIT", "10 per hour")
     TRANSFER_RATE_LIMIT = os.environ.get("TRANSFER_RATE_LIMIT", "60 per minute")
+    TICKET_RATE_LIMIT = os.environ.get("TICKET_RATE_LIMIT", "10 per hour")
 
     # Password hashing: argon2-cffi's RFC 9106 low-memory profile (above OWASP's minimum).
     ARGON2_PROFILE = "RFC_9106_LOW_MEMORY"

@@ -81,6 +81,12 @@ class ValidationRuleError(DomainError):
     """A rule on user input that only the service can check (e.g. last active admin)."""
 
 
+class TicketNotFoundError(DomainError):
+    """No support ticket has this id (shown as 404)."""
+
+    default_message = "Ticket not found."
+
+
 ERROR_TITLES = {
     400: ("Bad request", "The request could not be understood. Please go back and try again."),
     403: ("Forbidden", "You do not have permission to open this page."),

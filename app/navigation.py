@@ -25,8 +25,8 @@ NAVIGATION: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "admin": (
         ("Dashboard", "banking.dashboard"),
-        ("Users", "admin.users"),
-        ("Accounts", "admin.accounts"),
+        ("Users", "banking.admin_users"),
+        ("Accounts", "banking.admin_accounts"),
         ("Open account", "banking.open_account"),
         ("Transfers", "banking.transfer_internal"),
         ("External transfer", "banking.transfer_external"),

@@ -14,14 +14,16 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
+from ..extensions import db
 from ..models import AuditChainHead, AuditLog, utcnow
+from ..pagination import KeysetPage, keyset_page
 
 GENESIS_HASH = "0" * 64
 PENDING_KEY = "pending_audit_events"
@@ -208,3 +210,61 @@ def verify_chain(session: Session, anchor: tuple[int, str] | None = None) -> Cha
     if anchor is not None and anchor[0] > checked:
         return ChainReport(False, checked, checked + 1, f"rows from {checked + 1} on are missing (anchor {anchor[0]})")
     return ChainReport(True, checked, None, f"{checked} rows checked; the chain holds", checked, previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the log (the auditor's pages); nothing below writes.
+# ---------------------------------------------------------------------------------------------
+
+EVENTS_PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class AuditFilters:
+    """Filters of the audit log list: `action` (one of ACTIONS, exact), `user_id` (the acting
+    user), and `date_from` / `date_to` (UTC days, both inclusive). None means "any"."""
+
+    action: str | None = None
+    user_id: int | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=timezone.utc)
+
+
+def list_events(filters: AuditFilters, before: int | None) -> KeysetPage:
+    """Audit rows matching `filters`, newest first, 50 per page, keyset-paginated (read-only).
+
+    before: the cursor, a row id (exclusive); None for the newest page, 0 for an empty page.
+    An `action` outside ACTIONS matches nothing (the form refuses it before it gets here).
+    Returns a KeysetPage of AuditLog rows (DESIGN.md sections 4 and 8).
+    """
+    stmt = select(AuditLog)
+    if filters.action is not None:
+        stmt = stmt.where(AuditLog.action == filters.action)
+    if filters.user_id is not None:
+        stmt = stmt.where(AuditLog.user_id == filters.user_id)
+    if filters.date_from is not None:
+        stmt = stmt.where(AuditLog.timestamp >= _day_start(filters.date_from))
+    if filters.date_to is not None:
+        stmt = stmt.where(AuditLog.timestamp < _day_start(filters.date_to + timedelta(days=1)))
+    return keyset_page(stmt, AuditLog.id, before, EVENTS_PAGE_SIZE)
+
+
+def stored_head(session: Session) -> tuple[int, str]:
+    """The (last id, last hash) recorded in `audit_chain_head`, as stored (not verified);
+    (0, GENESIS_HASH) before the first row. Read-only, takes no lock."""
+    head = session.get(AuditChainHead, 1)
+    return (head.last_id, head.last_hash) if head is not None else (0, GENESIS_HASH)
+
+
+def verify_log() -> tuple[ChainReport, tuple[int, str]]:
+    """Run verify_chain on the application's session and read the stored head (read-only).
+
+    Returns the report and the head row's `(id, hash)`; when the chain holds they agree with
+    the report's head, when it is broken the stored head is shown as "not verified".
+    """
+    report = verify_chain(db.session)
+    return report, stored_head(db.session)

@@ -20,9 +20,10 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from zxcvbn import zxcvbn
 
-from ..errors import DomainError
+from ..errors import DomainError, ValidationRuleError
 from ..extensions import atomic, db
-from ..models import LoginAttempt, User, new_session_token, utcnow
+from ..models import ROLES, LoginAttempt, User, new_session_token, utcnow
+from ..pagination import Page, numbered_page
 from ..security import log_event, log_standalone_event
 
 PASSWORD_MIN_LENGTH = 12
@@ -323,3 +324,87 @@ def seed_admin(password_from_env: str | None) -> SeedResult:
         db.session.flush()
         log_event("REGISTER_SUCCESS", {"email": email, "role": "admin", "via": "seed-admin"}, user_id=admin.id)
     return SeedResult(True, email, generated)
+
+
+# ---------------------------------------------------------------------------------------------
+# Administration of users (the pages live under /banking/admin, the rules here; DESIGN.md §1)
+# ---------------------------------------------------------------------------------------------
+
+
+class UserNotFoundError(DomainError):
+    """No user has this id (shown as 404)."""
+
+    default_message = "User not found."
+
+
+class UserUpdateRefusedError(DomainError):
+    """The change would lock administrators out (own role, own deactivation, last admin)."""
+
+
+def list_users(page: int) -> Page:
+    """Every user, newest first, 25 per page (page from 1; out of range gives an empty page)."""
+    return numbered_page(select(User).order_by(User.id.desc()), page)
+
+
+def get_user_for_admin(user_id: int) -> User:
+    """The user with this id; raises UserNotFoundError (404) when there is none."""
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise UserNotFoundError()
+    return user
+
+
+def _active_admin_ids_locked() -> list[int]:
+    """Ids of active admins, their rows locked (FOR UPDATE on PostgreSQL) until commit, so two
+    concurrent demotions cannot both see another admin left."""
+    return list(db.session.scalars(
+        select(User.id).where(User.role == "admin", User.is_active.is_(True)).order_by(User.id).with_for_update()
+    ))
+
+
+def update_user(actor: User, user_id: int, *, full_name: str, email: str, phone: str, role: str,
+                is_active: bool) -> list[str]:
+    """Change a user's details, role and active state as an administrator; commits once.
+
+    Returns the names of the fields that changed (empty: nothing to do). A role change logs
+    ROLE_CHANGED with the old and new role; other changes log USER_UPDATED with the field names
+    (never values of secrets). A role change or a deactivation rotates the user's session token,
+    so their open sessions end at their next request (OWASP ASVS 3.3.1, 4.1.3).
+    Raises UserNotFoundError (404), DuplicateEmailError, ValidationRuleError (unknown role),
+    UserUpdateRefusedError when an admin would change their own role or deactivate themself,
+    or when no active admin would be left.
+    """
+    if actor.role != "admin":
+        raise UserUpdateRefusedError("Only administrators manage users.")
+    if role not in ROLES:
+        raise ValidationRuleError("Choose one of the roles.")
+    email = normalize_email(email)
+    actor_id = actor.id
+    try:
+        with atomic():
+            user = db.session.get(User, user_id, populate_existing=True)
+            if user is None:
+                raise UserNotFoundError()
+            if user.id == actor_id and (role != user.role or not is_active):
+                raise UserUpdateRefusedError("You cannot change your own role or deactivate yourself.")
+            removes_admin = user.role == "admin" and user.is_active and (role != "admin" or not is_active)
+            if removes_admin and [i for i in _active_admin_ids_locked() if i != user.id] == []:
+                raise UserUpdateRefusedError("The last active administrator cannot be demoted or deactivated.")
+            if email != user.email and find_user_by_email(email) is not None:
+                raise DuplicateEmailError()
+            wanted = {"full_name": full_name.strip(), "email": email, "phone": phone.strip(),
+                      "role": role, "is_active": bool(is_active)}
+            changed = [name for name, value in wanted.items() if getattr(user, name) != value]
+            old_role = user.role
+            for name in changed:
+                setattr(user, name, wanted[name])
+            if "role" in changed or ("is_active" in changed and not user.is_active):
+                user.session_token = new_session_token()
+            if "role" in changed:
+                log_event("ROLE_CHANGED", {"user_id": user.id, "from": old_role, "to": role}, user_id=actor_id)
+            other = [name for name in changed if name != "role"]
+            if other:
+                log_event("USER_UPDATED", {"user_id": user.id, "fields": other}, user_id=actor_id)
+    except IntegrityError as exc:
+        raise DuplicateEmailError() from exc
+    return changed

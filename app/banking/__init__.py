@@ -4,4 +4,4 @@ from flask import Blueprint
 
 banking_bp = Blueprint("banking", __name__, url_prefix="/banking")
 
-from . import routes  # noqa: E402,F401  (routes attach themselves to banking_bp)
+from . import admin_routes, routes  # noqa: E402,F401  (routes attach themselves to banking_bp)

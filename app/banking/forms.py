@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, SelectField, StringField, SubmitField
+from wtforms import BooleanField, EmailField, HiddenField, SelectField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, InputRequired, Length, Optional, Regexp
+from wtforms.validators import DataRequired, Email, InputRequired, Length, Optional, Regexp
 
-from ..forms_common import AmountField, TransactionFilterForm, no_control_characters, strip_filter  # noqa: F401
-from ..models import ACCOUNT_TYPES, Account, User
+from ..forms_common import (  # noqa: F401  (TransactionFilterForm is re-exported for the routes)
+    AmountField,
+    TransactionFilterForm,
+    no_control_characters,
+    phone_number,
+    strip_filter,
+)
+from ..models import ACCOUNT_TYPES, ROLES, Account, User
 from . import services
 
 
@@ -119,3 +125,33 @@ class OwnerPickerForm(FlaskForm):
 
     owner_user_id = SelectField("Customer", coerce=_coerce_id, validators=[InputRequired()])
     submit = SubmitField("Choose")
+
+
+class UserEditForm(FlaskForm):
+    """Admin edit of a user: full_name, email, phone, role (select of the four), is_active."""
+
+    full_name = StringField(
+        "Full name", filters=[strip_filter],
+        validators=[DataRequired("Enter the full name."), Length(min=1, max=100), no_control_characters],
+    )
+    email = EmailField(
+        "Email", filters=[strip_filter],
+        validators=[DataRequired("Enter the email address."), Length(max=254),
+                    Email("Enter a valid email address.", check_deliverability=False)],
+    )
+    phone = StringField("Phone", filters=[strip_filter], validators=[DataRequired("Enter a phone number."), phone_number])
+    role = SelectField("Role", choices=[SelectChoice(r, r.capitalize()) for r in ROLES], validate_choice=True)
+    is_active = BooleanField("Active (may sign in)")
+    submit = SubmitField("Save")
+
+
+class AccountSearchForm(FlaskForm):
+    """GET search of the admin accounts list by account number (digits)."""
+
+    class Meta:
+        csrf = False
+
+    account_number = StringField(
+        "Account number", filters=[strip_filter],
+        validators=[Optional(), Length(max=12), Regexp(r"^[0-9]*$", message="Use digits only.")],
+    )

@@ -30,6 +30,7 @@ INVALID = "400"               # let through; the empty form is refused by valida
 LOGIN = "login"               # 302 to /auth/login (anonymous on a protected page)
 DASHBOARD = "dashboard"       # 302 to /banking/dashboard (signed-in user on login/register, or /)
 DENIED = "403"                # wrong role: 403 plus one ACCESS_DENIED audit row
+NOT_FOUND = "404"             # allowed role, but the object does not exist
 LOGGED_OUT = "logged out"     # 302 to /auth/login and the session no longer works
 AUDIT_VIEW = "audit view"     # 302 to /audit/transactions (404 while that page does not exist yet)
 
@@ -40,6 +41,10 @@ def _everyone(outcome: str) -> dict[str, str]:
 
 def _signed_in(anonymous: str, signed_in: str) -> dict[str, str]:
     return {"anonymous": anonymous} | {role: signed_in for role in SIGNED_IN}
+
+
+def _admin_only(allowed: str) -> dict[str, str]:
+    return {"anonymous": LOGIN, "customer": DENIED, "support": DENIED, "auditor": DENIED, "admin": allowed}
 
 
 def _customer_and_admin(allowed: str) -> dict[str, str]:
@@ -71,12 +76,22 @@ EXPECTED: dict[tuple[str, str], dict[str, str]] = {
     ("/banking/transfer/external", "POST"): _customer_and_admin(INVALID) | {"admin": OK},
     ("/banking/transactions", "GET"): {"anonymous": LOGIN, "customer": OK, "support": DENIED,
                                        "auditor": AUDIT_VIEW, "admin": AUDIT_VIEW},
+    ("/banking/admin/users", "GET"): _admin_only(OK),
+    # Object routes are sampled with an id that does not exist: the role check comes first.
+    ("/banking/admin/users/<int:user_id>/edit", "GET"): _admin_only(NOT_FOUND),
+    ("/banking/admin/users/<int:user_id>/edit", "POST"): _admin_only(NOT_FOUND),
+    ("/banking/admin/accounts", "GET"): _admin_only(OK),
+    ("/banking/admin/accounts/<int:account_id>/freeze", "POST"): _admin_only(NOT_FOUND),
+    ("/banking/admin/accounts/<int:account_id>/unfreeze", "POST"): _admin_only(NOT_FOUND),
 }
 
 # Concrete paths for rules with variables.
 SAMPLE_PATHS = {
     "/static/<path:filename>": "/static/css/main.css",
     "/bootstrap/static/<path:filename>": "/bootstrap/static/css/bootstrap.min.css",
+    "/banking/admin/users/<int:user_id>/edit": "/banking/admin/users/999999/edit",
+    "/banking/admin/accounts/<int:account_id>/freeze": "/banking/admin/accounts/999999/freeze",
+    "/banking/admin/accounts/<int:account_id>/unfreeze": "/banking/admin/accounts/999999/unfreeze",
 }
 
 
@@ -159,6 +174,8 @@ def test_route_answers_each_role_as_designed(matrix_app, rule, method, role):
         assert (status, location) == (302, "/banking/dashboard")
     elif outcome == DENIED:
         assert status == 403
+    elif outcome == NOT_FOUND:
+        assert status == 404
     elif outcome == LOGGED_OUT:
         assert (status, location) == (302, "/auth/login")
         assert _location_path(client.get("/banking/dashboard")) == "/auth/login"

@@ -1,0 +1,67 @@
+"""Audit forms: the shape of the auditor's query-string filters (GET, no CSRF token needed)."""
+
+from __future__ import annotations
+
+import re
+
+from flask_wtf import FlaskForm
+from wtforms import DateField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import Optional, StopValidation
+
+from ..forms_common import TransactionFilterForm, ascii_date, strip_filter
+from .services import ACTIONS
+
+USER_ID_PATTERN = re.compile(r"[0-9]{1,18}")
+ACCOUNT_NUMBER_PATTERN = re.compile(r"[0-9]{12}")
+
+
+def _pattern(pattern: re.Pattern, message: str):
+    """A validator that requires the whole (trimmed) value to match `pattern`, ASCII only.
+
+    `re.fullmatch` rather than WTForms' Regexp: no `$` that lets a trailing newline through, and
+    explicit `[0-9]` rather than `\\d`, which also matches non-ASCII digits.
+    """
+
+    def validate(form, field) -> None:
+        if field.data and not pattern.fullmatch(field.data):
+            raise StopValidation(message)
+
+    return validate
+
+
+class AuditLogFilterForm(FlaskForm):
+    """Query-string filters of /audit/logs: action (one of ACTIONS, or "" for any), user_id
+    (digits), date_from / date_to (ASCII YYYY-MM-DD, UTC days, inclusive). Any other action is a
+    form error ("Not a valid choice."), never passed to the query."""
+
+    class Meta:
+        csrf = False
+
+    action = SelectField("Action", choices=[SelectChoice("", "Any")] + [SelectChoice(a, a) for a in ACTIONS],
+                         validators=[Optional()])
+    user_id = StringField("User id", filters=[strip_filter],
+                          validators=[Optional(), _pattern(USER_ID_PATTERN, "A user id is digits only.")])
+    date_from = DateField("From (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional()])
+    date_to = DateField("To (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional()])
+
+    def filter_values(self) -> dict:
+        """The validated values as keyword arguments of audit's AuditFilters."""
+        return {
+            "action": self.action.data or None,
+            "user_id": int(self.user_id.data) if self.user_id.data else None,
+            "date_from": self.date_from.data, "date_to": self.date_to.data,
+        }
+
+
+class AuditTransactionFilterForm(TransactionFilterForm):
+    """The customer's transaction filters plus `account_number` (exactly 12 ASCII digits)."""
+
+    account_number = StringField(
+        "Account number", filters=[strip_filter],
+        validators=[Optional(), _pattern(ACCOUNT_NUMBER_PATTERN, "An account number is exactly 12 digits.")],
+    )
+
+    def filter_values(self) -> dict:
+        """The validated values as keyword arguments of banking's TransactionFilters."""
+        return super().filter_values() | {"account_number": self.account_number.data or None}

@@ -1,0 +1,341 @@
+"""The admin console under /banking/admin: users, roles, deactivation, accounts and freezes
+(DESIGN.md sections 4, 5, 6, 8; spec section 8)."""
+
+from __future__ import annotations
+
+import html
+import json
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select, update
+
+from app.auth import services as identity
+from app.banking import services as banking
+from app.extensions import db
+from app.models import Account, AuditLog, User
+from tests import factories
+
+USERS = "/banking/admin/users"
+ACCOUNTS = "/banking/admin/accounts"
+
+
+def _edit_url(user_id: int) -> str:
+    return f"{USERS}/{user_id}/edit"
+
+
+def _form(user, **changes) -> dict:
+    data = {"full_name": user.full_name, "email": user.email, "phone": "+1 555 0100", "role": user.role,
+            "is_active": "y"}
+    data.update(changes)
+    return {key: value for key, value in data.items() if value is not None}
+
+
+def _user(app, user_id: int) -> User:
+    with app.app_context():
+        user = db.session.get(User, user_id)
+        db.session.expunge(user)
+        return user
+
+
+def _audit(app, action: str) -> list[tuple[int | None, dict]]:
+    with app.app_context():
+        rows = db.session.execute(select(AuditLog.user_id, AuditLog.details).where(AuditLog.action == action)
+                                  .order_by(AuditLog.id)).all()
+    return [(user_id, json.loads(details)) for user_id, details in rows]
+
+
+def _status(app, account_id: int) -> str:
+    with app.app_context():
+        return db.session.scalar(select(Account.status).where(Account.id == account_id))
+
+
+@pytest.fixture
+def admin_client(app, admin):
+    client = app.test_client()
+    assert client.post("/auth/login", data={"email": admin.email, "password": factories.DEFAULT_PASSWORD}).status_code == 302
+    return client
+
+
+def _client_for(app, user):
+    client = app.test_client()
+    assert client.post("/auth/login", data={"email": user.email, "password": factories.DEFAULT_PASSWORD}).status_code == 302
+    return client
+
+
+# ---------------------------------------------------------------------------------------------
+# Users list and edit
+# ---------------------------------------------------------------------------------------------
+
+
+def test_users_list_shows_every_user_with_role_state_and_edit_link(admin_client, admin, customer, make_user):
+    """Does the users list show each user's email, role badge, active state and an edit link?"""
+    inactive = make_user("support", is_active=False)
+
+    body = admin_client.get(USERS).get_data(as_text=True)
+
+    for user in (admin, customer, inactive):
+        assert user.email in body and _edit_url(user.id) in body
+    assert "deactivated" in body and ">support<" in body
+
+
+def test_users_list_paginates_by_25_newest_first(admin_client, make_user):
+    """Does the users list show 25 users a page, newest first, with rel=next, and an empty page
+    past the end or for a malformed page number?"""
+    made = [make_user("customer") for _ in range(26)]
+
+    first = admin_client.get(USERS).get_data(as_text=True)
+    second = admin_client.get(USERS + "?page=2").get_data(as_text=True)
+
+    assert 'rel="next"' in first and made[-1].email in first
+    assert first.index(made[-1].email) < first.index(made[-2].email)
+    assert 'rel="prev"' in second
+    for page in ("99", "abc", "-1"):
+        response = admin_client.get(USERS, query_string={"page": page})
+        assert response.status_code == 200 and "No users on this page." in response.get_data(as_text=True)
+
+
+def test_admin_edits_details_and_logs_field_names_only(app, admin_client, admin, customer):
+    """Does an edit of name, email and phone save them (email lower-cased), log USER_UPDATED with
+    the field names but not their values, and redirect to the users list?"""
+    response = admin_client.post(_edit_url(customer.id), data=_form(
+        customer, full_name="Renamed Person", email="  New.Address@Example.com ", phone="+44 20 7946 0001"))
+
+    assert response.status_code == 302 and response.headers["Location"].endswith(USERS)
+    user = _user(app, customer.id)
+    assert (user.full_name, user.email, user.phone) == ("Renamed Person", "new.address@example.com", "+44 20 7946 0001")
+    [(actor, details)] = _audit(app, "USER_UPDATED")
+    assert actor == admin.id and details == {"user_id": customer.id, "fields": ["full_name", "email", "phone"]}
+    assert "new.address" not in json.dumps(details)
+
+
+def test_role_change_logs_old_and_new_role_and_ends_the_users_sessions(app, admin_client, admin, customer):
+    """Does promoting a customer to support log ROLE_CHANGED (from, to, acting admin) and end the
+    promoted user's open session at their next request?"""
+    customer_client = _client_for(app, customer)
+
+    response = admin_client.post(_edit_url(customer.id), data=_form(customer, role="support"))
+
+    assert response.status_code == 302
+    assert _user(app, customer.id).role == "support"
+    [(actor, details)] = _audit(app, "ROLE_CHANGED")
+    assert actor == admin.id and details == {"user_id": customer.id, "from": "customer", "to": "support"}
+    assert customer_client.get("/banking/dashboard").headers["Location"].startswith("/auth/login")
+
+
+def test_deactivation_ends_sessions_and_blocks_sign_in(app, admin_client, customer):
+    """Does unchecking is_active deactivate the user, end their open session, and make their
+    correct password fail with the generic message?"""
+    customer_client = _client_for(app, customer)
+
+    response = admin_client.post(_edit_url(customer.id), data=_form(customer, is_active=None))
+
+    assert response.status_code == 302 and _user(app, customer.id).is_active is False
+    assert customer_client.get("/banking/dashboard").headers["Location"].startswith("/auth/login")
+    again = app.test_client().post("/auth/login", data={"email": customer.email, "password": factories.DEFAULT_PASSWORD})
+    assert again.status_code == 400 and "Invalid email or password." in again.get_data(as_text=True)
+    [(_, details)] = _audit(app, "USER_UPDATED")
+    assert details["fields"] == ["is_active"]
+
+
+def test_details_edit_does_not_end_the_users_sessions(app, admin_client, customer):
+    """Does a change of name only leave the user's open session working (only role changes and
+    deactivation rotate the session token)?"""
+    customer_client = _client_for(app, customer)
+
+    admin_client.post(_edit_url(customer.id), data=_form(customer, full_name="Another Name"))
+
+    assert customer_client.get("/banking/dashboard").status_code == 200
+
+
+@pytest.mark.parametrize("changes", [{"role": "customer"}, {"is_active": None}])
+def test_admin_cannot_change_own_role_or_deactivate_self(app, admin_client, admin, make_user, changes):
+    """Is an admin refused (400, nothing changed) when demoting or deactivating themself, even
+    with another admin present?"""
+    make_user("admin")
+
+    response = admin_client.post(_edit_url(admin.id), data=_form(admin, **changes))
+
+    assert response.status_code == 400
+    assert "You cannot change your own role or deactivate yourself." in html.unescape(response.get_data(as_text=True))
+    user = _user(app, admin.id)
+    assert (user.role, user.is_active) == ("admin", True)
+    assert _audit(app, "ROLE_CHANGED") == [] and _audit(app, "USER_UPDATED") == []
+
+
+@pytest.mark.parametrize("changes", [{"role": "auditor"}, {"is_active": False}])
+def test_last_active_admin_cannot_be_demoted_or_deactivated(app, admin, make_user, changes):
+    """When the acting admin was deactivated meanwhile (a concurrent edit), does update_user still
+    refuse to demote or deactivate the only remaining active admin (DESIGN.md section 5)?"""
+    acting = make_user("admin")
+    with app.app_context():
+        stale_actor = db.session.get(User, acting.id)
+        db.session.expunge(stale_actor)
+        db.session.execute(update(User).where(User.id == acting.id).values(is_active=False))
+        db.session.commit()
+        target = db.session.get(User, admin.id)
+        fields = dict(full_name=target.full_name, email=target.email, phone=target.phone, role="admin",
+                      is_active=True) | changes
+        with pytest.raises(identity.UserUpdateRefusedError, match="last active administrator"):
+            identity.update_user(stale_actor, admin.id, **fields)
+    user = _user(app, admin.id)
+    assert (user.role, user.is_active) == ("admin", True)
+    assert _audit(app, "ROLE_CHANGED") == [] and _audit(app, "USER_UPDATED") == []
+
+
+def test_another_admin_can_be_demoted_while_one_remains(app, admin_client, make_user):
+    """Can an admin demote a second admin when the acting admin stays active?"""
+    second = make_user("admin")
+
+    response = admin_client.post(_edit_url(second.id), data=_form(second, role="auditor"))
+
+    assert response.status_code == 302 and _user(app, second.id).role == "auditor"
+
+
+def test_duplicate_email_is_a_form_error(app, admin_client, customer, other_customer):
+    """Is taking another user's email (in any case) a form error with status 400, nothing saved?"""
+    response = admin_client.post(_edit_url(customer.id), data=_form(customer, email=other_customer.email.upper()))
+
+    assert response.status_code == 400
+    assert "An account with this email already exists." in response.get_data(as_text=True)
+    assert _user(app, customer.id).email == customer.email
+
+
+@pytest.mark.parametrize("changes", [
+    {"role": "superuser"}, {"role": ""}, {"full_name": "x" * 101}, {"full_name": ""},
+    {"email": "not-an-email"}, {"email": "a" * 250 + "@example.com"}, {"phone": "12"}, {"phone": "call me"},
+])
+def test_bad_edit_input_is_refused_without_change(app, admin_client, customer, changes):
+    """Are unknown roles, oversized or empty names, malformed emails and phones a 400 that changes
+    nothing (and never a 500)?"""
+    response = admin_client.post(_edit_url(customer.id), data=_form(customer, **changes))
+
+    assert response.status_code == 400
+    user = _user(app, customer.id)
+    assert (user.role, user.full_name, user.email) == ("customer", customer.full_name, customer.email)
+
+
+def test_edit_of_a_missing_user_is_404(admin_client):
+    """Do GET and POST on the edit page of a user id that does not exist answer 404?"""
+    assert admin_client.get(_edit_url(999999)).status_code == 404
+    assert admin_client.post(_edit_url(999999), data={"full_name": "x"}).status_code == 404
+
+
+def test_stored_names_are_escaped_on_admin_pages(app, admin_client, make_user):
+    """Is a user's name containing HTML shown escaped on the users list and the edit page?"""
+    evil = make_user("customer", full_name="<script>alert(1)</script>")
+
+    for url in (USERS, _edit_url(evil.id)):
+        body = admin_client.get(url).get_data(as_text=True)
+        assert "<script>alert(1)</script>" not in body and "&lt;script&gt;" in body
+
+
+# ---------------------------------------------------------------------------------------------
+# Accounts list, freeze and unfreeze
+# ---------------------------------------------------------------------------------------------
+
+
+def test_accounts_list_shows_owner_status_balance_and_searches_by_number(admin_client, customer, make_account):
+    """Does the accounts list show every account with owner and balance, and does the
+    account_number search narrow it to matching numbers?"""
+    one = make_account(customer, "1234.50")
+    two = make_account(customer, "10.00", type="savings")
+
+    everything = admin_client.get(ACCOUNTS).get_data(as_text=True)
+    only_one = admin_client.get(ACCOUNTS, query_string={"account_number": one.account_number}).get_data(as_text=True)
+
+    assert one.account_number in everything and two.account_number in everything
+    assert "1,234.50" in everything and customer.email in everything
+    assert one.account_number in only_one and two.account_number not in only_one
+
+
+@pytest.mark.parametrize("query", ["12ab", "1" * 13, "' OR 1=1 --"])
+def test_malformed_account_search_is_a_400_message(admin_client, query):
+    """Is a search that is not up to 12 digits a 400 with a message, never a 500?"""
+    response = admin_client.get(ACCOUNTS, query_string={"account_number": query})
+
+    assert response.status_code == 400 and "The search is not valid" in response.get_data(as_text=True)
+
+
+def test_freeze_and_unfreeze_change_status_and_are_audited(app, admin_client, admin, customer, make_account):
+    """Do freeze and unfreeze flip the status, log ACCOUNT_FROZEN / ACCOUNT_UNFROZEN with the
+    acting admin, and redirect to the accounts list with a message?"""
+    account = make_account(customer)
+
+    frozen = admin_client.post(f"{ACCOUNTS}/{account.id}/freeze")
+    assert frozen.status_code == 302 and frozen.headers["Location"].endswith(ACCOUNTS)
+    assert _status(app, account.id) == "frozen"
+    unfrozen = admin_client.post(f"{ACCOUNTS}/{account.id}/unfreeze")
+    assert unfrozen.status_code == 302 and _status(app, account.id) == "active"
+
+    [(actor, details)] = _audit(app, "ACCOUNT_FROZEN")
+    assert actor == admin.id and details["account_id"] == account.id and details["owner_id"] == customer.id
+    assert len(_audit(app, "ACCOUNT_UNFROZEN")) == 1
+
+
+def test_freezing_a_frozen_account_changes_nothing_and_says_so(app, admin_client, customer, make_account):
+    """Is freezing a frozen account (or unfreezing an active one) a no-op with a message and no
+    audit row?"""
+    frozen = make_account(customer, status="frozen")
+    active = make_account(customer)
+
+    admin_client.post(f"{ACCOUNTS}/{frozen.id}/freeze")
+    page = admin_client.get(ACCOUNTS).get_data(as_text=True)
+    assert "already frozen; nothing changed" in page
+    admin_client.post(f"{ACCOUNTS}/{active.id}/unfreeze")
+    assert "already active; nothing changed" in admin_client.get(ACCOUNTS).get_data(as_text=True)
+    assert _audit(app, "ACCOUNT_FROZEN") == [] and _audit(app, "ACCOUNT_UNFROZEN") == []
+
+
+def test_closed_account_cannot_be_unfrozen(app, admin_client, customer, make_account):
+    """Is unfreezing (or freezing) a closed account refused with a message, status unchanged?"""
+    closed = make_account(customer, "0", status="closed")
+
+    admin_client.post(f"{ACCOUNTS}/{closed.id}/unfreeze")
+
+    assert _status(app, closed.id) == "closed"
+    assert "cannot be changed" in admin_client.get(ACCOUNTS).get_data(as_text=True)
+
+
+def test_freeze_of_a_missing_account_is_404(admin_client):
+    """Do freeze and unfreeze of an account id that does not exist answer 404?"""
+    assert admin_client.post(f"{ACCOUNTS}/999999/freeze").status_code == 404
+    assert admin_client.post(f"{ACCOUNTS}/999999/unfreeze").status_code == 404
+
+
+def test_freeze_needs_post(admin_client, customer, make_account):
+    """Is a GET on the freeze URL refused (405), so a link or image can't freeze an account?"""
+    account = make_account(customer)
+
+    assert admin_client.get(f"{ACCOUNTS}/{account.id}/freeze").status_code == 405
+
+
+def test_frozen_account_refuses_transfers_until_unfrozen(app, admin_client, customer, make_account, client, auth):
+    """While an account is frozen, is the owner's transfer from it refused (400, nothing moved),
+    and does it work again after unfreezing?"""
+    source = make_account(customer, "50.00")
+    target = make_account(customer, "0", type="savings")
+    auth.login(customer.email)
+    admin_client.post(f"{ACCOUNTS}/{source.id}/freeze")
+
+    def transfer():
+        return client.post("/banking/transfer/internal", data={
+            "source_account": source.id, "target_account": target.id, "amount": "5.00",
+            "idempotency_key": banking.new_idempotency_key()})
+
+    refused = transfer()
+    assert refused.status_code == 400 and "frozen" in refused.get_data(as_text=True)
+    admin_client.post(f"{ACCOUNTS}/{source.id}/unfreeze")
+    assert transfer().status_code == 302
+    with app.app_context():
+        assert db.session.get(Account, source.id).balance == Decimal("45.00")
+
+
+def test_freeze_service_refuses_non_admins(app, customer, make_account):
+    """Does freeze_account refuse an actor who is not an admin, even when called directly?"""
+    account = make_account(customer)
+    with app.app_context():
+        actor = db.session.get(User, customer.id)
+        with pytest.raises(Exception, match="Only administrators"):
+            banking.freeze_account(actor, account.id)
+    assert _status(app, account.id) == "active"
