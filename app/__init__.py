@@ -75,12 +75,14 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Register the services' blueprints and the index route."""
+    from .audit.routes import audit_bp  # the routes module attaches the views (see app/audit/__init__.py)
     from .auth import auth_bp
     from .banking import banking_bp
     from .support import support_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(banking_bp)
+    app.register_blueprint(audit_bp)
     app.register_blueprint(support_bp)
 
     @app.route("/")

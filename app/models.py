@@ -243,7 +243,7 @@ class SupportTicket(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
     subject: Mapped[str] = mapped_column(String(120))
-    description: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(String(5000))
     status: Mapped[str] = mapped_column(String(16), default="open")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

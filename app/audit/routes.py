@@ -11,7 +11,7 @@ from flask import render_template, request
 from ..banking.services import TransactionFilters, list_all_transactions
 from ..pagination import cursor
 from ..security import log_standalone_event, roles_required
-from . import audit_bp, services
+from . import audit_bp, services  # audit_bp is re-exported for the app factory
 from .forms import AuditLogFilterForm, AuditTransactionFilterForm
 
 SUBMITTED_VALUE_LIMIT = 32

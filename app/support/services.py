@@ -105,7 +105,8 @@ def get_ticket(ticket_id: int) -> SupportTicket:
     ticket = db.session.scalar(
         select(SupportTicket)
         .where(SupportTicket.id == ticket_id)
-        .options(selectinload(SupportTicket.customer), selectinload(SupportTicket.notes).selectinload(TicketNote.author))
+        .options(selectinload(SupportTicket.customer),
+                 selectinload(SupportTicket.notes).selectinload(TicketNote.author))
     )
     if ticket is None:
         raise TicketNotFoundError()

@@ -13,14 +13,15 @@ import shutil
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.extensions import db
-from app.models import AuditLog
+from app.models import AuditLog, User
 from tests import factories
 from tests.conftest import build_app
 
 ROLES = ("anonymous", "customer", "support", "auditor", "admin")
+PRINCIPALS = (*ROLES, "deactivated")  # deactivated: signed in, then deactivated by an admin
 STAFF = ("support", "auditor", "admin")
 SIGNED_IN = ("customer", *STAFF)
 
@@ -32,7 +33,7 @@ DASHBOARD = "dashboard"       # 302 to /banking/dashboard (signed-in user on log
 DENIED = "403"                # wrong role: 403 plus one ACCESS_DENIED audit row
 NOT_FOUND = "404"             # allowed role, but the object does not exist
 LOGGED_OUT = "logged out"     # 302 to /auth/login and the session no longer works
-AUDIT_VIEW = "audit view"     # 302 to /audit/transactions (404 while that page does not exist yet)
+AUDIT_VIEW = "audit view"     # 302 to /audit/transactions
 
 
 def _everyone(outcome: str) -> dict[str, str]:
@@ -41,6 +42,18 @@ def _everyone(outcome: str) -> dict[str, str]:
 
 def _signed_in(anonymous: str, signed_in: str) -> dict[str, str]:
     return {"anonymous": anonymous} | {role: signed_in for role in SIGNED_IN}
+
+
+def _customer_only(allowed: str) -> dict[str, str]:
+    return {"anonymous": LOGIN, "customer": allowed, "support": DENIED, "auditor": DENIED, "admin": DENIED}
+
+
+def _support_desk(allowed: str) -> dict[str, str]:
+    return {"anonymous": LOGIN, "customer": DENIED, "support": allowed, "auditor": DENIED, "admin": allowed}
+
+
+def _auditors(allowed: str) -> dict[str, str]:
+    return {"anonymous": LOGIN, "customer": DENIED, "support": DENIED, "auditor": allowed, "admin": allowed}
 
 
 def _admin_only(allowed: str) -> dict[str, str]:
@@ -83,6 +96,15 @@ EXPECTED: dict[tuple[str, str], dict[str, str]] = {
     ("/banking/admin/accounts", "GET"): _admin_only(OK),
     ("/banking/admin/accounts/<int:account_id>/freeze", "POST"): _admin_only(NOT_FOUND),
     ("/banking/admin/accounts/<int:account_id>/unfreeze", "POST"): _admin_only(NOT_FOUND),
+    ("/support/create", "GET"): _customer_only(OK),
+    ("/support/create", "POST"): _customer_only(INVALID),
+    ("/support/my-tickets", "GET"): _customer_only(OK),
+    ("/support/tickets", "GET"): _support_desk(OK),
+    ("/support/tickets/<int:ticket_id>", "GET"): _support_desk(NOT_FOUND),
+    ("/support/tickets/<int:ticket_id>", "POST"): _support_desk(NOT_FOUND),
+    ("/audit/logs", "GET"): _auditors(OK),
+    ("/audit/logs/verify", "GET"): _auditors(OK),
+    ("/audit/transactions", "GET"): _auditors(OK),
 }
 
 # Concrete paths for rules with variables.
@@ -90,6 +112,7 @@ SAMPLE_PATHS = {
     "/static/<path:filename>": "/static/css/main.css",
     "/bootstrap/static/<path:filename>": "/bootstrap/static/css/bootstrap.min.css",
     "/banking/admin/users/<int:user_id>/edit": "/banking/admin/users/999999/edit",
+    "/support/tickets/<int:ticket_id>": "/support/tickets/999999",
     "/banking/admin/accounts/<int:account_id>/freeze": "/banking/admin/accounts/999999/freeze",
     "/banking/admin/accounts/<int:account_id>/unfreeze": "/banking/admin/accounts/999999/unfreeze",
 }
@@ -116,6 +139,7 @@ def matrix_app(schema_template, tmp_path_factory):
     application = build_app(path)
     with application.app_context():
         users = {role: factories.make_user(role) for role in SIGNED_IN}
+        users["deactivated"] = factories.make_user("customer")
     application.config["MATRIX_USERS"] = users
     yield application
     with application.app_context():
@@ -144,18 +168,36 @@ def test_every_expectation_names_every_role():
         assert set(outcomes) == set(ROLES), route
 
 
-@pytest.mark.parametrize("role", ROLES)
+def _set_active(application, user_id: int, active: bool) -> None:
+    with application.app_context():
+        db.session.execute(update(User).where(User.id == user_id).values(is_active=active))
+        db.session.commit()
+
+
+@pytest.mark.parametrize("role", PRINCIPALS)
 @pytest.mark.parametrize(("rule", "method"), APP_ROUTES)
 def test_route_answers_each_role_as_designed(matrix_app, rule, method, role):
-    """Does this route answer this role as DESIGN.md section 6 says: the page, a login redirect
-    for anonymous visitors, or 403 plus an ACCESS_DENIED row for a wrong role?"""
+    """Does this route answer this principal as DESIGN.md section 6 says: the page, a login
+    redirect for anonymous visitors, or 403 plus an ACCESS_DENIED row for a wrong role? A user
+    deactivated while signed in is treated exactly as an anonymous visitor."""
     assert (rule, method) in EXPECTED, f"no access rule for {method} {rule}: add it to EXPECTED"
-    outcome = EXPECTED[(rule, method)][role]
+    outcome = EXPECTED[(rule, method)]["anonymous" if role == "deactivated" else role]
     client = matrix_app.test_client()
     user = matrix_app.config["MATRIX_USERS"].get(role)
     if user is not None:
         login = client.post("/auth/login", data={"email": user.email, "password": factories.DEFAULT_PASSWORD})
         assert login.status_code == 302, f"{role} could not log in"
+    if role == "deactivated":
+        _set_active(matrix_app, user.id, False)
+        try:
+            _check_outcome(matrix_app, client, rule, method, outcome, role, None)
+        finally:
+            _set_active(matrix_app, user.id, True)
+        return
+    _check_outcome(matrix_app, client, rule, method, outcome, role, user)
+
+
+def _check_outcome(matrix_app, client, rule, method, outcome, role, user):
     denied_before = _access_denied_rows(matrix_app)
     path = SAMPLE_PATHS.get(rule, rule)
 
@@ -180,10 +222,7 @@ def test_route_answers_each_role_as_designed(matrix_app, rule, method, role):
         assert (status, location) == (302, "/auth/login")
         assert _location_path(client.get("/banking/dashboard")) == "/auth/login"
     elif outcome == AUDIT_VIEW:
-        if "audit.transactions" in matrix_app.view_functions:
-            assert (status, location) == (302, "/audit/transactions")
-        else:
-            assert status == 404
+        assert (status, location) == (302, "/audit/transactions")
     else:  # pragma: no cover - a typo in the table
         pytest.fail(f"unknown outcome {outcome!r}")
 
@@ -195,6 +234,27 @@ def test_route_answers_each_role_as_designed(matrix_app, rule, method, role):
         assert f'"path":"{path}"' in details and f'"role":"{role}"' in details
     else:
         assert new_denials == []
+
+
+def _unserved_methods() -> list[tuple[str, str]]:
+    served: dict[str, set[str]] = {}
+    for rule, method in APP_ROUTES:
+        served.setdefault(rule, set()).add(method)
+    return sorted((rule, method) for rule, methods in served.items() for method in {"GET", "POST"} - methods)
+
+
+@pytest.mark.parametrize("role", ["anonymous", "admin"])
+@pytest.mark.parametrize(("rule", "method"), _unserved_methods())
+def test_unserved_methods_answer_405(matrix_app, rule, method, role):
+    """Does a GET on a POST-only route (a freeze link in an image tag, say) or a POST on a page
+    that only reads answer 405 and change nothing, signed in or not?"""
+    client = matrix_app.test_client()
+    user = matrix_app.config["MATRIX_USERS"].get(role)
+    if user is not None:
+        client.post("/auth/login", data={"email": user.email, "password": factories.DEFAULT_PASSWORD})
+    path = SAMPLE_PATHS.get(rule, rule)
+
+    assert client.open(path, method=method).status_code == 405
 
 
 def test_anonymous_login_redirect_keeps_the_requested_page(matrix_app):
