@@ -15,7 +15,10 @@ from .models import ENTRY_TYPES
 from .money import InvalidAmountError, parse_amount
 
 PHONE_PATTERN = re.compile(r"[0-9 +\-()]{7,20}")
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# C0/C1 controls other than tab and line breaks, and the bidirectional overrides and isolates
+# that make stored text display in another order than it reads ("Trojan Source", CVE-2021-42574).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+LINE_BREAKS = re.compile(r"[\t\n\r\u2028\u2029]")
 DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
@@ -31,9 +34,16 @@ def strip_filter(value: str | None) -> str | None:
 
 
 def no_control_characters(form, field) -> None:
-    """Refuse control characters (other than tab and newlines) in free text."""
+    """Refuse control characters (other than tab and newlines) and bidirectional overrides in
+    free text."""
     if field.data and CONTROL_CHARACTERS.search(field.data):
         raise ValidationError("Remove control characters from this field.")
+
+
+def single_line(form, field) -> None:
+    """Refuse tabs and line breaks in one-line text (names, subjects, transfer descriptions)."""
+    if field.data and LINE_BREAKS.search(field.data):
+        raise ValidationError("Keep this field on one line.")
 
 
 def phone_number(form, field) -> None:
@@ -84,6 +94,7 @@ def ascii_date(form, field) -> None:
     """Refuse dates not written as ASCII `YYYY-MM-DD` (strptime would accept other digits)."""
     raw = field.raw_data[0] if field.raw_data else ""
     if raw and not DATE_PATTERN.fullmatch(raw):
+        field.errors[:] = []  # one clear message instead of the date parser's as well
         raise StopValidation("Enter the date as YYYY-MM-DD.")
 
 

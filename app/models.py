@@ -7,7 +7,7 @@ Money columns hold integer cents behind the `Cents` type, which presents `Decima
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -50,6 +50,19 @@ def as_utc(moment: datetime | None) -> datetime | None:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc)
+
+
+def start_of_utc_day(day: date) -> datetime:
+    """Midnight UTC at the start of `day` (aware datetime)."""
+    return datetime.combine(day, time.min, tzinfo=timezone.utc)
+
+
+def after_utc_day(day: date) -> datetime | None:
+    """Midnight UTC just after `day` (the exclusive upper bound of an inclusive `date_to`);
+    None for the last representable day, which has no upper bound."""
+    if day == date.max:
+        return None
+    return start_of_utc_day(day + timedelta(days=1))
 
 
 def new_session_token() -> str:

@@ -64,3 +64,11 @@ def make_account(owner, balance: str | Decimal = "100.00", *, type: str = "check
     db.session.commit()
     return SimpleNamespace(id=account.id, account_number=account.account_number, owner_id=account.owner_id,
                            type=account.type, status=account.status)
+
+
+def issued_key(app, user_id: int) -> str:
+    """A transfer idempotency key issued by `app` to user `user_id` (as a form would carry)."""
+    from app.banking.services import new_idempotency_key
+
+    with app.app_context():
+        return new_idempotency_key(user_id)

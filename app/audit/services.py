@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 from flask import current_app
@@ -22,7 +22,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from ..extensions import db
-from ..models import AuditChainHead, AuditLog, utcnow
+from ..models import AuditChainHead, AuditLog, after_utc_day, start_of_utc_day, utcnow
 from ..pagination import KeysetPage, keyset_page
 
 GENESIS_HASH = "0" * 64
@@ -230,10 +230,6 @@ class AuditFilters:
     date_to: date | None = None
 
 
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=timezone.utc)
-
-
 def list_events(filters: AuditFilters, before: int | None) -> KeysetPage:
     """Audit rows matching `filters`, newest first, 50 per page, keyset-paginated (read-only).
 
@@ -247,9 +243,9 @@ def list_events(filters: AuditFilters, before: int | None) -> KeysetPage:
     if filters.user_id is not None:
         stmt = stmt.where(AuditLog.user_id == filters.user_id)
     if filters.date_from is not None:
-        stmt = stmt.where(AuditLog.timestamp >= _day_start(filters.date_from))
-    if filters.date_to is not None:
-        stmt = stmt.where(AuditLog.timestamp < _day_start(filters.date_to + timedelta(days=1)))
+        stmt = stmt.where(AuditLog.timestamp >= start_of_utc_day(filters.date_from))
+    if filters.date_to is not None and after_utc_day(filters.date_to) is not None:
+        stmt = stmt.where(AuditLog.timestamp < after_utc_day(filters.date_to))
     return keyset_page(stmt, AuditLog.id, before, EVENTS_PAGE_SIZE)
 
 

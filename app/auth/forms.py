@@ -6,7 +6,7 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField, SubmitField
 from wtforms.validators import DataRequired, Email, EqualTo, InputRequired, Length, ValidationError
 
-from ..forms_common import no_control_characters, phone_number, strip_filter
+from ..forms_common import no_control_characters, phone_number, single_line, strip_filter
 from . import services
 
 PASSWORD_LENGTH = Length(max=services.PASSWORD_MAX_LENGTH * 4, message="That password is far too long.")
@@ -16,12 +16,12 @@ def _name_field() -> StringField:
     return StringField(
         "Full name",
         filters=[strip_filter],
-        validators=[DataRequired("Enter your full name."), Length(min=1, max=100), no_control_characters],
+        validators=[DataRequired("Enter your full name."), Length(min=1, max=100), no_control_characters, single_line],
     )
 
 
 def _phone_field() -> StringField:
-    return StringField("Phone", filters=[strip_filter], validators=[DataRequired("Enter a phone number."), phone_number])
+    return StringField("Phone", filters=[strip_filter], validators=[DataRequired("Enter a phone number."), Length(max=20, message="Use at most 20 characters."), phone_number])
 
 
 class RegisterForm(FlaskForm):

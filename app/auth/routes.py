@@ -14,6 +14,7 @@ from . import auth_bp, services
 from .forms import ChangePasswordForm, LoginForm, ProfileForm, RegisterForm
 
 # Pages a user who must change their password may still open (DESIGN.md section 5).
+FORCED_CHANGE_MESSAGE = "You must change your password before continuing."
 PASSWORD_CHANGE_ALLOWED = frozenset({"auth.change_password", "auth.logout", "static", "bootstrap.static"})
 
 
@@ -42,7 +43,8 @@ def enforce_session_rules():
         flash("Your session has expired. Please log in again.", "warning")
         return redirect(url_for("auth.login"))
     if current_user.must_change_password and request.endpoint not in PASSWORD_CHANGE_ALLOWED:
-        flash("You must change your password before continuing.", "warning")
+        if FORCED_CHANGE_MESSAGE not in (message for _, message in session.get("_flashes", [])):
+            flash(FORCED_CHANGE_MESSAGE, "warning")
         return redirect(url_for("auth.change_password"))
     return None
 

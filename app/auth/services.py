@@ -83,6 +83,8 @@ def password_problem(password: str | None, *, email: str = "", full_name: str = 
         return f"Use at least {PASSWORD_MIN_LENGTH} characters; a few unrelated words make a good password."
     if len(normalized) > PASSWORD_MAX_LENGTH:
         return f"Use at most {PASSWORD_MAX_LENGTH} characters."
+    if any(unicodedata.category(ch) == "Cc" for ch in normalized):
+        return "Use printable characters only (no tabs, line breaks or other control characters)."
     bank_name = current_app.config["BANK_NAME"]
     context = [part for part in (email, *(full_name or "").split(), bank_name, *bank_name.split(), "bank") if part]
     if email and "@" in email:

@@ -42,8 +42,7 @@ def admin_user_edit(user_id: int):
         except identity.DuplicateEmailError as exc:
             form.email.errors.append(str(exc))
         except DomainError as exc:
-            flash(str(exc), "danger")
-            return render_template("admin/user_edit.html", form=form, user=user), 400
+            return render_template("admin/user_edit.html", form=form, user=user, error=str(exc)), 400
         else:
             flash(f"User {user_id} updated." if changed else "Nothing to change.", "success")
             return redirect(url_for("banking.admin_users"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, HiddenField, SelectField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
@@ -12,6 +13,7 @@ from ..forms_common import (  # noqa: F401  (TransactionFilterForm is re-exporte
     TransactionFilterForm,
     no_control_characters,
     phone_number,
+    single_line,
     strip_filter,
 )
 from ..models import ACCOUNT_TYPES, ROLES, Account, User
@@ -57,7 +59,7 @@ class _TransferForm(FlaskForm):
     amount = AmountField("Amount", maximum_setting="MAX_TRANSFER_AMOUNT")
     description = StringField(
         "Description", filters=[strip_filter],
-        validators=[Optional(), Length(max=140, message="Use at most 140 characters."), no_control_characters],
+        validators=[Optional(), Length(max=140, message="Use at most 140 characters."), no_control_characters, single_line],
     )
     idempotency_key = HiddenField(
         validators=[DataRequired("The form is incomplete; reload the page and try again."),
@@ -83,7 +85,7 @@ class _TransferForm(FlaskForm):
         self.reason_required = reason_required
         self.source_account.choices = [SelectChoice(a.id, services.account_label(a)) for a in accounts]
         if not self.is_submitted():
-            self.idempotency_key.data = services.new_idempotency_key()
+            self.idempotency_key.data = services.new_idempotency_key(current_user.id)
 
 
 class InternalTransferForm(_TransferForm):
@@ -132,14 +134,15 @@ class UserEditForm(FlaskForm):
 
     full_name = StringField(
         "Full name", filters=[strip_filter],
-        validators=[DataRequired("Enter the full name."), Length(min=1, max=100), no_control_characters],
+        validators=[DataRequired("Enter the full name."), Length(min=1, max=100), no_control_characters, single_line],
     )
     email = EmailField(
         "Email", filters=[strip_filter],
         validators=[DataRequired("Enter the email address."), Length(max=254),
                     Email("Enter a valid email address.", check_deliverability=False)],
     )
-    phone = StringField("Phone", filters=[strip_filter], validators=[DataRequired("Enter a phone number."), phone_number])
+    phone = StringField("Phone", filters=[strip_filter], validators=[DataRequired("Enter a phone number."),
+                                                              Length(max=20, message="Use at most 20 characters."), phone_number])
     role = SelectField("Role", choices=[SelectChoice(r, r.capitalize()) for r in ROLES], validate_choice=True)
     is_active = BooleanField("Active (may sign in)")
     submit = SubmitField("Save")

@@ -59,8 +59,7 @@ def open_account():
         try:
             account = services.open_account(current_user, form.type.data, form.opening_balance.data, owner_id)
         except DomainError as exc:
-            flash(str(exc), "danger")
-            return render_template("banking/open_account.html", form=form), 400
+            return render_template("banking/open_account.html", form=form, error=str(exc)), 400
         flash(f"Account {account.account_number} opened.", "success")
         return redirect(url_for("banking.dashboard"))
     return render_template("banking/open_account.html", form=form), 400 if form.errors else 200
@@ -83,8 +82,7 @@ def _transfer_view(form_class, template: str, kind: str, run):
             flash(str(exc), "info")
             return redirect(url_for("banking.dashboard"))
         except DomainError as exc:
-            flash(str(exc), "danger")
-            return render_template(template, form=form, owner=owner), 400
+            return render_template(template, form=form, owner=owner, error=str(exc)), 400
         flash(f"Transfer complete. Reference {reference}.", "success")
         return redirect(url_for("banking.dashboard"))
     if form.is_submitted():

@@ -9,12 +9,15 @@ debit and a credit sharing one reference, queues its audit rows, and commits onc
 
 from __future__ import annotations
 
+import hashlib
+import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date
 from decimal import Decimal
 
 from flask import current_app
+from itsdangerous import Signer
 from sqlalchemy import BigInteger, Select, func, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
@@ -32,14 +35,15 @@ from ..errors import (
     ValidationRuleError,
 )
 from ..extensions import TryAgainError, atomic, db, retry_on_conflict
-from ..models import ACCOUNT_TYPES, ENTRY_TYPES, Account, Transaction, User
+from ..models import ACCOUNT_TYPES, ENTRY_TYPES, Account, Transaction, User, after_utc_day, start_of_utc_day
 from ..money import ZERO, format_amount, quantize
 from ..pagination import KeysetPage, Page, keyset_page, numbered_page
 from ..security import log_event, log_standalone_event
 
 RECENT_PER_ACCOUNT = 5
 ACCOUNT_NUMBER_DIGITS = 12
-IDEMPOTENCY_KEY_PATTERN = r"[A-Za-z0-9_-]{32,64}"
+# 20 random URL-safe characters, a dot, and a 43-character HMAC-SHA256 signature (64 in all).
+IDEMPOTENCY_KEY_PATTERN = r"[A-Za-z0-9_-]{20}\.[A-Za-z0-9_-]{43}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -47,9 +51,26 @@ IDEMPOTENCY_KEY_PATTERN = r"[A-Za-z0-9_-]{32,64}"
 # ---------------------------------------------------------------------------------------------
 
 
-def new_idempotency_key() -> str:
-    """A fresh one-time key for a transfer form: 43 URL-safe characters (32 random bytes)."""
-    return secrets.token_urlsafe(32)
+def _key_signer(user_id: int) -> Signer:
+    return Signer(current_app.config["SECRET_KEY"], salt=f"idempotency-key:{user_id}",
+                  key_derivation="hmac", digest_method=hashlib.sha256)
+
+
+def new_idempotency_key(user_id: int) -> str:
+    """A fresh one-time key for a transfer form issued to user `user_id` (DESIGN.md section 3).
+
+    Shape: 15 random bytes (20 URL-safe characters), a dot, and an HMAC-SHA256 signature
+    (itsdangerous, keyed by SECRET_KEY, salted with the user id): 64 characters. Only keys this
+    server issued to this user are accepted (`is_issued_idempotency_key`).
+    """
+    return _key_signer(user_id).sign(secrets.token_urlsafe(15)).decode("ascii")
+
+
+def is_issued_idempotency_key(user_id: int, key: str | None) -> bool:
+    """True when `key` has the issued shape and a valid signature for user `user_id`."""
+    if not key or not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
+        return False
+    return _key_signer(user_id).validate(key.encode("ascii"))
 
 
 def new_reference(prefix: str) -> str:
@@ -328,6 +349,8 @@ def _run_transfer(req: TransferRequest) -> str:
             raise LimitExceededError(f"The amount must not exceed {format_amount(config['MAX_TRANSFER_AMOUNT'])}.")
         if len(req.description) > 140:
             raise ValidationRuleError("The description may be at most 140 characters.")
+        if not is_issued_idempotency_key(req.actor.id, req.idempotency_key):
+            raise ValidationRuleError("The form is invalid or was issued to someone else; reload the page and try again.")
         _check_actor(req.actor, req.owner_id, req.description)
         try:
             return retry_on_conflict(lambda: _execute_transfer(req))
@@ -416,16 +439,12 @@ class TransactionFilters:
     account_number: str | None = None
 
 
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=timezone.utc)
-
-
 def apply_transaction_filters(stmt: Select, filters: TransactionFilters) -> Select:
     """Add the WHERE clauses of `filters` to a statement selecting Transaction rows."""
     if filters.date_from is not None:
-        stmt = stmt.where(Transaction.timestamp >= _day_start(filters.date_from))
-    if filters.date_to is not None:
-        stmt = stmt.where(Transaction.timestamp < _day_start(filters.date_to + timedelta(days=1)))
+        stmt = stmt.where(Transaction.timestamp >= start_of_utc_day(filters.date_from))
+    if filters.date_to is not None and after_utc_day(filters.date_to) is not None:
+        stmt = stmt.where(Transaction.timestamp < after_utc_day(filters.date_to))
     if filters.type in ENTRY_TYPES:
         stmt = stmt.where(Transaction.type == filters.type)
     if filters.min_amount is not None:

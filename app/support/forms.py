@@ -7,7 +7,7 @@ from wtforms import SelectField, StringField, SubmitField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length
 
-from ..forms_common import no_control_characters, strip_filter
+from ..forms_common import no_control_characters, single_line, strip_filter
 from ..models import TICKET_STATUSES
 from . import services
 
@@ -27,7 +27,7 @@ class TicketForm(FlaskForm):
         "Subject", filters=[strip_filter],
         validators=[DataRequired("Enter a subject."),
                     Length(max=services.SUBJECT_MAX_LENGTH, message="Use at most 120 characters."),
-                    no_control_characters],
+                    no_control_characters, single_line],
     )
     description = TextAreaField(
         "Describe your request", filters=[normalize_newlines, strip_filter],

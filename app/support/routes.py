@@ -29,8 +29,7 @@ def create_ticket():
         try:
             ticket = services.create_ticket(current_user, form.subject.data, form.description.data)
         except DomainError as exc:
-            flash(str(exc), "danger")
-            return render_template("support/create.html", form=form), 400
+            return render_template("support/create.html", form=form, error=str(exc)), 400
         flash(f"Ticket #{ticket.id} sent. Our support team will reply here.", "success")
         return redirect(url_for("support.my_tickets"))
     return render_template("support/create.html", form=form), 400 if form.errors else 200
@@ -66,8 +65,7 @@ def ticket_detail(ticket_id: int):
         try:
             changed = services.update_ticket(current_user, ticket.id, form.status.data, form.note.data)
         except DomainError as exc:
-            flash(str(exc), "danger")
-            return render_template("support/ticket_detail.html", ticket=ticket, form=form), 400
+            return render_template("support/ticket_detail.html", ticket=ticket, form=form, error=str(exc)), 400
         if changed:
             flash("Ticket updated.", "success")
         else:

@@ -321,7 +321,7 @@ def test_frozen_account_refuses_transfers_until_unfrozen(app, admin_client, cust
     def transfer():
         return client.post("/banking/transfer/internal", data={
             "source_account": source.id, "target_account": target.id, "amount": "5.00",
-            "idempotency_key": banking.new_idempotency_key()})
+            "idempotency_key": factories.issued_key(app, customer.id)})
 
     refused = transfer()
     assert refused.status_code == 400 and "frozen" in refused.get_data(as_text=True)

@@ -327,7 +327,7 @@ def test_failed_transfer_leaves_no_transfer_created_row(app, customer, make_acco
         actor = db.session.get(User, customer.id)
         with pytest.raises(InsufficientFundsError):
             banking_services.transfer_internal(actor, customer.id, source.id, target.id, Decimal("6.00"), "",
-                                               banking_services.new_idempotency_key())
+                                               banking_services.new_idempotency_key(actor.id))
 
     actions = [row.action for row in _audit_rows(app)]
     assert actions == ["TRANSFER_FAILED"]
@@ -351,7 +351,7 @@ def test_audit_row_is_rolled_back_with_its_change(app, customer, make_account, m
         actor = db.session.get(User, customer.id)
         with pytest.raises(RuntimeError, match="simulated crash"):
             banking_services.transfer_internal(actor, customer.id, source.id, target.id, Decimal("10.00"), "",
-                                               banking_services.new_idempotency_key())
+                                               banking_services.new_idempotency_key(actor.id))
         monkeypatch.setattr(banking_services, "log_event", real_log_event)
         banking_services.open_account(actor, "savings", Decimal("0.00"))
         balances = dict(db.session.execute(select(Account.id, Account.balance)).all())
@@ -378,7 +378,7 @@ def test_change_is_rolled_back_when_its_audit_row_cannot_be_written(app, custome
         actor = db.session.get(User, customer.id)
         with pytest.raises(RuntimeError, match="audit store unavailable"):
             banking_services.transfer_internal(actor, customer.id, source.id, target.id, Decimal("10.00"), "",
-                                               banking_services.new_idempotency_key())
+                                               banking_services.new_idempotency_key(actor.id))
         balances = dict(db.session.execute(select(Account.id, Account.balance)).all())
 
     assert balances[source.id] == Decimal("50.00") and balances[target.id] == Decimal("0.00")

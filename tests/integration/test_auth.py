@@ -837,3 +837,25 @@ def test_pages_open_after_the_forced_change(app, client, forced_user):
     assert user_row(app, forced_user.id)["must_change_password"] is False
     assert client.get("/banking/dashboard").status_code == 200
     assert client.get("/auth/profile").status_code == 200
+
+
+@pytest.mark.parametrize("name", ["Mallory \u202eredo\u202c", "Eve\u2066x\u2069", "Two\nLines", "Tab\there"])
+def test_register_refuses_bidirectional_overrides_and_line_breaks_in_names(client, app, name):
+    """Is a full name carrying a right-to-left override, an isolate, a line break or a tab (which
+    would display differently from what it says) refused with 400, nobody created?"""
+    response = client.post("/auth/register", data=registration(full_name=name, email="bidi@example.com"))
+
+    assert response.status_code == 400
+    assert find_user(app, "bidi@example.com") is None
+
+
+def test_forced_password_change_message_appears_once(client, make_user):
+    """Does the forced-change warning appear once, even after several redirected pages?"""
+    user = make_user("admin", must_change_password=True)
+    client.post("/auth/login", data={"email": user.email, "password": DEFAULT_PASSWORD})
+    client.get("/banking/dashboard")
+    client.get("/auth/profile")
+
+    page = client.get("/auth/change-password").get_data(as_text=True)
+
+    assert page.count("You must change your password before continuing.") == 1

@@ -21,6 +21,7 @@ from app.banking import services
 from app.errors import DomainError
 from app.extensions import db
 from app.models import Account, AuditLog, Transaction, User
+from tests.factories import issued_key
 
 THREADS = 20
 JOIN_TIMEOUT_SECONDS = 60
@@ -81,7 +82,7 @@ def test_twenty_concurrent_withdrawals_of_ten_from_one_hundred(app, customer, ot
     consistent ledger and an unbroken audit chain?"""
     source = make_account(customer, "100.00")
     target = make_account(customer if kind == "internal" else other_customer, "0.00")
-    keys = [services.new_idempotency_key() for _ in range(THREADS)]
+    keys = [issued_key(app, customer.id) for _ in range(THREADS)]
 
     def withdraw(actor: User, index: int) -> None:
         if kind == "internal":
@@ -109,7 +110,7 @@ def test_same_idempotency_key_from_several_threads_moves_money_once(app, custome
     move exactly once, with every other submission told it was already made?"""
     source = make_account(customer, "100.00")
     target = make_account(other_customer, "0.00")
-    key = services.new_idempotency_key()
+    key = issued_key(app, customer.id)
 
     def submit(actor: User, _index: int) -> None:
         services.transfer_external(actor, actor.id, source.id, target.account_number, Decimal("10.00"), "once", key)
@@ -129,7 +130,7 @@ def test_opposite_transfers_at_once_neither_deadlock_nor_lose_money(app, custome
     balances where they started?"""
     alice_account = make_account(customer, "50.00")
     bob_account = make_account(other_customer, "50.00")
-    keys = [services.new_idempotency_key() for _ in range(THREADS)]
+    keys = [issued_key(app, customer.id if index % 2 == 0 else other_customer.id) for index in range(THREADS)]
     accounts = {customer.id: (alice_account, bob_account), other_customer.id: (bob_account, alice_account)}
     barrier = threading.Barrier(THREADS)
     outcomes: list[str] = ["not run"] * THREADS

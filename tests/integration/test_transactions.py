@@ -9,7 +9,6 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
 
 from app.banking import services
 from app.extensions import db
@@ -178,8 +177,8 @@ def test_filters_combine(client, app, logged_in_customer, account, foreign):
 @pytest.mark.parametrize(("query", "field_message"), [
     ({"date_from": "2024-13-01"}, "Not a valid date value."),
     ({"date_to": "2024-02-30"}, "Not a valid date value."),
-    ({"date_from": "01/02/2024"}, "Not a valid date value."),
-    ({"date_to": "2024-03-10T00:00"}, "Not a valid date value."),
+    ({"date_from": "01/02/2024"}, "Enter the date as YYYY-MM-DD."),
+    ({"date_to": "2024-03-10T00:00"}, "Enter the date as YYYY-MM-DD."),
     ({"type": "transfer"}, "Not a valid choice."),
     ({"min_amount": "abc"}, "Enter the amount as digits"),
     ({"max_amount": "1e3"}, "Enter the amount as digits"),
@@ -210,9 +209,9 @@ def test_counterparty_is_masked_unless_it_is_the_users_own_account(client, app, 
     with app.app_context():
         actor = db.session.get(User, logged_in_customer.id)
         services.transfer_internal(actor, actor.id, funded.id, account.id, Decimal("10.00"), "to savings",
-                                   services.new_idempotency_key())
+                                   services.new_idempotency_key(actor.id))
         services.transfer_external(actor, actor.id, funded.id, foreign.account_number, Decimal("7.00"), "to bob",
-                                   services.new_idempotency_key())
+                                   services.new_idempotency_key(actor.id))
 
     response = client.get(URL)
 
@@ -286,3 +285,23 @@ def test_descriptions_are_escaped(client, app, logged_in_customer, account):
         body = client.get(url).get_data(as_text=True)
         assert '<script>alert("x")</script>' not in body
         assert "&lt;script&gt;" in body
+
+
+@pytest.mark.parametrize("query", ["date_to=9999-12-31", "date_from=9999-12-31&date_to=9999-12-31",
+                                   "date_from=0001-01-01"])
+def test_extreme_dates_are_answered_without_error(client, app, logged_in_customer, account, query):
+    """Are the first and last representable days valid filters (200, no 500 from date
+    arithmetic), with 9999-12-31 as an inclusive upper bound that keeps today's entries?"""
+    _add_entries(app, account, [(datetime(2024, 3, 10, tzinfo=timezone.utc), "credit", "1.00", "today")])
+
+    response = client.get(URL + "?" + query)
+
+    assert response.status_code == 200
+    assert ("today" in _descriptions(response)) == (not query.startswith("date_from=9999"))
+
+
+def test_internal_transfer_with_one_account_explains_what_is_needed(client, logged_in_customer, account):
+    """Does a customer with a single account see why an internal transfer cannot work yet?"""
+    page = client.get("/banking/transfer/internal").get_data(as_text=True)
+
+    assert "A transfer between accounts needs two accounts." in page

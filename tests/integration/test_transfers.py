@@ -15,6 +15,7 @@ from app.banking import services
 from app.errors import AccountNotFoundError, LimitExceededError
 from app.extensions import db
 from app.models import Account, AuditLog, Transaction, User
+from tests import factories
 
 INTERNAL = "/banking/transfer/internal"
 EXTERNAL = "/banking/transfer/external"
@@ -57,18 +58,25 @@ def _audit(app, action: str) -> list[tuple[int | None, dict]]:
     return [(user_id, json.loads(details)) for user_id, details in rows]
 
 
+def _form_key(client, url: str) -> str:
+    """The idempotency key the transfer form at `url` issues to the signed-in user (a
+    well-formed unsigned key when the page has no form, e.g. for a refused role)."""
+    match = KEY_INPUT.search(client.get(url).get_data(as_text=True))
+    return match.group(1) if match else "A" * 20 + "." + "B" * 43
+
+
 def _internal(client, source, target, amount, description="", key=None, query=""):
     return client.post(INTERNAL + query, data={
         "source_account": str(getattr(source, "id", source)), "target_account": str(getattr(target, "id", target)),
         "amount": amount, "description": description,
-        "idempotency_key": services.new_idempotency_key() if key is None else key,
+        "idempotency_key": _form_key(client, INTERNAL + query) if key is None else key,
     })
 
 
 def _external(client, source, number, amount, description="", key=None, query=""):
     return client.post(EXTERNAL + query, data={
         "source_account": str(getattr(source, "id", source)), "target_account_number": number, "amount": amount,
-        "description": description, "idempotency_key": services.new_idempotency_key() if key is None else key,
+        "description": description, "idempotency_key": _form_key(client, EXTERNAL + query) if key is None else key,
     })
 
 
@@ -112,16 +120,40 @@ def _assert_refused_without_trace(app, before: State, response, message: str | t
 # ---------------------------------------------------------------------------------------------
 
 
-def test_transfer_form_carries_a_fresh_server_issued_key(client, logged_in_customer, checking):
-    """Does each GET of a transfer form carry a new 43-character URL-safe idempotency key?"""
+def test_transfer_form_carries_a_fresh_server_issued_key(client, app, logged_in_customer, checking):
+    """Does each GET of a transfer form carry a new key, signed by the server for this user?"""
     keys = []
     for url in (INTERNAL, INTERNAL, EXTERNAL):
         page = client.get(url)
         assert page.status_code == 200
         keys.append(KEY_INPUT.search(page.get_data(as_text=True)).group(1))
 
-    assert all(re.fullmatch(r"[A-Za-z0-9_-]{43}", key) for key in keys)
+    assert all(re.fullmatch(services.IDEMPOTENCY_KEY_PATTERN, key) for key in keys)
     assert len(set(keys)) == 3
+    with app.app_context():
+        assert all(services.is_issued_idempotency_key(logged_in_customer.id, key) for key in keys)
+        assert not any(services.is_issued_idempotency_key(logged_in_customer.id + 1, key) for key in keys)
+
+
+@pytest.mark.parametrize("forge", ["made_up", "other_users", "tampered"])
+def test_transfer_refuses_a_key_the_server_did_not_issue_to_this_user(client, app, logged_in_customer,
+                                                                       other_customer, checking, savings, forge):
+    """Is a well-formed key that this server did not issue to the signed-in user (made up, issued
+    to another user, or with its signature altered) refused with 400, moving nothing?"""
+    issued = _form_key(client, INTERNAL)
+    key = {
+        "made_up": "A" * 20 + "." + "B" * 43,
+        "other_users": factories.issued_key(app, other_customer.id),
+        "tampered": issued[:-1] + ("A" if issued[-1] != "A" else "B"),
+    }[forge]
+    before = _state(app)
+
+    response = _internal(client, checking, savings, "1.00", key=key)
+
+    assert response.status_code == 400
+    assert "reload the page" in _text(response)
+    after = _state(app)
+    assert after.balances == before.balances and after.ledger_rows == before.ledger_rows
 
 
 def test_internal_transfer_moves_money_with_one_debit_and_one_credit(client, app, logged_in_customer, checking, savings):
@@ -284,7 +316,7 @@ def test_external_unknown_frozen_and_closed_targets_give_the_identical_answer(cl
 
 def test_refused_transfer_leaves_its_key_usable(client, app, logged_in_customer, checking, savings):
     """After a refusal, can the corrected form be resubmitted with the same key and go through?"""
-    key = services.new_idempotency_key()
+    key = _form_key(client, INTERNAL)
     assert _internal(client, checking, savings, "500.00", key=key).status_code == 400
 
     response = _internal(client, checking, savings, "50.00", key=key)
@@ -302,7 +334,7 @@ def test_source_account_of_another_customer_is_a_form_error(client, app, logged_
     """Is another customer's account id posted as the source refused (400) with nothing moved,
     on both forms, and the attempt audited with the id that was tried?"""
     before = _state(app)
-    key = services.new_idempotency_key()
+    key = _form_key(client, INTERNAL)
     response = _internal(client, foreign, savings, "1.00", key=key)
     _assert_refused_without_trace(app, before, response, "Not a valid choice")
     [(actor, details)] = _audit(app, "TRANSFER_FAILED")
@@ -333,7 +365,7 @@ def test_malformed_account_ids_are_form_errors(client, app, logged_in_customer, 
     for value in ("", "abc", "-1", "1.5", "99999999999999999999999", "\uff11"):
         before = _state(app)
         data = {"source_account": str(checking.id), "target_account": str(savings.id), "amount": "1.00",
-                "description": "", "idempotency_key": services.new_idempotency_key(), source_or_target: value}
+                "description": "", "idempotency_key": _form_key(client, INTERNAL), source_or_target: value}
 
         response = client.post(INTERNAL, data=data)
 
@@ -432,7 +464,7 @@ def test_malformed_external_account_number_is_a_form_error(client, app, logged_i
 def test_replayed_idempotency_key_moves_money_once(client, app, logged_in_customer, checking, savings, foreign, kind):
     """Does resubmitting the same form (same key) move the money once and answer the replay with a
     redirect to the dashboard saying the transfer was already made?"""
-    key = services.new_idempotency_key()
+    key = _form_key(client, INTERNAL)
 
     def submit():
         if kind == "internal":
@@ -503,10 +535,10 @@ def test_service_refuses_a_customer_acting_on_another_customers_accounts(app, cu
         actor = db.session.get(User, customer.id)
         with pytest.raises(AccountNotFoundError):
             services.transfer_external(actor, other_customer.id, theirs.id, own.account_number, Decimal("5.00"), "",
-                                       services.new_idempotency_key())
+                                       services.new_idempotency_key(actor.id))
         with pytest.raises(AccountNotFoundError):
             services.transfer_external(actor, customer.id, theirs.id, own.account_number, Decimal("5.00"), "",
-                                       services.new_idempotency_key())
+                                       services.new_idempotency_key(actor.id))
 
     after = _state(app)
     assert after.balances == before.balances and after.ledger_rows == before.ledger_rows
@@ -523,7 +555,7 @@ def test_service_refuses_amount_above_maximum(app, customer, make_account):
         actor = db.session.get(User, customer.id)
         with pytest.raises(LimitExceededError):
             services.transfer_internal(actor, customer.id, rich.id, other.id, Decimal("1000000.01"), "",
-                                       services.new_idempotency_key())
+                                       services.new_idempotency_key(actor.id))
 
     after = _state(app)
     assert after.balances == before.balances and _new_actions(before, after) == ["TRANSFER_FAILED"]
@@ -541,7 +573,7 @@ def test_service_requires_a_reason_from_an_admin(app, admin, customer, make_acco
         actor = db.session.get(User, admin.id)
         with pytest.raises(ValidationRuleError):
             services.transfer_internal(actor, customer.id, source.id, target.id, Decimal("1.00"), "  ",
-                                       services.new_idempotency_key())
+                                       services.new_idempotency_key(actor.id))
 
     after = _state(app)
     assert after.balances == before.balances and _new_actions(before, after) == ["TRANSFER_FAILED"]
@@ -665,7 +697,7 @@ def test_support_and_auditor_cannot_transfer(client, app, auth, make_user, custo
     assert client.get(url).status_code == 403
     response = client.post(f"{url}?owner_user_id={customer.id}", data={
         "source_account": source.id, "target_account": source.id, "target_account_number": "123456789012",
-        "amount": "1.00", "idempotency_key": services.new_idempotency_key()})
+        "amount": "1.00", "idempotency_key": "A" * 20 + "." + "B" * 43})
     assert response.status_code == 403
 
     after = _state(app)

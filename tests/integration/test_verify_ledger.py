@@ -22,11 +22,11 @@ def after_transfers(app, customer, other_customer, make_account):
         alice = db.session.get(User, customer.id)
         bob = db.session.get(User, other_customer.id)
         services.transfer_internal(alice, alice.id, checking.id, savings.id, Decimal("120.50"), "save",
-                                   services.new_idempotency_key())
+                                   services.new_idempotency_key(alice.id))
         services.transfer_external(alice, alice.id, checking.id, theirs.account_number, Decimal("79.50"), "dinner",
-                                   services.new_idempotency_key())
+                                   services.new_idempotency_key(alice.id))
         services.transfer_external(bob, bob.id, theirs.id, checking.account_number, Decimal("0.01"), "cent",
-                                   services.new_idempotency_key())
+                                   services.new_idempotency_key(bob.id))
     return checking, savings, theirs
 
 

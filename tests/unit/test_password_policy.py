@@ -151,3 +151,12 @@ def test_hash_is_argon2id_and_never_the_password(policy_app):
     stored = hash_password(PASSPHRASE)
     assert stored.startswith("$argon2id$")
     assert PASSPHRASE not in stored
+
+
+@pytest.mark.parametrize("control", ["\x00", "\t", "\n", "\x1b", "\x7f"])
+def test_policy_refuses_control_characters(policy_app, control):
+    """Is a password with NUL, tab, a line break or another control character refused with a
+    message saying so (NIST SP 800-63B accepts printing characters and spaces)?"""
+    message = problem(f"zebra quantum{control}harbor lantern")
+
+    assert message is not None and "control characters" in message
