@@ -74,7 +74,10 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Register the services' blueprints and the index route."""
+    """Register the `<id:...>` URL converter, the services' blueprints and the index route."""
+    from .routing import IdConverter
+
+    app.url_map.converters["id"] = IdConverter
     from .audit.routes import audit_bp  # the routes module attaches the views (see app/audit/__init__.py)
     from .auth import auth_bp
     from .banking import banking_bp

@@ -15,9 +15,13 @@ from .models import ENTRY_TYPES
 from .money import InvalidAmountError, parse_amount
 
 PHONE_PATTERN = re.compile(r"[0-9 +\-()]{7,20}")
-# C0/C1 controls other than tab and line breaks, and the bidirectional overrides and isolates
-# that make stored text display in another order than it reads ("Trojan Source", CVE-2021-42574).
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# C0/C1 controls other than tab and line breaks; the bidirectional overrides and isolates that
+# make stored text display in another order than it reads ("Trojan Source", CVE-2021-42574); and
+# invisible spaces that let a name look like another (zero-width space, word joiner, BOM).
+# Zero-width (non-)joiners stay allowed: several scripts need them in ordinary names.
+CONTROL_CHARACTERS = re.compile(
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]"
+)
 LINE_BREAKS = re.compile(r"[\t\n\r\u2028\u2029]")
 DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 from functools import lru_cache
 
 from argon2 import PasswordHasher, profiles
+from email_validator import EmailNotValidError, validate_email
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from flask import current_app
 from sqlalchemy import delete, func, select
@@ -61,8 +62,19 @@ class WrongPasswordError(DomainError):
 
 
 def normalize_email(email: str | None) -> str:
-    """Trim and lower-case an email address; emails are unique case-insensitively (DESIGN §8)."""
-    return (email or "").strip().lower()
+    """The canonical form of an email address, as stored and compared (DESIGN.md section 8).
+
+    Trimmed, normalized by email-validator (NFC local part, IDNA-normalized domain, so a
+    full-width `ｅxample.com` is `example.com`), then lower-cased: two spellings of one mailbox
+    can never belong to two users. Text that is not a valid address is only trimmed and
+    lower-cased (a sign-in with it simply finds nobody).
+    """
+    text = (email or "").strip()
+    try:
+        text = validate_email(text, check_deliverability=False).normalized
+    except EmailNotValidError:
+        pass
+    return text.lower()
 
 
 def normalize_password(password: str | None) -> str:
@@ -397,7 +409,7 @@ def update_user(actor: User, user_id: int, *, full_name: str, email: str, phone:
             wanted = {"full_name": full_name.strip(), "email": email, "phone": phone.strip(),
                       "role": role, "is_active": bool(is_active)}
             changed = [name for name, value in wanted.items() if getattr(user, name) != value]
-            old_role = user.role
+            old_role, old_email = user.role, user.email
             for name in changed:
                 setattr(user, name, wanted[name])
             if "role" in changed or ("is_active" in changed and not user.is_active):
@@ -406,7 +418,10 @@ def update_user(actor: User, user_id: int, *, full_name: str, email: str, phone:
                 log_event("ROLE_CHANGED", {"user_id": user.id, "from": old_role, "to": role}, user_id=actor_id)
             other = [name for name in changed if name != "role"]
             if other:
-                log_event("USER_UPDATED", {"user_id": user.id, "fields": other}, user_id=actor_id)
+                details = {"user_id": user.id, "fields": other}
+                if "email" in other:
+                    details["email"] = {"from": old_email, "to": email}
+                log_event("USER_UPDATED", details, user_id=actor_id)
     except IntegrityError as exc:
         raise DuplicateEmailError() from exc
     return changed

@@ -24,7 +24,7 @@ def admin_users():
     return render_template("admin/users_list.html", page=identity.list_users(page_number()))
 
 
-@banking_bp.route("/admin/users/<int:user_id>/edit", methods=["GET", "POST"])
+@banking_bp.route("/admin/users/<id:user_id>/edit", methods=["GET", "POST"])
 @roles_required("admin")
 def admin_user_edit(user_id: int):
     """Edit a user's details, role and active state. :raise 404: no such user."""
@@ -72,7 +72,7 @@ def _change_status(account_id: int, change, done: str, unchanged: str):
     return redirect(url_for("banking.admin_accounts"))
 
 
-@banking_bp.route("/admin/accounts/<int:account_id>/freeze", methods=["POST"])
+@banking_bp.route("/admin/accounts/<id:account_id>/freeze", methods=["POST"])
 @roles_required("admin")
 def admin_freeze(account_id: int):
     """Freeze an account (CSRF-checked POST). :raise 404: no such account."""
@@ -80,7 +80,7 @@ def admin_freeze(account_id: int):
                           "Account frozen.", "The account was already frozen; nothing changed.")
 
 
-@banking_bp.route("/admin/accounts/<int:account_id>/unfreeze", methods=["POST"])
+@banking_bp.route("/admin/accounts/<id:account_id>/unfreeze", methods=["POST"])
 @roles_required("admin")
 def admin_unfreeze(account_id: int):
     """Unfreeze an account (CSRF-checked POST). :raise 404: no such account."""

@@ -73,7 +73,9 @@ def _transfer_view(form_class, template: str, kind: str, run):
     A refused form is audited too (TRANSFER_FAILED), like a refusal by the service."""
     owner = _transfer_owner()
     if owner is None:
-        return _owner_picker("Choose the customer whose account sends the money")
+        page = _owner_picker("Choose the customer whose account sends the money")
+        # A transfer posted before a customer was chosen is refused, not silently dropped.
+        return (page, 400) if request.method == "POST" else page
     form = form_class.for_owner(services.list_accounts(owner.id), reason_required=current_user.role == "admin")
     if form.validate_on_submit():
         try:

@@ -328,12 +328,18 @@ def _execute_transfer(req: TransferRequest) -> str:
 
 
 def _audit_details(req: TransferRequest) -> dict:
+    """Who moved what from where to where, and why (PCI DSS 10.2.2); admins' reasons included."""
+    target = {"target_account_id": req.target_id} if req.kind == "internal" else {
+        "target_account_number": (req.target_account_number or "")[:32]}
+    reason = {"reason_given": req.description} if req.actor.role == "admin" else {}
     return {
         "kind": req.kind,
         "amount": str(req.amount),
         "source_account_id": req.source_id,
         "source_owner_id": req.owner_id,
         "acting_role": req.actor.role,
+        **target,
+        **reason,
         **req.details,
     }
 

@@ -21,7 +21,8 @@ def ticket_not_found(exc: TicketNotFoundError):
 
 @support_bp.route("/create", methods=["GET", "POST"])
 @roles_required("customer")
-@limiter.limit(lambda: current_app.config["TICKET_RATE_LIMIT"], key_func=rate_limit_key, methods=["POST"])
+@limiter.limit(lambda: current_app.config["TICKET_RATE_LIMIT"], key_func=rate_limit_key, methods=["POST"],
+               deduct_when=lambda response: response.status_code == 302)  # only tickets actually opened
 def create_ticket():
     """A customer opens a ticket (subject, description); then to their tickets."""
     form = TicketForm()
@@ -54,7 +55,7 @@ def tickets():
     return render_template("support/tickets_list.html", form=form, page=page, filters_invalid=False)
 
 
-@support_bp.route("/tickets/<int:ticket_id>", methods=["GET", "POST"])
+@support_bp.route("/tickets/<id:ticket_id>", methods=["GET", "POST"])
 @roles_required("support", "admin")
 def ticket_detail(ticket_id: int):
     """One ticket with its customer and notes; POST changes the status and/or adds a note.

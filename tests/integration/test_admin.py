@@ -97,7 +97,8 @@ def test_users_list_paginates_by_25_newest_first(admin_client, make_user):
 
 def test_admin_edits_details_and_logs_field_names_only(app, admin_client, admin, customer):
     """Does an edit of name, email and phone save them (email lower-cased), log USER_UPDATED with
-    the field names but not their values, and redirect to the users list?"""
+    the field names (and, for the email, which identifies the user, the old and new address) but
+    not the other values, and redirect to the users list?"""
     response = admin_client.post(_edit_url(customer.id), data=_form(
         customer, full_name="Renamed Person", email="  New.Address@Example.com ", phone="+44 20 7946 0001"))
 
@@ -105,8 +106,11 @@ def test_admin_edits_details_and_logs_field_names_only(app, admin_client, admin,
     user = _user(app, customer.id)
     assert (user.full_name, user.email, user.phone) == ("Renamed Person", "new.address@example.com", "+44 20 7946 0001")
     [(actor, details)] = _audit(app, "USER_UPDATED")
-    assert actor == admin.id and details == {"user_id": customer.id, "fields": ["full_name", "email", "phone"]}
-    assert "new.address" not in json.dumps(details)
+    assert actor == admin.id and details == {
+        "user_id": customer.id, "fields": ["full_name", "email", "phone"],
+        "email": {"from": customer.email, "to": "new.address@example.com"},
+    }
+    assert "Renamed" not in json.dumps(details) and "7946" not in json.dumps(details)
 
 
 def test_role_change_logs_old_and_new_role_and_ends_the_users_sessions(app, admin_client, admin, customer):
@@ -339,3 +343,44 @@ def test_freeze_service_refuses_non_admins(app, customer, make_account):
         with pytest.raises(Exception, match="Only administrators"):
             banking.freeze_account(actor, account.id)
     assert _status(app, account.id) == "active"
+
+
+def test_email_that_normalizes_to_another_users_is_a_duplicate(app, admin_client, customer, other_customer):
+    """Is an email that differs from another user's only by Unicode width or case in the domain
+    (full-width `ｅ`) refused as a duplicate, so one mailbox never belongs to two users?"""
+    local, domain = other_customer.email.split("@")
+    lookalike = f"{local}@{domain.replace('e', chr(0xFF45), 1)}"
+
+    response = admin_client.post(_edit_url(customer.id), data=_form(customer, email=lookalike))
+
+    assert response.status_code == 400
+    assert "An account with this email already exists." in response.get_data(as_text=True)
+    assert _user(app, customer.id).email == customer.email
+
+
+@pytest.mark.parametrize("path", ["/banking/admin/users/9223372036854775808/edit",
+                                  "/banking/admin/users/0/edit", "/banking/admin/users/-1/edit"])
+def test_ids_beyond_the_database_range_are_404(admin_client, path):
+    """Is an id of 0, negative, or too large for the database a 404 rather than a 500?"""
+    assert admin_client.get(path).status_code == 404
+
+
+@pytest.mark.parametrize("action", ["freeze", "unfreeze"])
+def test_freeze_of_an_id_beyond_the_database_range_is_404(admin_client, action):
+    """Is freezing account 2**63 (or a longer number) a 404 rather than a 500?"""
+    assert admin_client.post(f"{ACCOUNTS}/9223372036854775808/{action}").status_code == 404
+    assert admin_client.post(f"{ACCOUNTS}/{'9' * 30}/{action}").status_code == 404
+
+
+def test_admin_transfer_reason_is_in_the_audit_row(app, admin_client, admin, customer, make_account):
+    """Does the TRANSFER_CREATED row of an admin transfer carry the reason the admin gave?"""
+    source = make_account(customer, "50.00")
+    target = make_account(customer, "0.00", type="savings")
+
+    response = admin_client.post(f"/banking/transfer/internal?owner_user_id={customer.id}", data={
+        "source_account": source.id, "target_account": target.id, "amount": "5.00",
+        "description": "Customer asked by phone, ticket 7", "idempotency_key": factories.issued_key(app, admin.id)})
+
+    assert response.status_code == 302
+    [(actor, details)] = _audit(app, "TRANSFER_CREATED")
+    assert actor == admin.id and details["reason_given"] == "Customer asked by phone, ticket 7"

@@ -859,3 +859,25 @@ def test_forced_password_change_message_appears_once(client, make_user):
     page = client.get("/auth/change-password").get_data(as_text=True)
 
     assert page.count("You must change your password before continuing.") == 1
+
+
+def test_register_refuses_an_email_that_normalizes_to_an_existing_one(client, app, make_user):
+    """Is `alice@ｅxample.com` (full-width e) refused when alice@example.com exists, because
+    email-validator normalizes both to the same mailbox?"""
+    make_user("customer", email="alice@example.com")
+
+    response = client.post("/auth/register", data=registration(email="ALICE@\uff45xample.com"))
+
+    assert response.status_code == 400
+    assert "An account with this email already exists." in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\u2060", "\ufeff"])
+def test_profile_refuses_invisible_characters_in_names(client, auth, customer, invisible):
+    """Is a name with a zero-width space, word joiner or byte-order mark (which can make two names
+    look alike) refused with 400?"""
+    auth.login(customer.email)
+
+    response = client.post("/auth/profile", data={"full_name": f"Bo{invisible}b", "phone": "+1 555 0100"})
+
+    assert response.status_code == 400

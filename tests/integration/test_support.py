@@ -675,3 +675,16 @@ def test_ticket_creation_is_rate_limited_per_user(app, customer, other_customer)
     other = _signed_in(app, other_customer)
     assert other.post(CREATE, data={"subject": "Mine", "description": "x"}).status_code == 302
     assert [row[1] for row in _tickets(app)] == [customer.id, customer.id, other_customer.id]
+
+
+@pytest.mark.parametrize("app_overrides", [{"RATELIMIT_ENABLED": True, "TICKET_RATE_LIMIT": "2 per hour"}])
+def test_refused_ticket_forms_do_not_use_up_the_limit(app, customer):
+    """Do invalid submissions (400) leave the customer's ticket allowance untouched, so only
+    tickets actually opened count against TICKET_RATE_LIMIT?"""
+    client = _signed_in(app, customer)
+
+    refused = [client.post(CREATE, data={"subject": "", "description": "x"}).status_code for _ in range(3)]
+    opened = [client.post(CREATE, data={"subject": f"Ticket {n}", "description": "x"}).status_code for n in range(3)]
+
+    assert refused == [400, 400, 400]
+    assert opened == [302, 302, 429]
