@@ -98,6 +98,30 @@ def instance_secret(instance_path: str, filename: str) -> str:
     return value
 
 
+def database_engine_options(config: dict) -> None:
+    """Normalize DATABASE_URL and set the engine options of its backend (in place).
+
+    PostgreSQL: the psycopg 3 driver, a pre-pinged pool (a connection the server dropped is
+    replaced instead of failing a request), a 5-second connect timeout, and lock and statement
+    timeouts so a stuck lock becomes a retry or a "try again" page instead of a hung worker.
+    SQLite: pre-ping too; its pragmas are set per connection in extensions.configure_sqlite.
+    """
+    url = config.get("SQLALCHEMY_DATABASE_URI") or ""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            url = "postgresql+psycopg://" + url[len(prefix):]
+    config["SQLALCHEMY_DATABASE_URI"] = url or None
+    options = {"pool_pre_ping": True}
+    if url.startswith("postgresql"):
+        options.update(
+            pool_size=config.get("DATABASE_POOL_SIZE", 5),
+            max_overflow=config.get("DATABASE_MAX_OVERFLOW", 10),
+            pool_recycle=1800,
+            connect_args={"connect_timeout": 5, "options": "-c lock_timeout=10s -c statement_timeout=30s"},
+        )
+    config["SQLALCHEMY_ENGINE_OPTIONS"] = options | dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+
+
 class BaseConfig:
     """Settings shared by every environment."""
 
@@ -108,6 +132,8 @@ class BaseConfig:
     SQLALCHEMY_DATABASE_URI: str | None = os.environ.get("DATABASE_URL")
     SQLALCHEMY_TRACK_MODIFICATIONS = False
     SQLITE_BUSY_TIMEOUT_MS = env_int("SQLITE_BUSY_TIMEOUT_MS", 15000)
+    DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 5)
+    DATABASE_MAX_OVERFLOW = env_int("DATABASE_MAX_OVERFLOW", 10)
 
     # Sessions (DESIGN.md section 5; PCI DSS 8.2.8 idle timeout).
     PERMANENT_SESSION_LIFETIME = timedelta(minutes=15)
@@ -170,6 +196,7 @@ class BaseConfig:
     @classmethod
     def finalize(cls, config: dict, instance_path: str) -> None:
         """Fill in settings that depend on the instance folder; raise ConfigurationError when unsafe."""
+        database_engine_options(config)
         if not config.get("SQLALCHEMY_DATABASE_URI"):
             Path(instance_path).mkdir(parents=True, exist_ok=True)
             config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + str(Path(instance_path) / "bank.db")
@@ -215,6 +242,7 @@ class ProductionConfig(BaseConfig):
                 )
         if not config.get("SQLALCHEMY_DATABASE_URI"):
             raise ConfigurationError("DATABASE_URL must be set in production")
+        database_engine_options(config)
 
 
 CONFIGS: dict[str, type[BaseConfig]] = {
