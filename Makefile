@@ -8,7 +8,7 @@ FLASK := $(BIN)/flask --app run.py
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: help run test install install-dev migrate seed verify clean
+.PHONY: help run serve test install install-dev migrate seed verify clean
 
 help:
 	@echo "make run    - install, migrate, seed the admin and serve on http://$(HOST):$(PORT)"
@@ -40,6 +40,11 @@ seed: migrate
 
 run: seed
 	$(FLASK) run --host $(HOST) --port $(PORT)
+
+# Production-style server: gunicorn with gunicorn.conf.py (WEB_CONCURRENCY sync workers, default
+# 4, listening on BIND, default 127.0.0.1:8000) against DATABASE_URL, after applying the migrations.
+serve: migrate
+	$(BIN)/gunicorn -c gunicorn.conf.py
 
 verify: install
 	$(FLASK) verify-ledger

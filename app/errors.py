@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, render_template, request
+from flask import Flask, current_app, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
@@ -94,15 +94,24 @@ ERROR_TITLES = {
     405: ("Method not allowed", "This page does not accept that kind of request."),
     413: ("Request too large", "The request was larger than the bank accepts."),
     429: ("Too many requests", "Too many attempts. Please wait a few minutes and try again."),
-    500: ("Something went wrong", "The bank could not complete the request. Nothing was changed."),
+    500: ("Something went wrong", "The bank could not complete the request. Check your accounts before trying again."),
     503: ("Service unavailable", "The bank is temporarily unavailable. Please try again shortly."),
 }
 
 
 def error_page(status: int, message: str | None = None):
-    """Render the plain page for `status` (int HTTP status) with an optional safe message."""
+    """Render the plain page for `status` (int HTTP status) with an optional safe message.
+
+    Rendered straight from the Jinja environment, without the context processors that
+    render_template runs: Flask-Login's loads the signed-in user, i.e. queries the database —
+    the very thing that may have failed. When the user loader itself raised OperationalError,
+    rendering the 503 page that way raised it again inside the handler, and the request ended
+    as the WSGI server's bare 500 (no security headers). The page needs nothing but its
+    arguments and `url_for`, which is a Jinja global.
+    """
     title, default = ERROR_TITLES.get(status, ERROR_TITLES[500])
-    return render_template("errors/error.html", status=status, title=title, message=message or default), status
+    template = current_app.jinja_env.get_template("errors/error.html")
+    return template.render(status=status, title=title, message=message or default), status
 
 
 def _rollback_quietly() -> None:

@@ -6,6 +6,7 @@ Nothing here imports the application's models or blueprints, so any module may i
 from __future__ import annotations
 
 import contextvars
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,8 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+
+log = logging.getLogger(__name__)
 
 # Stable constraint names, so migrations are deterministic on every backend.
 NAMING_CONVENTION = {
@@ -102,6 +105,8 @@ def retry_on_conflict(operation: Callable[[], T], attempts: int | None = None) -
 
     attempts: total tries, default the TRANSFER_MAX_RETRIES setting. Raises TryAgainError when
     every try hit a deadlock or serialization failure (DESIGN.md section 3: never a 500).
+    Each retry logs a WARNING "transfer retried after <SQLSTATE or 'database is locked'>
+    (attempt n)", n being the try about to start, so load runs can count them.
     """
     tries = attempts or current_app.config["TRANSFER_MAX_RETRIES"]
     for attempt in range(1, tries + 1):
@@ -112,6 +117,8 @@ def retry_on_conflict(operation: Callable[[], T], attempts: int | None = None) -
                 raise
             if attempt == tries:
                 raise TryAgainError() from exc
+            code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+            log.warning("transfer retried after %s (attempt %d)", code or "database is locked", attempt + 1)
             time.sleep(0.01 * attempt)
     raise TryAgainError()
 

@@ -190,20 +190,23 @@ def verify_chain(session: Session, anchor: tuple[int, str] | None = None) -> Cha
     previous = GENESIS_HASH
     expected_id = 1
     checked = 0
-    rows = session.execute(select(AuditLog).order_by(AuditLog.id).execution_options(yield_per=1000)).scalars()
-    for row in rows:
-        if row.id != expected_id:
-            return ChainReport(False, checked, min(row.id, expected_id), f"row {expected_id} is missing")
-        digest = chain_hash(
-            key, previous, canonical_row(row.id, row.user_id, row.action, row.details, row.ip_address, row.timestamp)
-        )
-        if not hmac.compare_digest(digest, row.hash):
-            return ChainReport(False, checked, row.id, f"row {row.id} does not match its hash")
-        if anchor is not None and row.id == anchor[0] and not hmac.compare_digest(row.hash, anchor[1]):
-            return ChainReport(False, checked, row.id, f"row {row.id} differs from the recorded anchor")
-        previous = row.hash
-        expected_id += 1
-        checked += 1
+    # Closed on every way out: with yield_per, PostgreSQL reads through a server-side cursor
+    # that an early return would otherwise leave open.
+    statement = select(AuditLog).order_by(AuditLog.id).execution_options(yield_per=1000)
+    with session.execute(statement).scalars() as rows:
+        for row in rows:
+            if row.id != expected_id:
+                return ChainReport(False, checked, min(row.id, expected_id), f"row {expected_id} is missing")
+            digest = chain_hash(
+                key, previous, canonical_row(row.id, row.user_id, row.action, row.details, row.ip_address, row.timestamp)
+            )
+            if not hmac.compare_digest(digest, row.hash):
+                return ChainReport(False, checked, row.id, f"row {row.id} does not match its hash")
+            if anchor is not None and row.id == anchor[0] and not hmac.compare_digest(row.hash, anchor[1]):
+                return ChainReport(False, checked, row.id, f"row {row.id} differs from the recorded anchor")
+            previous = row.hash
+            expected_id += 1
+            checked += 1
     head = session.get(AuditChainHead, 1)
     if head is None or head.last_id != checked or head.last_hash != previous:
         return ChainReport(False, checked, expected_id, f"rows from {expected_id} on are missing")

@@ -1,6 +1,7 @@
 """End to end: the real server in a subprocess, driven over HTTP with the standard library.
 
-A fresh SQLite file is migrated with `flask db upgrade`, `flask run` serves it on a free port
+A fresh empty database of the suite's backend (a SQLite file, or a new PostgreSQL database) is
+migrated with `flask db upgrade`, `flask run` serves it on a free port
 (APP_ENV=testing, CSRF on, so every POST carries the token from its form), and a cookie-keeping
 urllib opener walks register → log in → open two accounts → internal transfer → external
 transfer to a second customer → transactions, checking the balances shown. Afterwards
@@ -56,12 +57,21 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
-    """A migrated database and `flask run` serving it; the process is always stopped afterwards."""
+def server(tmp_path_factory, test_backend) -> Iterator[Server]:
+    """A migrated database and `flask run` serving it; the process is always stopped and the
+    database removed afterwards."""
     tmp_path = tmp_path_factory.mktemp("e2e")
+    database_url = test_backend.create(migrated=False)
+    try:
+        yield from _serve(tmp_path, database_url)
+    finally:
+        test_backend.drop(database_url)
+
+
+def _serve(tmp_path: Path, database_url: str) -> Iterator[Server]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("FLASK_", "SECRET_KEY",
                                                                                   "AUDIT_HMAC_KEY"))}
-    env.update(APP_ENV="testing", DATABASE_URL=f"sqlite:///{tmp_path / 'bank.db'}", PYTHONUNBUFFERED="1")
+    env.update(APP_ENV="testing", DATABASE_URL=database_url, PYTHONUNBUFFERED="1")
     migrated = _flask(env, "db", "upgrade")
     assert migrated.returncode == 0, migrated.stderr
 

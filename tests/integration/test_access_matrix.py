@@ -9,7 +9,6 @@ CSRF module checks it comes first).
 
 from __future__ import annotations
 
-import shutil
 from urllib.parse import urlsplit
 
 import pytest
@@ -18,7 +17,7 @@ from sqlalchemy import select, update
 from app.extensions import db
 from app.models import AuditLog, User
 from tests import factories
-from tests.conftest import build_app
+from tests.conftest import build_app, dispose_engines
 
 ROLES = ("anonymous", "customer", "support", "auditor", "admin")
 PRINCIPALS = (*ROLES, "deactivated")  # deactivated: signed in, then deactivated by an admin
@@ -131,19 +130,20 @@ APP_ROUTES = _routes_of_the_app()
 
 
 @pytest.fixture(scope="module")
-def matrix_app(schema_template, tmp_path_factory):
+def matrix_app(test_backend):
     """One application and database for the whole matrix (the cases only read, or are refused),
     with one user per role."""
-    path = tmp_path_factory.mktemp("matrix") / "bank.db"
-    shutil.copyfile(schema_template, path)
-    application = build_app(path)
-    with application.app_context():
-        users = {role: factories.make_user(role) for role in SIGNED_IN}
-        users["deactivated"] = factories.make_user("customer")
-    application.config["MATRIX_USERS"] = users
-    yield application
-    with application.app_context():
-        db.engine.dispose()
+    url = test_backend.create()
+    try:
+        application = build_app(url)
+        with application.app_context():
+            users = {role: factories.make_user(role) for role in SIGNED_IN}
+            users["deactivated"] = factories.make_user("customer")
+        application.config["MATRIX_USERS"] = users
+        yield application
+    finally:
+        dispose_engines(url)
+        test_backend.drop(url)
 
 
 def _access_denied_rows(application) -> list[tuple[int | None, str]]:

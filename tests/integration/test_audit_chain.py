@@ -17,6 +17,7 @@ from app.errors import InsufficientFundsError
 from app.extensions import db
 from app.models import Account, AuditChainHead, AuditLog, Transaction, User
 from tests.conftest import MIGRATIONS, build_app
+from tests.databases import AUDIT_TRIGGERS, audit_triggers, drop_audit_triggers
 
 PASSWORD = "purple otter quietly sings 1987"
 NEW_PASSWORD = "seventeen lazy walruses juggle"
@@ -48,8 +49,7 @@ def _audit_rows(app) -> list[AuditLog]:
 
 def _drop_triggers(app) -> None:
     with app.app_context():
-        db.session.execute(text("DROP TRIGGER audit_log_no_update"))
-        db.session.execute(text("DROP TRIGGER audit_log_no_delete"))
+        drop_audit_triggers(db.session)
         db.session.commit()
 
 
@@ -134,15 +134,13 @@ def test_chain_hash_depends_on_the_key(app):
     assert audit_services.chain_hash(b"k1", "0" * 64, canonical) != audit_services.chain_hash(b"k2", "0" * 64, canonical)
 
 
-def test_verify_audit_fails_with_another_key(client, app, database_path):
+def test_verify_audit_fails_with_another_key(client, app, database_url):
     """Does a log checked with a different HMAC key fail, naming row 1?"""
     _some_history(client)
-    other = build_app(database_path, AUDIT_HMAC_KEY="another-key-0123456789abcdef0123456789abcdef")
+    other = build_app(database_url, AUDIT_HMAC_KEY="another-key-0123456789abcdef0123456789abcdef")
 
     result = other.test_cli_runner().invoke(args=["verify-audit"])
 
-    with other.app_context():
-        db.engine.dispose()
     assert result.exit_code != 0
     assert _names_row(result, 1)
 
@@ -152,23 +150,48 @@ def test_verify_audit_fails_with_another_key(client, app, database_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_triggers_exist_after_flask_db_upgrade(tmp_path):
-    """Does `flask db upgrade` on an empty SQLite file create the two triggers that refuse UPDATE
-    and DELETE on audit_log?"""
-    fresh = build_app(tmp_path / "fresh.db")
+def test_triggers_exist_after_flask_db_upgrade(make_database, backend_name):
+    """Does `flask db upgrade` on an empty database create the triggers that refuse UPDATE and
+    DELETE on audit_log (two on SQLite; on PostgreSQL one row trigger for UPDATE/DELETE and one
+    statement trigger for TRUNCATE)?"""
+    fresh = build_app(make_database(migrated=False))
 
     result = fresh.test_cli_runner().invoke(args=["db", "upgrade", "--directory", MIGRATIONS])
 
     assert result.exit_code == 0, result.output
     with fresh.app_context():
-        triggers = dict(db.session.execute(
-            text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'")
-        ).all())
-        db.engine.dispose()
-    assert set(triggers) == {"audit_log_no_update", "audit_log_no_delete"}
-    assert "BEFORE UPDATE ON audit_log" in triggers["audit_log_no_update"]
-    assert "BEFORE DELETE ON audit_log" in triggers["audit_log_no_delete"]
-    assert all("RAISE(ABORT" in sql for sql in triggers.values())
+        triggers = audit_triggers(db.session)
+        db.session.rollback()
+    assert set(triggers) == set(AUDIT_TRIGGERS[backend_name])
+    if backend_name == "sqlite":
+        assert "BEFORE UPDATE ON audit_log" in triggers["audit_log_no_update"]
+        assert "BEFORE DELETE ON audit_log" in triggers["audit_log_no_delete"]
+        assert all("RAISE(ABORT" in sql for sql in triggers.values())
+    else:
+        assert "BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW" in triggers["audit_log_no_update_delete"]
+        assert "BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT" in triggers["audit_log_no_truncate"]
+        assert all("EXECUTE FUNCTION audit_log_refuse_change()" in sql for sql in triggers.values())
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("statement", [
+    "TRUNCATE audit_log",
+    "TRUNCATE audit_log, audit_chain_head RESTART IDENTITY",
+    'TRUNCATE "user" CASCADE',
+])
+def test_truncate_of_audit_log_is_refused_on_postgresql(client, app, statement):
+    """Is TRUNCATE on audit_log refused on PostgreSQL (a statement trigger: row triggers don't see
+    it), also when it arrives as a CASCADE from a table audit_log refers to, leaving every row?
+    (SQLite has no TRUNCATE; its `DELETE FROM audit_log` is refused by the row triggers.)"""
+    _some_history(client)
+    before = [(row.id, row.hash) for row in _audit_rows(app)]
+
+    with app.app_context():
+        with pytest.raises(DBAPIError, match="append-only"):
+            db.session.execute(text(statement))
+        db.session.rollback()
+
+    assert [(row.id, row.hash) for row in _audit_rows(app)] == before
 
 
 def test_orm_update_of_an_audit_row_fails(client, app):

@@ -17,6 +17,7 @@ from sqlalchemy import select, text
 from app.audit import services as audit_services
 from app.extensions import db
 from app.models import AuditChainHead, AuditLog, Transaction
+from tests.databases import drop_audit_triggers
 
 LOGS = "/audit/logs"
 VERIFY = "/audit/logs/verify"
@@ -327,8 +328,7 @@ def test_verify_page_names_the_first_edited_row(client, app, monkeypatch, staff)
     the chain is broken and name row 3?"""
     _seed_many(app, 6)
     with app.app_context():
-        db.session.execute(text("DROP TRIGGER audit_log_no_update"))
-        db.session.execute(text("DROP TRIGGER audit_log_no_delete"))
+        drop_audit_triggers(db.session)
         db.session.execute(text("UPDATE audit_log SET details = :details WHERE id = 3"), {"details": '{"n":99}'})
         db.session.commit()
 

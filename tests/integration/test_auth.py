@@ -443,17 +443,15 @@ def test_failed_login_audit_never_contains_the_password(client, app, customer):
     assert all("my secret guess 12345" not in text for text in details)
 
 
-def test_request_rate_limit_on_login_is_logged_as_throttled(database_path):
+def test_request_rate_limit_on_login_is_logged_as_throttled(database_url):
     """When Flask-Limiter refuses a login POST (429), is LOGIN_THROTTLED logged too?"""
-    app = build_app(database_path, RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="2 per minute")
+    app = build_app(database_url, RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="2 per minute")
     client = app.test_client()
     statuses = [login(client, "nobody@example.com").status_code for _ in range(3)]
     assert statuses == [400, 400, 429]
     throttled = audit_rows(app, "LOGIN_THROTTLED")
     assert len(throttled) == 1
     assert throttled[0][1]["reason"] == "request_rate_limit"
-    with app.app_context():
-        db.engine.dispose()
 
 
 def test_unknown_email_is_logged_at_most_254_characters(client, app):
@@ -481,27 +479,25 @@ def test_forwarded_for_header_is_ignored_without_trusted_proxies(client, app, cu
     assert response.status_code == 429
 
 
-def test_forwarded_for_header_is_used_behind_a_trusted_proxy(database_path):
+def test_forwarded_for_header_is_used_behind_a_trusted_proxy(database_url):
     """With TRUSTED_PROXY_COUNT=1, is the address the proxy reports the one that is throttled and audited?"""
-    app = build_app(database_path, TRUSTED_PROXY_COUNT=1)
+    app = build_app(database_url, TRUSTED_PROXY_COUNT=1)
     client = app.test_client()
     client.post("/auth/login", data={"email": "nobody@example.com", "password": "wrong guess"},
                 headers={"X-Forwarded-For": "192.0.2.44"})
     with app.app_context():
         assert db.session.scalar(select(LoginAttempt.ip_address)) == "192.0.2.44"
-        db.engine.dispose()
 
 
-def test_request_rate_limit_applies_to_registration(database_path):
+def test_request_rate_limit_applies_to_registration(database_url):
     """Is registration rate-limited per IP by Flask-Limiter (429 once the limit is used up)?"""
-    app = build_app(database_path, RATELIMIT_ENABLED=True, REGISTER_RATE_LIMIT="2 per hour")
+    app = build_app(database_url, RATELIMIT_ENABLED=True, REGISTER_RATE_LIMIT="2 per hour")
     client = app.test_client()
     statuses = [client.post("/auth/register", data=registration(email=f"user{n}@example.com")).status_code
                 for n in range(3)]
     assert statuses == [302, 302, 429]
     with app.app_context():
         assert db.session.scalar(select(func.count(User.id))) == 2
-        db.engine.dispose()
 
 
 # --- logout and session ending ------------------------------------------------------------
@@ -662,10 +658,10 @@ def test_session_cookie_carries_no_role_or_email(app, client, make_user):
     assert data["_user_id"].startswith(f"{customer.id}:")
 
 
-def test_production_session_cookie_is_secure_and_host_prefixed(database_path):
+def test_production_session_cookie_is_secure_and_host_prefixed(database_url):
     """In production, is the session cookie named `__Host-session` and sent Secure, HttpOnly,
     SameSite=Lax, Path=/ and without a Domain?"""
-    app = build_app(database_path, APP_ENV="production", SECRET_KEY="k" * 32, AUDIT_HMAC_KEY="a" * 32)
+    app = build_app(database_url, APP_ENV="production", SECRET_KEY="k" * 32, AUDIT_HMAC_KEY="a" * 32)
     with app.app_context():
         user = factories.make_user("customer")
     client = app.test_client()
@@ -676,8 +672,6 @@ def test_production_session_cookie_is_secure_and_host_prefixed(database_path):
     flags = [part.strip().lower() for part in cookie.split(";")]
     assert {"secure", "httponly", "samesite=lax", "path=/"} <= set(flags)
     assert not any(flag.startswith("domain=") for flag in flags)
-    with app.app_context():
-        db.engine.dispose()
 
 
 # --- profile ------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ sign-in, and no default password where ALLOW_DEFAULT_ADMIN_PASSWORD is off (DESI
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 from sqlalchemy import func, select
@@ -125,16 +124,13 @@ def test_seed_admin_service_without_a_password_never_uses_the_default(production
     assert admins(production_like)[0].must_change_password is True
 
 
-def test_seed_admin_service_generates_a_different_password_each_install(schema_template, tmp_path):
+def test_seed_admin_service_generates_a_different_password_each_install(make_database):
     """Is the generated password random (two fresh installs get different ones)?"""
     passwords = []
-    for n in range(2):
-        path = tmp_path / f"install{n}.db"
-        shutil.copyfile(schema_template, path)
-        fresh = build_app(path, ALLOW_DEFAULT_ADMIN_PASSWORD=False)
+    for _ in range(2):
+        fresh = build_app(make_database(), ALLOW_DEFAULT_ADMIN_PASSWORD=False)
         with fresh.app_context():
             passwords.append(auth_services.seed_admin(None).generated_password)
-            db.engine.dispose()
     assert None not in passwords
     assert passwords[0] != passwords[1]
 

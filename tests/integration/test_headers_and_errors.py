@@ -8,7 +8,6 @@ from html.parser import HTMLParser
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from app.extensions import db
 from tests.conftest import build_app
 from tests.factories import DEFAULT_PASSWORD
 
@@ -113,14 +112,12 @@ def test_static_files_carry_the_security_headers(client):
     response.close()
 
 
-def test_production_adds_strict_transport_security(database_path):
+def test_production_adds_strict_transport_security(database_url):
     """In production, is HSTS sent, alongside all the other headers?"""
-    app = build_app(database_path, APP_ENV="production", SECRET_KEY=STRONG_SECRET, AUDIT_HMAC_KEY=STRONG_SECRET)
+    app = build_app(database_url, APP_ENV="production", SECRET_KEY=STRONG_SECRET, AUDIT_HMAC_KEY=STRONG_SECRET)
     response = app.test_client().get("/auth/login", base_url="https://bank.example")
     assert response.status_code == 200
     assert_security_headers(response, production=True)
-    with app.app_context():
-        db.engine.dispose()
 
 
 # --- error pages --------------------------------------------------------------------------
@@ -150,14 +147,12 @@ def test_403_page_is_plain_and_carries_the_headers(client, support_user):
     assert "no-store" in response.headers["Cache-Control"]
 
 
-def test_400_csrf_page_is_plain_and_carries_the_headers(database_path):
+def test_400_csrf_page_is_plain_and_carries_the_headers(database_url):
     """Does a CSRF failure get a plain 400 page with every header?"""
-    app = build_app(database_path, WTF_CSRF_ENABLED=True)
+    app = build_app(database_url, WTF_CSRF_ENABLED=True)
     response = app.test_client().post("/auth/login", data={"email": "a@example.com", "password": "x"})
     assert_plain_error_page(response, 400)
     assert_security_headers(response)
-    with app.app_context():
-        db.engine.dispose()
 
 
 def test_400_form_error_page_carries_the_headers(client):

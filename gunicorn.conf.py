@@ -1,0 +1,85 @@
+"""Gunicorn settings for serving the bank in production-like runs (`make serve`, the container).
+
+Read by `gunicorn -c gunicorn.conf.py`. The application's own settings (APP_ENV, DATABASE_URL,
+SECRET_KEY, ...) come from the environment as usual (DESIGN.md section 7); only how the
+process serves HTTP is decided here. Each worker builds its own app, engine and connection pool.
+"""
+
+import os
+
+# The WSGI callable: `app` in run.py, the same factory call `flask --app run.py` uses.
+wsgi_app = "run:app"
+
+# Address to listen on, from BIND (e.g. "0.0.0.0:8000" in a container). Loopback by default, so
+# a local run is not reachable from the network; put an HTTPS proxy in front in production.
+bind = [os.environ.get("BIND") or "127.0.0.1:8000"]
+
+# Worker processes, from WEB_CONCURRENCY (the variable gunicorn and most platforms use).
+# Four by default: the concurrency proof (tests/e2e/test_multiprocess.py) runs with four.
+workers = int(os.environ.get("WEB_CONCURRENCY") or 4)
+
+# Sync workers: one request at a time per process, each with its own blocking database
+# connection. Transfers are short database transactions, so there is nothing for threads or
+# an event loop to overlap, and a stuck request can only block its own worker.
+worker_class = "sync"
+threads = 1
+
+# Every worker imports the app itself (no preload), so no database connection or pool is ever
+# created in the master and shared across fork().
+preload_app = False
+
+# A worker silent for 60 s is killed and replaced. The longest legitimate request waits on the
+# database: SQLite's busy timeout (SQLITE_BUSY_TIMEOUT_MS, 15 s) or PostgreSQL's lock_timeout
+# (10 s), at most TRANSFER_MAX_RETRIES (3) times before answering "please try again"; 60 s
+# lets those finish while still bounding a hung worker.
+timeout = 60
+
+# On SIGTERM (deploy, `docker stop`) workers get 30 s to finish the request in hand; a
+# transfer is committed or rolled back as a whole either way.
+graceful_timeout = 30
+
+# Workers' heartbeat files on a RAM disk where there is one: on a disk-backed /tmp (common in
+# containers) the per-request heartbeat write can stall a worker long enough to be killed.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+# Gunicorn trusts no X-Forwarded-* header itself: the app decides through TRUSTED_PROXY_COUNT
+# (Werkzeug's ProxyFix, DESIGN.md section 5b), so a client can't claim HTTPS or another path.
+forwarded_allow_ips = ""
+
+# No runtime control socket: its default path is shared by every gunicorn of the same user
+# (two instances would fight over it), and nothing here needs to resize workers at runtime.
+control_socket_disable = True
+
+# Access log to stdout, one line per request. `%(U)s` is the path WITHOUT the query string
+# (`%(r)s` would log the raw request line, whose query string can carry data such as a `next`
+# URL or search filters); no referer either, for the same reason. `%(p)s` is the worker's pid,
+# so the log shows how requests were spread over the workers; `%(M)s` the time in milliseconds.
+accesslog = "-"
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms %(p)s'
+
+# Error log (gunicorn's own messages) to stderr, INFO and above.
+errorlog = "-"
+loglevel = "info"
+
+# The application's warnings and errors (e.g. "transfer retried after 40P01 (attempt 2)" from
+# app/extensions.py, "unhandled error" from app/errors.py) go to stderr too, stamped like
+# gunicorn's own lines with time, pid, level and logger; libraries' INFO chatter is left out.
+# Access lines stay on stdout, unprefixed.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "WARNING", "handlers": ["error_console"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["access_console"], "propagate": False},
+    },
+    "handlers": {
+        "error_console": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stderr"},
+        "access_console": {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout"},
+    },
+    "formatters": {
+        "generic": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+                    "datefmt": "[%Y-%m-%d %H:%M:%S %z]"},
+        "access": {"format": "%(message)s"},
+    },
+}
