@@ -50,8 +50,26 @@ verify: install
 	$(FLASK) verify-ledger
 	$(FLASK) verify-audit
 
+# The suite runs on SQLite, then again on PostgreSQL when TEST_DATABASE_URL names a server, e.g.
+# postgresql+psycopg://postgres@127.0.0.1:5432/test (its user needs CREATEDB: each test gets its own
+# database). REQUIRE_POSTGRES=1 (CI) makes the PostgreSQL run mandatory. Both runs always happen;
+# the target fails if either does. PYTEST_ARGS is passed to both (e.g. PYTEST_ARGS="-x -q").
+PYTEST_ARGS ?=
+
 test: install-dev
-	$(BIN)/python -m pytest
+	@case "$${REQUIRE_POSTGRES:-0}" in 0|false|no|off) ;; *) if [ -z "$$TEST_DATABASE_URL" ]; then \
+	    echo "REQUIRE_POSTGRES is set but TEST_DATABASE_URL is not: the PostgreSQL suite can't be skipped" >&2; \
+	    exit 1; fi ;; esac; \
+	status=0; \
+	echo "== Test suite on SQLite"; \
+	$(BIN)/python -m pytest --backend=sqlite $(PYTEST_ARGS) || status=1; \
+	if [ -n "$$TEST_DATABASE_URL" ]; then \
+	    echo "== Test suite on PostgreSQL (TEST_DATABASE_URL)"; \
+	    $(BIN)/python -m pytest --backend=postgresql $(PYTEST_ARGS) || status=1; \
+	else \
+	    echo "PostgreSQL suite skipped: TEST_DATABASE_URL is not set"; \
+	fi; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

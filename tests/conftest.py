@@ -72,7 +72,7 @@ def build_app(database: str | Path, **overrides) -> Flask:
 
 
 def dispose_engines(url: str) -> None:
-    """Close the connection pools of every app built on `url`."""
+    """Close the connection pools of every app built on `url`, and forget those apps."""
     for application in _APPS_BY_URL.pop(url, []):
         with application.app_context():
             db.engine.dispose()
@@ -125,7 +125,8 @@ def pytest_configure(config: pytest.Config) -> None:
         try:
             backend.check()
         except Exception as exc:  # noqa: BLE001 - any failure to connect means "unavailable"
-            SELECTION.unavailable = f"cannot connect to {backend.server_url.render_as_string()}: {exc}".strip()
+            reason = " ".join(str(exc).split())  # psycopg's message spans lines
+            SELECTION.unavailable = f"cannot connect to {backend.server_url.render_as_string()}: {reason}"
         else:
             SELECTION.backend = backend
             atexit.register(backend.close)
@@ -209,7 +210,8 @@ def app(database_url: str, app_overrides: dict) -> Iterator[Flask]:
     `with app.app_context():` to touch the database from a test."""
     application = build_app(database_url, **app_overrides)
     yield application
-    dispose_engines(database_url)
+    with application.app_context():
+        db.engine.dispose()
 
 
 @pytest.fixture

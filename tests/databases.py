@@ -2,14 +2,16 @@
 
 SQLite (default): the committed migrations build a template file once per run; each test gets a
 copy of it. PostgreSQL (`--backend=postgresql`, server from TEST_DATABASE_URL): the migrations
-build a template database once per run, each test gets its own database cloned from it with
-`CREATE DATABASE ... TEMPLATE` (tens of milliseconds), dropped `WITH (FORCE)` when the test ends.
-Either way nothing ever runs DELETE or TRUNCATE on the append-only audit table (DESIGN.md §4).
+build a template database once per run; each test gets its own database cloned from it with
+`CREATE DATABASE ... TEMPLATE` (tens of milliseconds, done ahead in a helper thread), dropped
+`WITH (FORCE)` after the test. Either way nothing ever runs DELETE or TRUNCATE on the
+append-only audit table (DESIGN.md section 4), and every test starts from the same state (ids
+from 1, empty audit chain).
 
 PostgreSQL database names carry the pid and a random tag of this run (`bank_test_<pid>_<tag>_…`),
-so two runs against one server never collide; every database a run creates is dropped when the
-test (or the run) ends, failed or not. Only a run killed outright (SIGKILL) leaves its databases
-behind: `psql -c '\\l bank_test_*'` lists them.
+so two runs against one server never collide; every database a run creates is dropped by the
+end of the run, failed or not. Only a run killed outright (SIGKILL) leaves its databases
+behind: `psql -l | grep bank_test_` lists them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import queue
 import secrets
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -90,16 +93,24 @@ class SqliteBackend:
 class PostgresBackend:
     """Databases on the server of `server_url`: a migrated template, cloned for each test.
 
-    A helper thread (its own connection) keeps READY_AHEAD clones made in advance and drops the
-    used ones, so the server does that work while the tests run instead of between them. The
-    clones run with `synchronous_commit = off`: commits don't wait for the WAL flush (only crash
-    durability differs, which no test can observe; visibility and locking are unchanged).
+    Two helper threads do the server-side work while the tests run instead of between them:
+    one keeps READY_AHEAD clones made in advance; the other drops used databases in batches of
+    DROP_BATCH, at least DROP_DELAY seconds after their test ended (by then the test's
+    connections have really gone, so `DROP ... WITH (FORCE)` doesn't stop to wait for them).
+    Each DROP DATABASE asks for a checkpoint and waits for it; a batch is dropped from
+    DROP_BATCH connections at once, so its requests share one checkpoint (measured: 16 drops in
+    0.1 s instead of 1.5 s one after the other). A fresh database takes about 8 MB on disk, so
+    only a few hundred MB are in use at any time. The clones run with `synchronous_commit = off`:
+    commits don't wait for the WAL flush, which changes only what a server crash could lose —
+    nothing a test can observe (visibility and locking are unchanged).
     """
 
     name = POSTGRESQL
     READY_AHEAD = 2
+    DROP_DELAY = 0.5
+    DROP_BATCH = 16
     WAIT_SECONDS = 120
-    _CLONE, _DROP, _STOP = 1, 2, 0  # job priorities: stop first, then clones, then drops
+    _STOP = object()
 
     def __init__(self, server_url: str, migrate: Callable[[str], None]) -> None:
         self.server_url = make_url(normalized_url(server_url))
@@ -110,9 +121,11 @@ class PostgresBackend:
         self._created: set[str] = set()
         self._lock = threading.Lock()
         self._admin: psycopg.Connection | None = None
-        self._jobs: queue.PriorityQueue = queue.PriorityQueue()
-        self._ready: queue.Queue[str | BaseException] = queue.Queue()
-        self._worker: threading.Thread | None = None
+        self._clone_requests: queue.Queue = queue.Queue()
+        self._ready: queue.Queue = queue.Queue()
+        self._drops: queue.Queue = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._closing = threading.Event()
 
     def describe(self) -> str:
         where = self.server_url.render_as_string(hide_password=True)
@@ -136,100 +149,143 @@ class PostgresBackend:
     def url_of(self, name: str) -> str:
         return self.server_url.set(database=name).render_as_string(hide_password=False)
 
-    def _remember(self, name: str, created: bool) -> None:
+    # -- creating and dropping (a name is remembered first, so close() can always clean up) -----
+
+    def _create(self, connection: psycopg.Connection, template: str) -> str:
+        name = f"{self.prefix}_{next(self._counter)}"
         with self._lock:
-            (self._created.add if created else self._created.discard)(name)
-
-    @staticmethod
-    def _create(connection: psycopg.Connection, name: str, template: str) -> None:
-        connection.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
+            self._created.add(name)
+        connection.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
+                                                                           sql.Identifier(template)))
         connection.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(sql.Identifier(name)))
+        return name
 
-    @staticmethod
-    def _drop(connection: psycopg.Connection, name: str) -> None:
+    def _drop(self, connection: psycopg.Connection, name: str) -> None:
         connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        with self._lock:
+            self._created.discard(name)
 
     # -- databases -------------------------------------------------------------------------------
 
     def template(self) -> str:
         """The migrated template database, built on first use; connections to it are then
-        refused, so nothing can keep it busy (cloning needs it idle). Starts the helper thread."""
+        refused, so nothing can keep it busy (cloning needs it idle). Starts the helper threads."""
         if self._template is None:
             name = f"{self.prefix}_template"
-            self._remember(name, True)
+            with self._lock:
+                self._created.add(name)
             self._admin_connection().execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             self._migrate(self.url_of(name))
             self._admin_connection().execute(
                 sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
             self._template = name
-            self._worker = threading.Thread(target=self._work, name="test-database-clones", daemon=True)
-            self._worker.start()
+            for loop, label in ((self._clone_ahead, "clones"), (self._drop_behind, "drops")):
+                thread = threading.Thread(target=loop, name=f"test-database-{label}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
             for _ in range(self.READY_AHEAD):
-                self._jobs.put((self._CLONE, next(self._counter), None))
+                self._clone_requests.put(None)
         return self._template
 
     def create(self, migrated: bool = True) -> str:
         """A new database cloned from the migrated template (or from template0: empty). Returns its URL."""
         if not migrated:
-            name = f"{self.prefix}_{next(self._counter)}"
-            self._remember(name, True)
-            self._create(self._admin_connection(), name, "template0")
-            return self.url_of(name)
+            return self.url_of(self._create(self._admin_connection(), "template0"))
         self.template()
-        self._jobs.put((self._CLONE, next(self._counter), None))  # replace the one taken now
+        self._clone_requests.put(None)  # replaces the clone taken now
         try:
             made = self._ready.get(timeout=self.WAIT_SECONDS)
         except queue.Empty:
-            raise RuntimeError(f"no test database cloned within {self.WAIT_SECONDS} s") from None
+            raise RuntimeError(f"no test database was cloned within {self.WAIT_SECONDS} s") from None
         if isinstance(made, BaseException):
             raise RuntimeError(f"cloning the test database failed: {made}") from made
         return self.url_of(made)
 
     def drop(self, url: str) -> None:
-        """Drop the database of `url` (soon, by the helper thread), ending any connection to it."""
-        self._jobs.put((self._DROP, next(self._counter), make_url(url).database))
+        """Drop the database of `url` (soon, in the background), ending any connection to it."""
+        self._drops.put((time.monotonic() + self.DROP_DELAY, make_url(url).database))
 
-    def _work(self) -> None:
-        """The helper thread: clone ahead and drop, on its own connection, until told to stop."""
+    # -- the helper threads ----------------------------------------------------------------------
+
+    def _clone_ahead(self) -> None:
         connection: psycopg.Connection | None = None
-        while True:
-            kind, _, name = self._jobs.get()
-            if kind == self._STOP:
-                break
-            try:
-                if connection is None or connection.closed or connection.broken:
-                    connection = self._connect()
-                if kind == self._CLONE:
-                    name = f"{self.prefix}_{next(self._counter)}"
-                    self._remember(name, True)
-                    self._create(connection, name, self._template)
-                    self._ready.put(name)
-                else:
-                    self._drop(connection, name)
-                    self._remember(name, False)
-            except Exception as exc:  # noqa: BLE001 - handed to the waiting test; drops are retried at close
-                if kind == self._CLONE:
+        try:
+            while self._clone_requests.get() is not self._STOP and not self._closing.is_set():
+                try:
+                    if connection is None or connection.closed or connection.broken:
+                        connection = self._connect()
+                    self._ready.put(self._create(connection, self._template))
+                except Exception as exc:  # noqa: BLE001 - handed to the test waiting for a database
                     self._ready.put(exc)
-        if connection is not None:
-            connection.close()
+        finally:
+            if connection is not None:
+                connection.close()
+
+    def _drop_behind(self) -> None:
+        connections: list[psycopg.Connection] = []
+        batch: list[tuple[float, str]] = []
+        try:
+            while (job := self._drops.get()) is not self._STOP:
+                batch.append(job)
+                if len(batch) == self.DROP_BATCH:
+                    time.sleep(max(0.0, batch[-1][0] - time.monotonic()))
+                    self._drop_together([name for _, name in batch], connections)
+                    batch.clear()
+        finally:
+            for connection in connections:
+                connection.close()
+
+    def _drop_together(self, names: list[str], connections: list[psycopg.Connection]) -> None:
+        """Drop `names` at the same time, each from its own connection (taken from, and added
+        to, `connections`). A database that could not be dropped stays remembered."""
+        for index in range(len(names)):
+            if index == len(connections):
+                connections.append(self._connect())
+            elif connections[index].closed or connections[index].broken:
+                connections[index] = self._connect()
+
+        def drop(connection: psycopg.Connection, name: str) -> None:
+            try:
+                self._drop(connection, name)
+            except Exception:  # noqa: BLE001 - still remembered: close() tries again, then reports it
+                pass
+
+        threads = [threading.Thread(target=drop, args=pair) for pair in zip(connections, names)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
     def close(self) -> None:
-        """Stop the helper thread and drop every database this run created (the template last);
-        safe to call twice."""
-        if self._worker is not None:
-            self._jobs.put((self._STOP, 0, None))
-            self._worker.join(timeout=self.WAIT_SECONDS)
-            self._worker = None
+        """Stop the helper threads and drop every database this run created, the template last
+        (whatever the helper threads did not get to); safe to call twice. Raises RuntimeError
+        naming any database that could not be dropped."""
+        self._closing.set()
+        self._clone_requests.put(self._STOP)
+        self._drops.put(self._STOP)
+        for thread in self._threads:
+            thread.join(timeout=self.WAIT_SECONDS)
+        self._threads.clear()
+        connections: list[psycopg.Connection] = []
         try:
             with self._lock:
-                leftovers = sorted(self._created, key=lambda name: name == self._template)
-            for name in leftovers:
-                self._drop(self._admin_connection(), name)
-                self._remember(name, False)
+                leftovers = sorted(self._created - {self._template})
+            if leftovers:
+                time.sleep(self.DROP_DELAY)
+            for start in range(0, len(leftovers), self.DROP_BATCH):
+                self._drop_together(leftovers[start:start + self.DROP_BATCH], connections)
+            if self._template is not None:
+                self._drop_together([self._template], connections)
         finally:
+            for connection in connections:
+                connection.close()
             if self._admin is not None:
                 self._admin.close()
                 self._admin = None
+        with self._lock:
+            left = sorted(self._created)
+        if left:
+            raise RuntimeError(f"test databases left on the server (drop them by hand): {', '.join(left)}")
 
 
 # -------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ debit and a credit sharing one reference, queues its audit rows, and commits onc
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -67,10 +68,17 @@ def new_idempotency_key(user_id: int) -> str:
 
 
 def is_issued_idempotency_key(user_id: int, key: str | None) -> bool:
-    """True when `key` has the issued shape and a valid signature for user `user_id`."""
+    """True when `key` is exactly the string this server issued to user `user_id`.
+
+    The signature is recomputed and compared as text, not decoded: base64 ignores the low bits
+    of the last character, so decoding would accept four spellings of one key, and uniqueness in
+    the database is on the exact string.
+    """
     if not key or not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
         return False
-    return _key_signer(user_id).validate(key.encode("ascii"))
+    token = key.partition(".")[0]
+    expected = _key_signer(user_id).sign(token).decode("ascii")
+    return hmac.compare_digest(expected, key)
 
 
 def new_reference(prefix: str) -> str:

@@ -1,9 +1,11 @@
-"""Concurrent money movements on a file-backed SQLite database (DESIGN.md section 3; issue 2 item 9).
+"""Concurrent money movements on the suite's database: a SQLite file, or a PostgreSQL database in
+the PostgreSQL run (DESIGN.md section 3; issue 2 item 9, issue 4 item 2).
 
 Each thread gets its own application context, hence its own SQLAlchemy session and connection,
 and all threads are released together by a barrier so their reads and writes overlap. A naive
-read-check-write implementation oversells (or fails with "database is locked") under this test;
-the conditional updates inside BEGIN IMMEDIATE transactions must give exact results.
+read-check-write implementation oversells (or, on SQLite, fails with "database is locked") under
+this test; the conditional updates — inside BEGIN IMMEDIATE transactions on SQLite, holding row
+locks at READ COMMITTED on PostgreSQL — must give exact results.
 """
 
 from __future__ import annotations

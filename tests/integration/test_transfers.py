@@ -710,3 +710,15 @@ def test_support_and_auditor_cannot_transfer(client, app, auth, make_user, custo
     after = _state(app)
     assert after.balances == before.balances
     assert _new_actions(before, after) == ["ACCESS_DENIED", "ACCESS_DENIED"]
+
+
+def test_only_the_exact_issued_spelling_of_a_key_is_accepted(app, customer):
+    """Is a key whose last character differs only in bits that base64 decoding ignores refused,
+    so one issued key can't be submitted under four spellings?"""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    with app.app_context():
+        key = services.new_idempotency_key(customer.id)
+        twin = key[:-1] + alphabet[alphabet.index(key[-1]) ^ 1]
+
+        assert services.is_issued_idempotency_key(customer.id, key)
+        assert not services.is_issued_idempotency_key(customer.id, twin)
