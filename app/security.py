@@ -11,7 +11,7 @@ from functools import wraps
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from flask import abort, current_app, has_request_context, request, session
+from flask import abort, has_request_context, request
 from flask_login import current_user
 
 from .audit import services as audit_services
@@ -95,14 +95,3 @@ def is_safe_next_url(target: str | None) -> bool:
         return False
     parts = urlsplit(target)
     return not parts.scheme and not parts.netloc
-
-
-def session_started_at() -> float | None:
-    """The login time (POSIX seconds, UTC) stored in the session, or None."""
-    value = session.get("login_at")
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def absolute_timeout_seconds() -> float:
-    """The absolute session lifetime in seconds (DESIGN.md section 5: 12 hours)."""
-    return current_app.config["SESSION_ABSOLUTE_LIFETIME"].total_seconds()
