@@ -1,4 +1,5 @@
-"""Flask CLI commands: seed-admin, verify-ledger, verify-audit (`flask --app run.py <command>`)."""
+"""Flask CLI commands: seed-admin, verify-ledger, verify-audit, grant-app-role
+(`flask --app run.py <command>`)."""
 
 from __future__ import annotations
 
@@ -80,7 +81,27 @@ def verify_audit_command(anchor: str | None) -> None:
     raise SystemExit(1)
 
 
+@click.command("grant-app-role")
+@click.argument("role")
+@with_appcontext
+def grant_app_role_command(role: str) -> None:
+    """PostgreSQL: give ROLE only the privileges the web processes need (no UPDATE, DELETE or
+    TRUNCATE on the audit log or the ledger). Run as the schema owner after `db upgrade`;
+    the web processes then connect as ROLE (see app/db_privileges.py). Idempotent.
+    """
+    from .db_privileges import PrivilegeError, grant_app_role
+
+    try:
+        with db.engine.begin() as connection:
+            statements = grant_app_role(connection, role)
+    except PrivilegeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for statement in statements:
+        click.echo(statement)
+    click.echo(f"Role {role} holds the application's privileges and no others.")
+
+
 def register_commands(app: Flask) -> None:
     """Attach the bank's commands to the Flask CLI."""
-    for command in (seed_admin_command, verify_ledger_command, verify_audit_command):
+    for command in (seed_admin_command, verify_ledger_command, verify_audit_command, grant_app_role_command):
         app.cli.add_command(command)

@@ -1,5 +1,6 @@
 """`flask seed-admin` and the seed_admin service: idempotent, forced password change at first
-sign-in, and no default password where ALLOW_DEFAULT_ADMIN_PASSWORD is off (DESIGN.md sections 5, 7)."""
+sign-in, and no default password where ALLOW_DEFAULT_ADMIN_PASSWORD is off (DESIGN.md sections 5, 7).
+Also `flask grant-app-role` on SQLite (its PostgreSQL side is in test_app_role.py)."""
 
 from __future__ import annotations
 
@@ -170,3 +171,13 @@ def test_seed_admin_command_prints_a_generated_password_once(production_like, ru
     assert login(client, match.group(1)).status_code == 302
     again = runner.invoke(args=["seed-admin"])
     assert match.group(1) not in again.output
+
+
+def test_grant_app_role_explains_that_only_postgresql_has_roles(app, backend_name):
+    """Does grant-app-role stop with a clear message on SQLite instead of pretending to succeed?
+    (On PostgreSQL it is tested in test_app_role.py.)"""
+    if backend_name != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL's behaviour is tested in test_app_role.py")
+    result = app.test_cli_runner().invoke(args=["grant-app-role", "bank_app"])
+    assert result.exit_code != 0
+    assert "only on PostgreSQL" in result.output

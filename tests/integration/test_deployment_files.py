@@ -3,7 +3,8 @@
 Images can't be pulled or built on this machine, so the files are parsed and checked against the
 app's own sources instead: the environment variables compose passes are the ones the app reads
 (and .env.example documents), the commands are the README's, the web service runs as a non-root
-user and waits for a healthy database, and no secret value is written into either file.
+user, connects as the application role that a one-off `migrate` service (the schema owner) has
+given its privileges, and no secret value is written into either file.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ GUNICORN_CONF = REPO / "gunicorn.conf.py"
 DESIGN_VARIABLES = {"SECRET_KEY", "DATABASE_URL", "APP_ENV", "AUDIT_HMAC_KEY", "RATELIMIT_STORAGE_URI",
                     "TRUSTED_PROXY_COUNT", "REQUIRE_STAFF_MFA"}
 README_COMMANDS = ("flask --app run.py db upgrade", "flask --app run.py seed-admin")
+# The role the web processes connect as (deploy/postgres creates it; grant-app-role equips it).
+APP_ROLE = "bank_app"
+INIT_SCRIPT = REPO / "deploy" / "postgres" / "10-create-app-role.sh"
 # Variables whose value is a secret: never a literal, never a non-empty default.
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|HMAC|(^|_)KEY$")
 # `${NAME}`, `${NAME:-default}`, `${NAME-default}`, `${NAME:?message}`, `${NAME?message}`, `${NAME:+alt}`.
@@ -132,10 +136,10 @@ def _documented_variables() -> set[str]:
     return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", ENV_EXAMPLE.read_text(encoding="utf-8"), re.M))
 
 
-def _web_command_steps() -> list[str]:
-    """The web service's command as shell steps joined by `&&` (list or string form)."""
-    command = _service("web").get("command")
-    assert command, "the web service must state its command (migrate, seed, then gunicorn)"
+def _command_steps(service: str) -> list[str]:
+    """A service's command as shell steps joined by `&&` (list or string form)."""
+    command = _service(service).get("command")
+    assert command, f"the {service} service must state its command"
     if isinstance(command, list):
         if command[:2] in (["sh", "-c"], ["/bin/sh", "-c"], ["bash", "-c"]):
             script = command[2]
@@ -159,11 +163,12 @@ def _uses_gunicorn_conf(words: list[str]) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_web_passes_only_variables_the_app_reads_and_env_example_documents():
-    """Is every environment variable compose gives the web service one that the app's code reads
-    (app/config.py and friends) and that .env.example documents, so none is a typo that silently
-    does nothing?"""
-    environment = _environment(_service("web"))
+@pytest.mark.parametrize("service", ["web", "migrate"])
+def test_web_passes_only_variables_the_app_reads_and_env_example_documents(service):
+    """Is every environment variable compose gives the app's services one that the app's code
+    reads (app/config.py and friends) and that .env.example documents, so none is a typo that
+    silently does nothing?"""
+    environment = _environment(_service(service))
     readers = _app_variables()
     documented = _documented_variables()
 
@@ -178,16 +183,21 @@ def test_web_passes_only_variables_the_app_reads_and_env_example_documents():
 
 def test_web_is_configured_by_the_design_variables_for_production():
     """Does the web service set every variable of DESIGN.md section 7, run with
-    APP_ENV=production, and reach PostgreSQL through psycopg 3 at the `db` service?"""
+    APP_ENV=production, and reach PostgreSQL through psycopg 3 at the `db` service as the
+    application role, while only `migrate` connects as the schema owner?"""
     environment = _environment(_service("web"))
+    database = _environment(_service("db"))
 
     assert DESIGN_VARIABLES <= set(environment), sorted(DESIGN_VARIABLES - set(environment))
-    assert environment["APP_ENV"] == "production"
-    url = make_url(REFERENCE.sub("placeholder", environment["DATABASE_URL"]))
-    assert url.drivername == "postgresql+psycopg"
-    assert url.host == "db" and url.port in (None, 5432)
-    assert url.username == "bank" == _environment(_service("db")).get("POSTGRES_USER")
-    assert url.database == "bank" == _environment(_service("db")).get("POSTGRES_DB")
+    assert environment["APP_ENV"] == _environment(_service("migrate"))["APP_ENV"] == "production"
+    web_url, migrate_url = (make_url(REFERENCE.sub("placeholder", _environment(_service(name))["DATABASE_URL"]))
+                            for name in ("web", "migrate"))
+    for url in (web_url, migrate_url):
+        assert url.drivername == "postgresql+psycopg"
+        assert url.host == "db" and url.port in (None, 5432)
+        assert url.database == "bank" == database.get("POSTGRES_DB")
+    assert migrate_url.username == "bank" == database.get("POSTGRES_USER")
+    assert web_url.username == APP_ROLE != database.get("POSTGRES_USER")
 
 
 def test_every_variable_compose_interpolates_is_documented():
@@ -218,14 +228,17 @@ def test_no_secret_value_is_written_into_the_deployment_files():
             if (match.group("op") or "").lstrip(":") in ("-", "+"):
                 assert not match.group("arg"), f"{service_name}.{name} has a hard-coded default"
 
-    web = _environment(_service("web"))
-    for required in ("SECRET_KEY", "AUDIT_HMAC_KEY"):
-        assert (_references(web[required])[0].group("op") or "").endswith("?"), f"{required} must be required (:?)"
-    password = make_url(REFERENCE.sub(lambda m: f"REF{m.start()}", web["DATABASE_URL"])).password
-    references = _references(web["DATABASE_URL"])
-    assert password is not None and password.startswith("REF"), "the database password must be a ${VAR} reference"
-    assert any(ref.group("name") == "POSTGRES_PASSWORD" and (ref.group("op") or "").endswith("?") for ref in references)
-    assert _environment(_service("db"))["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    for service_name, password_variable in (("web", "APP_DB_PASSWORD"), ("migrate", "POSTGRES_PASSWORD")):
+        environment = _environment(_service(service_name))
+        for required in ("SECRET_KEY", "AUDIT_HMAC_KEY"):
+            assert (_references(environment[required])[0].group("op") or "").endswith("?"), (
+                f"{service_name}.{required} must be required (:?)")
+        password = make_url(REFERENCE.sub(lambda m: f"REF{m.start()}", environment["DATABASE_URL"])).password
+        references = _references(environment["DATABASE_URL"])
+        assert password is not None and password.startswith("REF"), "the database password must be a ${VAR} reference"
+        assert [ref.group("name") for ref in references if (ref.group("op") or "").endswith("?")] == [password_variable]
+    for name in ("POSTGRES_PASSWORD", "APP_DB_PASSWORD"):
+        assert _environment(_service("db"))[name].startswith(f"${{{name}:?")
 
     for name in _dockerfile_env():
         assert not SECRET_NAME.search(name), f"the Dockerfile bakes {name} into the image"
@@ -244,20 +257,25 @@ def test_no_secret_value_is_written_into_the_deployment_files():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_web_runs_the_readme_commands_then_gunicorn_with_its_config():
-    """Does the web service apply the migrations and seed the administrator with exactly the
-    README's commands, in that order and stopping at a failure, and then start gunicorn (as the
-    main process) with the repository's gunicorn.conf.py serving run:app?"""
+def test_migrate_runs_the_readme_commands_and_web_then_gunicorn_with_its_config():
+    """Does the `migrate` service apply the migrations, give the application role its privileges
+    and seed the administrator with exactly the README's commands, in that order and stopping at
+    a failure; and does `web`, started only after `migrate` succeeded, run gunicorn (as the main
+    process) with the repository's gunicorn.conf.py serving run:app?"""
     readme = README.read_text(encoding="utf-8")
-    steps = _web_command_steps()
+    steps = _command_steps("migrate")
+    grant = f"flask --app run.py grant-app-role {APP_ROLE}"
 
-    for command in README_COMMANDS:
+    for command in (*README_COMMANDS, grant.replace(APP_ROLE, "ROLE")):
         assert f"`{command}`" in readme, f"the README no longer gives `{command}`"
-    assert steps[:2] == list(README_COMMANDS), steps
-    assert len(steps) == 3, steps
-    server = shlex.split(steps[2])
+    assert steps == [README_COMMANDS[0], grant, README_COMMANDS[1]], steps
+    assert _service("web")["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
+    assert _service("migrate").get("restart") == "no"
+    web_steps = _command_steps("web")
+    assert len(web_steps) == 1, web_steps
+    server = shlex.split(web_steps[0])
     assert server[:2] == ["exec", "gunicorn"], "gunicorn must replace the shell, so it receives docker's SIGTERM"
-    assert _uses_gunicorn_conf(server), steps[2]
+    assert _uses_gunicorn_conf(server), web_steps[0]
     assert GUNICORN_CONF.is_file(), "gunicorn.conf.py is missing at the repository root"
     assert re.search(r"""^wsgi_app\s*=\s*["']run:app["']""", GUNICORN_CONF.read_text(encoding="utf-8"), re.M)
     assert (REPO / "run.py").is_file()
@@ -307,10 +325,10 @@ def test_dockerfile_serves_gunicorn_as_a_non_root_user():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_db_is_postgres_with_a_health_check_and_web_waits_until_it_is_healthy():
+def test_db_is_postgres_with_a_health_check_and_migrate_waits_until_it_is_healthy():
     """Is `db` postgres:15 keeping its data on a named volume, checked with pg_isready, not
-    published on the host, and does `web` start only once `db` is healthy?"""
-    db_service, web = _service("db"), _service("web")
+    published on the host, and does `migrate` start only once `db` is healthy?"""
+    db_service, web = _service("db"), _service("migrate")
 
     assert db_service["image"] == "postgres:15"
     test = db_service.get("healthcheck", {}).get("test")
@@ -325,6 +343,20 @@ def test_db_is_postgres_with_a_health_check_and_web_waits_until_it_is_healthy():
     depends = web.get("depends_on")
     assert isinstance(depends, dict), "use the long depends_on form with a condition"
     assert depends.get("db", {}).get("condition") == "service_healthy"
+
+
+def test_db_creates_the_application_role_without_privileges_of_its_own():
+    """Does `db` run deploy/postgres/10-create-app-role.sh at first start, creating the role the
+    web service connects as (login only: no superuser, no CREATEDB or CREATEROLE) with the password
+    from APP_DB_PASSWORD, and taking CREATE on the schema away from everyone else?"""
+    volumes = _service("db").get("volumes", [])
+    assert "./deploy/postgres:/docker-entrypoint-initdb.d:ro" in volumes
+    script = INIT_SCRIPT.read_text(encoding="utf-8")
+    assert INIT_SCRIPT.stat().st_mode & 0o111, "the postgres image runs only executable *.sh files"
+    assert f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD :'app_password' NOSUPERUSER NOCREATEDB NOCREATEROLE" in script
+    assert '--set=app_password="$APP_DB_PASSWORD"' in script and "ON_ERROR_STOP=1" in script
+    assert "REVOKE CREATE ON SCHEMA public FROM PUBLIC;" in script
+    assert "GRANT" not in script.replace(f'GRANT CONNECT ON DATABASE :"DBNAME" TO {APP_ROLE};', "")
 
 
 @pytest.mark.parametrize("entry", [".venv", "instance", ".git", "*.db", ".env", "reports", ".pytest_cache",
