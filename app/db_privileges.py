@@ -29,6 +29,8 @@ APP_ROLE_PRIVILEGES: dict[str, tuple[str, ...]] = {
     AuditLog.__tablename__: ("SELECT", "INSERT"),
     # SELECT ... FOR UPDATE of the one head row serializes appends; PostgreSQL requires UPDATE for it.
     AuditChainHead.__tablename__: ("SELECT", "UPDATE"),
+    # Alembic's own: reading it lets `flask db upgrade` as this role confirm nothing is pending.
+    "alembic_version": ("SELECT",),
 }
 
 

@@ -62,6 +62,13 @@ def database_url(owner_url, app_role) -> str:
     return make_url(owner_url).set(username=app_role).render_as_string(hide_password=False)
 
 
+def test_db_upgrade_as_the_app_role_finds_nothing_pending(app):
+    """Can the app role run `flask db upgrade` (what `make serve` does first) when the owner has
+    applied every migration: it only reads alembic_version, and changes nothing?"""
+    result = app.test_cli_runner().invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+
+
 def test_staff_writes_work_as_the_app_role(app, client, auth, customer, make_account, admin, support_user):
     """Do the staff side's writes (ticket update with a note, user edit, freeze, the audit log
     read and its chain check) all succeed with only the granted privileges?"""
