@@ -1,0 +1,103 @@
+"""Request rate limits (Flask-Limiter, DESIGN.md section 5b; OWASP ASVS 4.0.3 2.2.1 and 11.1.4):
+transfers and ticket creation per user, login and registration per IP, each limit taken from
+configuration, each refusal a plain 429 page with the security headers that changes nothing.
+(Login, registration and tickets are also covered in tests/integration; the cross-process Redis
+case in tests/e2e/test_multiprocess_throttle.py.)"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tests.factories import issued_key
+from tests.integration.test_headers_and_errors import assert_security_headers
+from tests.security.test_session_lifetime import MINUTE
+
+LIMITED = {"RATELIMIT_ENABLED": True, "TRANSFER_RATE_LIMIT": "2 per minute"}
+RATE_LIMIT_MESSAGE = "Too many attempts. Please wait a few minutes and try again."
+
+
+def _transfer(client, app, user, path, source, target):
+    data = {"source_account": source.id, "amount": "1.00", "description": "",
+            "idempotency_key": issued_key(app, user.id)}
+    if path.endswith("internal"):
+        data["target_account"] = target.id
+    else:
+        data["target_account_number"] = target.account_number
+    return client.post(path, data=data)
+
+
+def _balance(app, account_id) -> Decimal:
+    from app.extensions import db
+    from app.models import Account
+
+    with app.app_context():
+        return db.session.get(Account, account_id).balance
+
+
+@pytest.mark.parametrize("app_overrides", [LIMITED])
+@pytest.mark.parametrize("path", ["/banking/transfer/internal", "/banking/transfer/external"])
+def test_resource_exhaustion_transfers_are_limited_per_user(app, client, auth, customer, other_customer,
+                                                            make_account, path):
+    """Missing rate limiting (CWE-770): with TRANSFER_RATE_LIMIT at 2 a minute, is a customer's
+    third transfer a plain 429 that moves nothing, while another customer (same address) can still
+    transfer?"""
+    source = make_account(customer, "100.00")
+    target = make_account(customer, "0.00", type="savings") if path.endswith("internal") else make_account(
+        other_customer, "0.00")
+    auth.login(customer.email)
+
+    statuses = [_transfer(client, app, customer, path, source, target).status_code for _ in range(2)]
+    refused = _transfer(client, app, customer, path, source, target)
+
+    assert statuses == [302, 302]
+    assert refused.status_code == 429
+    page = refused.get_data(as_text=True)
+    assert RATE_LIMIT_MESSAGE in page and 'name="amount"' not in page
+    assert_security_headers(refused)
+    assert _balance(app, source.id) == Decimal("98.00") and _balance(app, target.id) == Decimal("2.00")
+    assert client.get(path).status_code == 200, "the form itself is not limited"
+
+    other_source = make_account(other_customer, "10.00")
+    other_target = make_account(other_customer, "0.00", type="savings") if path.endswith("internal") else source
+    auth.logout()
+    auth.login(other_customer.email)
+    assert _transfer(client, app, other_customer, path, other_source, other_target).status_code == 302
+
+
+@pytest.mark.parametrize("app_overrides", [LIMITED])
+def test_resource_exhaustion_transfer_limit_resets_after_its_window(app, client, auth, customer, make_account):
+    """Missing rate limiting (CWE-770): is the limit a window, so transfers work again a minute
+    later (the limit slows an attacker, it doesn't lock the customer out)?"""
+    import time_machine
+
+    source = make_account(customer, "100.00")
+    target = make_account(customer, "0.00", type="savings")
+    path = "/banking/transfer/internal"
+    with time_machine.travel(1_900_000_000, tick=False) as clock:
+        auth.login(customer.email)
+        assert [_transfer(client, app, customer, path, source, target).status_code for _ in range(3)] == [302, 302, 429]
+        clock.shift(MINUTE + 1)
+        assert _transfer(client, app, customer, path, source, target).status_code == 302
+
+
+@pytest.mark.parametrize("app_overrides", [{"RATELIMIT_ENABLED": False, "TRANSFER_RATE_LIMIT": "1 per minute"}])
+def test_resource_exhaustion_limits_can_be_switched_off_for_load_tests(app, client, auth, customer, make_account):
+    """Is RATELIMIT_ENABLED=false (DESIGN section 8, for load tests) the one way to lift the
+    request limits, so the test above fails for the right reason?"""
+    source = make_account(customer, "100.00")
+    target = make_account(customer, "0.00", type="savings")
+    auth.login(customer.email)
+    statuses = [_transfer(client, app, customer, "/banking/transfer/internal", source, target).status_code
+                for _ in range(3)]
+    assert statuses == [302, 302, 302]
+
+
+def test_resource_exhaustion_limits_are_on_by_default():
+    """Are the request limits on by default outside tests, each with a configured limit?"""
+    from app.config import BaseConfig, ProductionConfig
+
+    assert BaseConfig.RATELIMIT_ENABLED is True and ProductionConfig.RATELIMIT_ENABLED is True
+    for name in ("LOGIN_RATE_LIMIT", "REGISTER_RATE_LIMIT", "TRANSFER_RATE_LIMIT", "TICKET_RATE_LIMIT"):
+        assert " per " in getattr(ProductionConfig, name), name
