@@ -117,13 +117,20 @@ def transfer_external():
                                                      form.description.data or "", form.idempotency_key.data))
 
 
+# The customer filters that the staff view understands too (DESIGN.md section 6).
+STAFF_VIEW_FILTERS = ("date_from", "date_to", "type", "min_amount", "max_amount")
+
+
 @banking_bp.route("/transactions")
 @roles_required("customer", "admin", "auditor")
 def transactions():
     """A customer's ledger entries, filtered and paginated; admins and auditors go to the audit view."""
     if current_user.role in ("admin", "auditor"):
         if "audit.transactions" in current_app.view_functions:
-            return redirect(url_for("audit.transactions", **request.args))
+            # Only the filters are carried over, by name: url_for also reads keys such as
+            # `_external`, `_scheme` and `endpoint`, which must never come from the query string.
+            carried = {name: request.args[name] for name in STAFF_VIEW_FILTERS if name in request.args}
+            return redirect(url_for("audit.transactions", **carried))
         abort(404)
     form = TransactionFilterForm(request.args)
     if not form.validate():

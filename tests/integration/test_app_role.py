@@ -22,8 +22,7 @@ from sqlalchemy.exc import ProgrammingError
 from app.db_privileges import APP_ROLE_PRIVILEGES, PrivilegeError, grant_app_role
 from app.extensions import db
 from tests.conftest import build_app
-# Collected here again on purpose: the customer's whole path, run as the restricted role.
-from tests.integration.test_happy_path import test_customer_path_moves_money_and_keeps_the_ledger_consistent  # noqa: F401
+from tests.integration.test_happy_path import test_customer_path_moves_money_and_keeps_the_ledger_consistent as customer_path
 
 pytestmark = pytest.mark.postgres
 
@@ -67,6 +66,12 @@ def test_db_upgrade_as_the_app_role_finds_nothing_pending(app):
     applied every migration: it only reads alembic_version, and changes nothing?"""
     result = app.test_cli_runner().invoke(args=["db", "upgrade"])
     assert result.exit_code == 0, result.output
+
+
+def test_customer_path_works_as_the_app_role(client, app):
+    """Does the customer's whole path (register, log in, open accounts, both transfers, the
+    ledger check) work with only the granted privileges?"""
+    customer_path(client, app)
 
 
 def test_staff_writes_work_as_the_app_role(app, client, auth, customer, make_account, admin, support_user):
