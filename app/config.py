@@ -122,6 +122,11 @@ def database_engine_options(config: dict) -> None:
     config["SQLALCHEMY_ENGINE_OPTIONS"] = options | dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
 
 
+# Keys production refuses to start without (at least MIN_SECRET_BYTES each); development
+# generates them into instance/.
+PRODUCTION_SECRETS = ("SECRET_KEY", "AUDIT_HMAC_KEY", "MFA_ENCRYPTION_KEY")
+
+
 class BaseConfig:
     """Settings shared by every environment."""
 
@@ -129,6 +134,8 @@ class BaseConfig:
     BANK_NAME = "Online Bank"
     SECRET_KEY: str | None = os.environ.get("SECRET_KEY")
     AUDIT_HMAC_KEY: str | None = os.environ.get("AUDIT_HMAC_KEY")
+    # Encrypts the TOTP authenticator keys at rest (app/auth/mfa.py); outside the database.
+    MFA_ENCRYPTION_KEY: str | None = os.environ.get("MFA_ENCRYPTION_KEY")
     SQLALCHEMY_DATABASE_URI: str | None = os.environ.get("DATABASE_URL")
     SQLALCHEMY_TRACK_MODIFICATIONS = False
     SQLITE_BUSY_TIMEOUT_MS = env_int("SQLITE_BUSY_TIMEOUT_MS", 15000)
@@ -185,7 +192,10 @@ class BaseConfig:
     # Proxies: X-Forwarded-For is trusted only for this many hops (0: ignored).
     TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 
+    # Multi-factor sign-in (DESIGN.md section 5): staff must enrol before any other page.
     REQUIRE_STAFF_MFA = env_bool("REQUIRE_STAFF_MFA", False)
+    # Seconds between a correct password and the code that completes the sign-in.
+    MFA_PENDING_SECONDS = 300
 
     # Seeded administrator (DESIGN.md section 5).
     DEFAULT_ADMIN_EMAIL = "admin@example.com"
@@ -202,7 +212,8 @@ class BaseConfig:
         if not config.get("SQLALCHEMY_DATABASE_URI"):
             Path(instance_path).mkdir(parents=True, exist_ok=True)
             config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + str(Path(instance_path) / "bank.db")
-        for key, filename in (("SECRET_KEY", "secret_key"), ("AUDIT_HMAC_KEY", "audit_hmac_key")):
+        for key, filename in (("SECRET_KEY", "secret_key"), ("AUDIT_HMAC_KEY", "audit_hmac_key"),
+                              ("MFA_ENCRYPTION_KEY", "mfa_encryption_key")):
             if not config.get(key):
                 config[key] = instance_secret(instance_path, filename)
 
@@ -222,6 +233,7 @@ class TestingConfig(BaseConfig):
     RATELIMIT_ENABLED = False
     SECRET_KEY = "testing-secret-key-0123456789abcdef0123456789"
     AUDIT_HMAC_KEY = "testing-audit-hmac-key-0123456789abcdef012345"
+    MFA_ENCRYPTION_KEY = "testing-mfa-encryption-key-0123456789abcdef"
 
 
 class ProductionConfig(BaseConfig):
@@ -236,7 +248,7 @@ class ProductionConfig(BaseConfig):
     @classmethod
     def finalize(cls, config: dict, instance_path: str) -> None:
         """Refuse to start without strong secrets and an explicit database (OWASP ASVS 2.10.4)."""
-        for key in ("SECRET_KEY", "AUDIT_HMAC_KEY"):
+        for key in PRODUCTION_SECRETS:
             value = config.get(key) or ""
             if len(value.encode("utf-8")) < MIN_SECRET_BYTES:
                 raise ConfigurationError(

@@ -134,12 +134,22 @@ class User(UserMixin, db.Model):
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
     session_token: Mapped[str] = mapped_column(String(64), default=new_session_token)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Multi-factor sign-in (app/auth/mfa.py): the TOTP key, encrypted; when it was enrolled; and
+    # the last time step whose code was accepted, so each code works once (RFC 6238 section 5.2).
+    mfa_secret: Mapped[str | None] = mapped_column(String(255))
+    mfa_enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    mfa_last_step: Mapped[int | None] = mapped_column(BigInteger)
 
     accounts: Mapped[list[Account]] = relationship(back_populates="owner", order_by="Account.id")
 
     def get_id(self) -> str:
         """Flask-Login's id: `"<user id>:<session token>"`, so rotating the token ends sessions."""
         return f"{self.id}:{self.session_token}"
+
+    @property
+    def mfa_enabled(self) -> bool:
+        """True once the user has enrolled an authenticator."""
+        return self.mfa_secret is not None
 
     @property
     def is_staff(self) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField, SubmitField
-from wtforms.validators import DataRequired, Email, EqualTo, InputRequired, Length, ValidationError
+from wtforms.validators import DataRequired, Email, EqualTo, InputRequired, Length, Regexp, ValidationError
 
 from ..forms_common import no_control_characters, phone_number, single_line, strip_filter
 from . import services
@@ -80,3 +80,27 @@ class ChangePasswordForm(FlaskForm):
         validators=[InputRequired("Repeat the new password."), EqualTo("new_password", "The passwords do not match.")],
     )
     submit = SubmitField("Change password")
+
+
+def _digits_only(value: str | None) -> str | None:
+    """Drop the spaces people type between the two halves of a code ("123 456")."""
+    return value.replace(" ", "").strip() if isinstance(value, str) else value
+
+
+class MfaCodeForm(FlaskForm):
+    """`code`: the 6-digit one-time code from an authenticator app (enrolment and sign-in)."""
+
+    code = StringField(
+        "Code from your authenticator app",
+        filters=[_digits_only],
+        validators=[DataRequired("Enter the 6-digit code."),
+                    Regexp(r"[0-9]{6}\Z", message="The code is 6 digits, 0 to 9.")],
+    )
+    submit = SubmitField("Confirm")
+
+
+class MfaDisableForm(FlaskForm):
+    """`password`: re-authentication before two-step sign-in is turned off."""
+
+    password = PasswordField("Password", validators=[InputRequired("Enter your password."), PASSWORD_LENGTH])
+    submit = SubmitField("Turn off two-step sign-in")

@@ -11,11 +11,18 @@ from ..extensions import limiter
 from ..forms_common import EmptyForm
 from ..security import client_ip, is_safe_next_url
 from . import auth_bp, services
-from .forms import ChangePasswordForm, LoginForm, ProfileForm, RegisterForm
+from . import mfa
+from .forms import ChangePasswordForm, LoginForm, MfaCodeForm, MfaDisableForm, ProfileForm, RegisterForm
 
 # Pages a user who must change their password may still open (DESIGN.md section 5).
 FORCED_CHANGE_MESSAGE = "You must change your password before continuing."
 PASSWORD_CHANGE_ALLOWED = frozenset({"auth.change_password", "auth.logout", "static", "bootstrap.static"})
+# Pages staff without a second factor may still open while REQUIRE_STAFF_MFA is on.
+MFA_ENROLMENT_ALLOWED = PASSWORD_CHANGE_ALLOWED | {"auth.mfa_setup"}
+STAFF_MFA_MESSAGE = "Staff accounts must turn on two-step sign-in before continuing."
+# Session keys of the sign-in between a correct password and the code, and of an offered key.
+MFA_PENDING = "mfa_pending"
+MFA_OFFERED = "mfa_offered_key"
 
 
 def _start_session(user) -> None:
@@ -43,10 +50,18 @@ def enforce_session_rules():
         flash("Your session has expired. Please log in again.", "warning")
         return redirect(url_for("auth.login"))
     if current_user.must_change_password and request.endpoint not in PASSWORD_CHANGE_ALLOWED:
-        if FORCED_CHANGE_MESSAGE not in (message for _, message in session.get("_flashes", [])):
-            flash(FORCED_CHANGE_MESSAGE, "warning")
+        _flash_once(FORCED_CHANGE_MESSAGE)
         return redirect(url_for("auth.change_password"))
+    if (current_app.config["REQUIRE_STAFF_MFA"] and current_user.is_staff and not current_user.mfa_enabled
+            and request.endpoint not in MFA_ENROLMENT_ALLOWED):
+        _flash_once(STAFF_MFA_MESSAGE)
+        return redirect(url_for("auth.mfa_setup"))
     return None
+
+
+def _flash_once(message: str) -> None:
+    if message not in (text for _, text in session.get("_flashes", [])):
+        flash(message, "warning")
 
 
 @auth_bp.route("/register", methods=["GET", "POST"])
@@ -84,10 +99,126 @@ def login():
         return render_template("auth/login.html", form=form, login_error=str(exc)), 429
     except services.InvalidCredentialsError as exc:
         return render_template("auth/login.html", form=form, login_error=str(exc)), 400
+    target = request.args.get("next")
+    target = target if is_safe_next_url(target) else None
+    if user.mfa_enabled:
+        # Password accepted; the sign-in completes on /auth/mfa. Nothing about it is in the
+        # session until then but who, under which session token, since when, and where to go.
+        session.clear()
+        session[MFA_PENDING] = {"user_id": user.id, "token": user.session_token, "at": time.time(), "next": target}
+        return redirect(url_for("auth.mfa_verify"))
+    return _signed_in(user, target)
+
+
+def _signed_in(user, target: str | None):
     _start_session(user)
     flash(f"Welcome, {user.full_name}.", "success")
-    target = request.args.get("next")
-    return redirect(target if is_safe_next_url(target) else url_for("banking.dashboard"))
+    return redirect(target or url_for("banking.dashboard"))
+
+
+def _pending_mfa() -> dict | None:
+    """The password step's record, if it is recent enough (MFA_PENDING_SECONDS) to finish."""
+    pending = session.get(MFA_PENDING)
+    if not isinstance(pending, dict) or not isinstance(pending.get("at"), (int, float)):
+        return None
+    if time.time() - pending["at"] > current_app.config["MFA_PENDING_SECONDS"]:
+        return None
+    return pending
+
+
+@auth_bp.route("/mfa", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"])
+def mfa_verify():
+    """Second sign-in step: the one-time code after a correct password (DESIGN.md section 5).
+    Without a recent password step it sends the visitor back to the login page."""
+    if current_user.is_authenticated:
+        return redirect(url_for("banking.dashboard"))
+    pending = _pending_mfa()
+    if pending is None:
+        session.pop(MFA_PENDING, None)
+        flash("Please log in again.", "warning")
+        return redirect(url_for("auth.login"))
+    form = MfaCodeForm()
+    if not form.validate_on_submit():
+        return render_template("auth/mfa.html", form=form), 400 if form.errors else 200
+    try:
+        user = services.complete_mfa_sign_in(pending["user_id"], pending["token"], form.code.data, client_ip())
+    except services.LoginThrottledError as exc:
+        return render_template("auth/mfa.html", form=form, mfa_error=str(exc)), 429
+    except services.MfaCodeError as exc:
+        return render_template("auth/mfa.html", form=form, mfa_error=str(exc)), 400
+    except services.InvalidCredentialsError:
+        session.pop(MFA_PENDING, None)
+        flash("Please log in again.", "warning")
+        return redirect(url_for("auth.login"))
+    return _signed_in(user, pending.get("next"))
+
+
+@auth_bp.route("/mfa/setup", methods=["GET", "POST"])
+@login_required
+def mfa_setup():
+    """Enrol an authenticator: GET shows a new key as a QR code and as text; POST `code` turns
+    two-step sign-in on. Once on, the key is never shown again."""
+    if current_user.mfa_enabled:
+        if request.method == "POST":
+            flash("Two-step sign-in is already on.", "info")
+            return redirect(url_for("auth.mfa_setup"))
+        return render_template("auth/mfa_enabled.html")
+    secret = _offered_key()
+    form = MfaCodeForm()
+    if form.validate_on_submit():
+        try:
+            services.enrol_mfa(current_user, secret, form.code.data)
+        except services.MfaCodeError as exc:
+            form.code.errors.append(str(exc))
+        else:
+            session.pop(MFA_OFFERED, None)
+            login_user(current_user._get_current_object())  # the session token rotated
+            flash("Two-step sign-in is on. You will be asked for a code each time you log in.", "success")
+            return redirect(url_for("banking.dashboard"))
+    uri = mfa.provisioning_uri(secret, current_user.email)
+    return render_template("auth/mfa_setup.html", form=form, qr_code=mfa.qr_code_data_uri(uri),
+                           key_text=mfa.grouped(secret)), 400 if form.errors else 200
+
+
+def _offered_key() -> str:
+    """The key offered to this user at enrolment, kept sealed in the session across the GET and
+    the POST (and reloads); a new one when there is none or it no longer opens."""
+    context = services.enrolment_context(current_user)
+    sealed = session.get(MFA_OFFERED)
+    if isinstance(sealed, str):
+        try:
+            return mfa.decrypt_secret(sealed, context)
+        except mfa.MfaKeyError:
+            pass
+    secret = mfa.new_secret()
+    session[MFA_OFFERED] = mfa.encrypt_secret(secret, context)
+    return secret
+
+
+@auth_bp.route("/mfa/disable", methods=["GET", "POST"])
+@login_required
+def mfa_disable():
+    """Turn two-step sign-in off after re-entering the password (POST `password`)."""
+    if not current_user.mfa_enabled:
+        flash("Two-step sign-in is not on.", "info")
+        return redirect(url_for("auth.mfa_setup"))
+    form = MfaDisableForm()
+    status = 400
+    if form.validate_on_submit():
+        try:
+            services.disable_mfa(current_user, form.password.data, client_ip())
+        except services.LoginThrottledError as exc:
+            form.password.errors.append(str(exc))
+            status = 429
+        except (services.WrongPasswordError, services.MfaStateError) as exc:
+            form.password.errors.append(str(exc))
+            status = 400
+        else:
+            login_user(current_user._get_current_object())  # the session token rotated
+            flash("Two-step sign-in is off. Your other sessions have been signed out.", "success")
+            return redirect(url_for("auth.profile"))
+    return render_template("auth/mfa_disable.html", form=form), status if form.errors else 200
 
 
 @auth_bp.route("/logout", methods=["GET", "POST"])

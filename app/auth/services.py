@@ -17,13 +17,14 @@ from argon2 import PasswordHasher, profiles
 from email_validator import EmailNotValidError, validate_email
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from flask import current_app
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from zxcvbn import zxcvbn
 
 from ..errors import DomainError, ValidationRuleError
 from ..extensions import atomic, db
 from ..models import ROLES, LoginAttempt, User, new_session_token, utcnow
+from . import mfa
 from ..pagination import Page, numbered_page
 from ..security import log_event, log_standalone_event
 
@@ -59,6 +60,16 @@ class WrongPasswordError(DomainError):
     """The current password given to confirm a change is wrong."""
 
     default_message = "The current password is not correct."
+
+
+class MfaCodeError(DomainError):
+    """A one-time code that is wrong, expired or already used (one message for all)."""
+
+    default_message = "That code is not valid. Enter the 6-digit code your authenticator app shows now."
+
+
+class MfaStateError(DomainError):
+    """The multi-factor step can't happen now (already enrolled, not enrolled, required for staff)."""
 
 
 def normalize_email(email: str | None) -> str:
@@ -222,8 +233,10 @@ def authenticate(email: str, password: str, ip_address: str) -> User:
     email or 20 for the IP fall within 10 minutes, even for the right password;
     InvalidCredentialsError for an unknown email, a wrong password or a deactivated user, with
     the same work done in each case (a dummy Argon2 verification; OWASP ASVS 2.2.1, 2.5.4).
-    On success the email's failures are cleared, the hash upgraded if the parameters changed,
-    and LOGIN_SUCCESS logged.
+    On success the hash is upgraded if the parameters changed; then, for a user without a
+    second factor, the email's failures are cleared and LOGIN_SUCCESS logged. A user with one
+    has only passed the first step: failures stay counted (so a correct password can't reset
+    the throttle on code guesses) until complete_mfa_sign_in accepts a code.
     """
     email = normalize_email(email)[:254]
     ip_address = ip_address or "unknown"
@@ -243,10 +256,11 @@ def authenticate(email: str, password: str, ip_address: str) -> User:
         _record_failure(email, ip_address, user, "inactive")
         raise InvalidCredentialsError()
     with atomic():
-        db.session.execute(delete(LoginAttempt).where(LoginAttempt.email == email))
         if password_hasher().check_needs_rehash(user.password_hash):
             user.password_hash = hash_password(password)
-        log_event("LOGIN_SUCCESS", {"email": email}, user_id=user.id)
+        if not user.mfa_enabled:
+            db.session.execute(delete(LoginAttempt).where(LoginAttempt.email == email))
+            log_event("LOGIN_SUCCESS", {"email": email}, user_id=user.id)
     return user
 
 
@@ -425,3 +439,115 @@ def update_user(actor: User, user_id: int, *, full_name: str, email: str, phone:
     except IntegrityError as exc:
         raise DuplicateEmailError() from exc
     return changed
+
+
+# --- multi-factor sign-in (TOTP; DESIGN.md section 5; OWASP ASVS 4.0.3 2.7, 2.8; PCI DSS 8.4) ---
+
+
+def _mfa_context(user_id: int) -> str:
+    """Associated data binding a stored key to its user's row (a copied ciphertext won't decrypt)."""
+    return f"user:{user_id}"
+
+
+def enrolment_context(user: User) -> str:
+    """Associated data for a key offered at enrolment but not yet confirmed (kept in the session,
+    sealed to this user and their current session token)."""
+    return f"enrol:{user.id}:{user.session_token}"
+
+
+def _accept_step(user_id: int, step: int) -> bool:
+    """Record `step` as the user's last accepted time step unless it, or a later one, was
+    already accepted; True when recorded. One conditional UPDATE, so two requests racing with
+    the same code can't both succeed, across processes (RFC 6238 section 5.2; ASVS 2.8.4)."""
+    result = db.session.execute(
+        update(User)
+        .where(User.id == user_id, or_(User.mfa_last_step.is_(None), User.mfa_last_step < step))
+        .values(mfa_last_step=step)
+    )
+    return result.rowcount == 1
+
+
+def enrol_mfa(user: User, secret: str, code: str) -> None:
+    """Turn on multi-factor sign-in for `user` with the offered `secret` (base32 text), once
+    `code` (6 ASCII digits) proves their authenticator has it; logs MFA_ENROLLED; commits.
+
+    The key is stored encrypted (app/auth/mfa.py) and never shown again. The session token
+    rotates, so sessions opened with the password alone end; the caller re-issues this one.
+    :raises MfaStateError: already enrolled. :raises MfaCodeError: the code doesn't match
+        (logged MFA_FAILURE).
+    """
+    if user.mfa_enabled:
+        raise MfaStateError("Two-step sign-in is already on for your account.")
+    step = mfa.matching_step(secret, code)
+    if step is None:
+        log_standalone_event("MFA_FAILURE", {"user_id": user.id, "stage": "enrolment"}, user_id=user.id)
+        raise MfaCodeError()
+    with atomic():
+        user.mfa_secret = mfa.encrypt_secret(secret, _mfa_context(user.id))
+        user.mfa_enrolled_at = utcnow()
+        user.mfa_last_step = step
+        user.session_token = new_session_token()
+        log_event("MFA_ENROLLED", {"user_id": user.id}, user_id=user.id)
+
+
+def complete_mfa_sign_in(user_id: int, session_token: str, code: str, ip_address: str) -> User:
+    """The second sign-in step: accept `code` for the user who just gave a correct password.
+
+    user_id and session_token: remembered from the password step (a password change or logout
+    since then voids it). ip_address: client IP. Wrong, replayed and expired codes count as
+    sign-in failures for the throttle of DESIGN.md section 5 (5 per email, 20 per IP in the
+    window) and are logged MFA_FAILURE; once throttled, even a right code is refused
+    (LOGIN_THROTTLED). A code is accepted once: its time step is recorded atomically. On success
+    the email's failures are cleared, and MFA_SUCCESS and LOGIN_SUCCESS are logged; commits.
+    :raises LoginThrottledError, MfaCodeError: as above. :raises InvalidCredentialsError: the
+        user is gone, deactivated, signed out since, or no longer enrolled.
+    """
+    ip_address = ip_address or "unknown"
+    user = db.session.get(User, user_id)
+    if user is None or not user.is_active or not user.mfa_enabled or user.session_token != session_token:
+        raise InvalidCredentialsError()
+    if is_throttled(user.email, ip_address):
+        log_standalone_event("LOGIN_THROTTLED", {"email": user.email, "during": "mfa"}, user_id=user.id)
+        raise LoginThrottledError()
+    secret = mfa.decrypt_secret(user.mfa_secret, _mfa_context(user.id))
+    step = mfa.matching_step(secret, code)
+    with atomic():
+        accepted = step is not None and _accept_step(user.id, step)
+        if accepted:
+            db.session.execute(delete(LoginAttempt).where(LoginAttempt.email == user.email))
+            log_event("MFA_SUCCESS", {"user_id": user.id}, user_id=user.id)
+            log_event("LOGIN_SUCCESS", {"email": user.email, "mfa": True}, user_id=user.id)
+        else:
+            db.session.add(LoginAttempt(email=user.email, ip_address=ip_address))
+            reason = "wrong_code" if step is None else "code_already_used"
+            log_event("MFA_FAILURE", {"user_id": user.id, "stage": "sign_in", "reason": reason}, user_id=user.id)
+    if not accepted:
+        raise MfaCodeError()
+    return user
+
+
+def disable_mfa(user: User, password: str, ip_address: str) -> None:
+    """Turn off multi-factor sign-in after re-checking `user`'s password; logs MFA_DISABLED and
+    rotates the session token (the caller re-issues this session); commits.
+
+    A wrong password counts as a sign-in failure for the throttle. Re-authentication before an
+    account change of this weight: OWASP ASVS 4.0.3 3.7.1.
+    :raises LoginThrottledError, WrongPasswordError: as for change_password.
+    :raises MfaStateError: not enrolled, or staff while REQUIRE_STAFF_MFA is on.
+    """
+    if not user.mfa_enabled:
+        raise MfaStateError("Two-step sign-in is not on for your account.")
+    if user.is_staff and current_app.config["REQUIRE_STAFF_MFA"]:
+        raise MfaStateError("Staff accounts must keep two-step sign-in on.")
+    if is_throttled(user.email, ip_address or "unknown"):
+        log_standalone_event("LOGIN_THROTTLED", {"email": user.email, "during": "mfa_disable"}, user_id=user.id)
+        raise LoginThrottledError()
+    if not verify_password(user.password_hash, password):
+        _record_failure(user.email, ip_address or "unknown", user, "wrong_password_mfa_disable")
+        raise WrongPasswordError("The password is not correct.")
+    with atomic():
+        user.mfa_secret = None
+        user.mfa_enrolled_at = None
+        user.mfa_last_step = None
+        user.session_token = new_session_token()
+        log_event("MFA_DISABLED", {"user_id": user.id}, user_id=user.id)

@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 WORKERS = 4
 SECRET_KEY = "multiprocess-e2e-secret-key-0123456789abcdef0123"
 AUDIT_HMAC_KEY = "multiprocess-e2e-audit-hmac-key-0123456789abcdef"
+MFA_ENCRYPTION_KEY = "multiprocess-e2e-mfa-encryption-key-0123456789ab"
 STARTUP_SECONDS = 30
 COMMAND_SECONDS = 120
 REQUEST_SECONDS = 90
@@ -49,7 +50,7 @@ USER_AGENT = "bank-multiprocess-e2e"
 CSRF_INPUT = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"')
 # Settings of the app, gunicorn and Flask that must come from the test, never from the caller's shell.
 SCRUBBED_PREFIXES = (
-    "FLASK_", "APP_ENV", "SECRET_KEY", "AUDIT_HMAC_KEY", "DATABASE_", "RATELIMIT_", "LOGIN_", "REGISTER_RATE",
+    "FLASK_", "APP_ENV", "SECRET_KEY", "AUDIT_HMAC_KEY", "MFA_", "DATABASE_", "RATELIMIT_", "LOGIN_", "REGISTER_RATE",
     "TRANSFER_RATE", "TICKET_RATE", "MAX_", "SUSPICIOUS_", "TRUSTED_PROXY", "REQUIRE_STAFF", "SQLITE_", "BIND",
     "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS", "FORWARDED_ALLOW_IPS", "ADMIN_PASSWORD",
 )
@@ -65,7 +66,8 @@ def base_env(database_url: str, **settings: str) -> dict[str, str]:
     plus the development configuration on `database_url` with the fixed keys and `settings`."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(SCRUBBED_PREFIXES)}
     env.update(APP_ENV="development", DATABASE_URL=database_url, SECRET_KEY=SECRET_KEY,
-               AUDIT_HMAC_KEY=AUDIT_HMAC_KEY, PYTHONUNBUFFERED="1", RATELIMIT_ENABLED="false")
+               AUDIT_HMAC_KEY=AUDIT_HMAC_KEY, MFA_ENCRYPTION_KEY=MFA_ENCRYPTION_KEY, PYTHONUNBUFFERED="1",
+               RATELIMIT_ENABLED="false")
     env.update(settings)
     return env
 
@@ -150,7 +152,7 @@ def local_app(database_url: str, **overrides) -> Flask:
     from app import create_app
 
     return create_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": database_url, "SECRET_KEY": SECRET_KEY,
-                       "AUDIT_HMAC_KEY": AUDIT_HMAC_KEY, **overrides})
+                       "AUDIT_HMAC_KEY": AUDIT_HMAC_KEY, "MFA_ENCRYPTION_KEY": MFA_ENCRYPTION_KEY, **overrides})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def server(tmp_path_factory, test_backend) -> Iterator[Server]:
 
 def _serve(tmp_path: Path, database_url: str) -> Iterator[Server]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("FLASK_", "SECRET_KEY",
-                                                                                  "AUDIT_HMAC_KEY"))}
+                                                                                  "AUDIT_HMAC_KEY", "MFA_"))}
     env.update(APP_ENV="testing", DATABASE_URL=database_url, PYTHONUNBUFFERED="1")
     migrated = _flask(env, "db", "upgrade")
     assert migrated.returncode == 0, migrated.stderr

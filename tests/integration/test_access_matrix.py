@@ -33,6 +33,7 @@ DENIED = "403"                # wrong role: 403 plus one ACCESS_DENIED audit row
 NOT_FOUND = "404"             # allowed role, but the object does not exist
 LOGGED_OUT = "logged out"     # 302 to /auth/login and the session no longer works
 AUDIT_VIEW = "audit view"     # 302 to /audit/transactions
+MFA_SETUP = "mfa setup"       # 302 to /auth/mfa/setup (turning off a second factor one doesn't have)
 
 
 def _everyone(outcome: str) -> dict[str, str]:
@@ -78,6 +79,13 @@ EXPECTED: dict[tuple[str, str], dict[str, str]] = {
     ("/auth/profile", "POST"): _signed_in(LOGIN, INVALID),
     ("/auth/change-password", "GET"): _signed_in(LOGIN, OK),
     ("/auth/change-password", "POST"): _signed_in(LOGIN, INVALID),
+    # The code step: only after a correct password (no such step pending here → log in again).
+    ("/auth/mfa", "GET"): _signed_in(LOGIN, DASHBOARD),
+    ("/auth/mfa", "POST"): _signed_in(LOGIN, DASHBOARD),
+    ("/auth/mfa/setup", "GET"): _signed_in(LOGIN, OK),
+    ("/auth/mfa/setup", "POST"): _signed_in(LOGIN, INVALID),
+    ("/auth/mfa/disable", "GET"): _signed_in(LOGIN, MFA_SETUP),
+    ("/auth/mfa/disable", "POST"): _signed_in(LOGIN, MFA_SETUP),
     ("/banking/dashboard", "GET"): _signed_in(LOGIN, OK),
     ("/banking/open-account", "GET"): _customer_and_admin(OK),
     ("/banking/open-account", "POST"): _customer_and_admin(INVALID),
@@ -223,6 +231,8 @@ def _check_outcome(matrix_app, client, rule, method, outcome, role, user):
         assert _location_path(client.get("/banking/dashboard")) == "/auth/login"
     elif outcome == AUDIT_VIEW:
         assert (status, location) == (302, "/audit/transactions")
+    elif outcome == MFA_SETUP:
+        assert (status, location) == (302, "/auth/mfa/setup")
     else:  # pragma: no cover - a typo in the table
         pytest.fail(f"unknown outcome {outcome!r}")
 

@@ -661,7 +661,8 @@ def test_session_cookie_carries_no_role_or_email(app, client, make_user):
 def test_production_session_cookie_is_secure_and_host_prefixed(database_url):
     """In production, is the session cookie named `__Host-session` and sent Secure, HttpOnly,
     SameSite=Lax, Path=/ and without a Domain?"""
-    app = build_app(database_url, APP_ENV="production", SECRET_KEY="k" * 32, AUDIT_HMAC_KEY="a" * 32)
+    app = build_app(database_url, APP_ENV="production", SECRET_KEY="k" * 32, AUDIT_HMAC_KEY="a" * 32,
+                    MFA_ENCRYPTION_KEY="m" * 32)
     with app.app_context():
         user = factories.make_user("customer")
     client = app.test_client()

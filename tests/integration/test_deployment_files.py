@@ -18,7 +18,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from app.config import BaseConfig, TestingConfig
+from app.config import PRODUCTION_SECRETS, BaseConfig, TestingConfig
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "compose.yaml"
@@ -230,7 +230,7 @@ def test_no_secret_value_is_written_into_the_deployment_files():
 
     for service_name, password_variable in (("web", "APP_DB_PASSWORD"), ("migrate", "POSTGRES_PASSWORD")):
         environment = _environment(_service(service_name))
-        for required in ("SECRET_KEY", "AUDIT_HMAC_KEY"):
+        for required in PRODUCTION_SECRETS:
             assert (_references(environment[required])[0].group("op") or "").endswith("?"), (
                 f"{service_name}.{required} must be required (:?)")
         password = make_url(REFERENCE.sub(lambda m: f"REF{m.start()}", environment["DATABASE_URL"])).password

@@ -114,7 +114,8 @@ def test_static_files_carry_the_security_headers(client):
 
 def test_production_adds_strict_transport_security(database_url):
     """In production, is HSTS sent, alongside all the other headers?"""
-    app = build_app(database_url, APP_ENV="production", SECRET_KEY=STRONG_SECRET, AUDIT_HMAC_KEY=STRONG_SECRET)
+    app = build_app(database_url, APP_ENV="production", SECRET_KEY=STRONG_SECRET, AUDIT_HMAC_KEY=STRONG_SECRET,
+                    MFA_ENCRYPTION_KEY=STRONG_SECRET)
     response = app.test_client().get("/auth/login", base_url="https://bank.example")
     assert response.status_code == 200
     assert_security_headers(response, production=True)

@@ -25,6 +25,7 @@ from app.extensions import db
 
 STRONG_SECRET = "s" * 32
 OTHER_STRONG_SECRET = "h" * 32
+MFA_KEY = "m" * 32
 VARIABLE = "BANK_TEST_SWITCH"
 
 
@@ -38,7 +39,8 @@ def instance_dir(tmp_path: Path, monkeypatch) -> Path:
 
 def build(tmp_path: Path, app_env: str, **overrides) -> Flask:
     """create_app for `app_env` on a temporary SQLite file; engine disposed at once (no connection kept)."""
-    config = {"APP_ENV": app_env, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'config.db'}"}
+    config = {"APP_ENV": app_env, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'config.db'}",
+              "MFA_ENCRYPTION_KEY": MFA_KEY}
     config.update(overrides)
     app = create_app(config)
     with app.app_context():
@@ -133,16 +135,17 @@ def test_only_testing_uses_the_cheap_password_hash():
 # --- production ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["SECRET_KEY", "AUDIT_HMAC_KEY"])
+@pytest.mark.parametrize("key", ["SECRET_KEY", "AUDIT_HMAC_KEY", "MFA_ENCRYPTION_KEY"])
 @pytest.mark.parametrize("value", [None, "", "x" * 31])
 def test_production_refuses_to_start_without_a_strong_secret(tmp_path, instance_dir, key, value):
-    """Does create_app refuse production when SECRET_KEY or AUDIT_HMAC_KEY is missing or under
-    32 bytes, instead of generating or defaulting one?"""
-    secrets = {"SECRET_KEY": STRONG_SECRET, "AUDIT_HMAC_KEY": OTHER_STRONG_SECRET, key: value}
+    """Does create_app refuse production when SECRET_KEY, AUDIT_HMAC_KEY or MFA_ENCRYPTION_KEY is
+    missing or under 32 bytes, instead of generating or defaulting one?"""
+    secrets = {"SECRET_KEY": STRONG_SECRET, "AUDIT_HMAC_KEY": OTHER_STRONG_SECRET, "MFA_ENCRYPTION_KEY": MFA_KEY,
+               key: value}
     with pytest.raises(ConfigurationError, match=key):
         build(tmp_path, "production", **secrets)
-    assert not (instance_dir / "secret_key").exists()
-    assert not (instance_dir / "audit_hmac_key").exists()
+    for filename in ("secret_key", "audit_hmac_key", "mfa_encryption_key"):
+        assert not (instance_dir / filename).exists()
 
 
 def test_production_refuses_to_start_without_a_database_url(tmp_path, instance_dir):
@@ -154,7 +157,7 @@ def test_production_refuses_to_start_without_a_database_url(tmp_path, instance_d
 
 def test_production_finalize_checks_secrets_directly(tmp_path):
     """Does ProductionConfig.finalize itself refuse a short key and accept 32 bytes?"""
-    good = {"SECRET_KEY": STRONG_SECRET, "AUDIT_HMAC_KEY": OTHER_STRONG_SECRET,
+    good = {"SECRET_KEY": STRONG_SECRET, "AUDIT_HMAC_KEY": OTHER_STRONG_SECRET, "MFA_ENCRYPTION_KEY": MFA_KEY,
             "SQLALCHEMY_DATABASE_URI": "sqlite:///x.db"}
     ProductionConfig.finalize(dict(good), str(tmp_path))
     with pytest.raises(ConfigurationError):
@@ -178,17 +181,15 @@ def test_production_starts_with_strong_secrets_and_secure_cookies(tmp_path, inst
 
 
 def test_development_generates_secrets_once_into_instance_with_mode_600(tmp_path, instance_dir):
-    """Without SECRET_KEY and AUDIT_HMAC_KEY, does development write random ones into instance/
-    (mode 600, at least 32 bytes, different from each other) and use them?"""
-    app = build(tmp_path, "development", SECRET_KEY=None, AUDIT_HMAC_KEY=None)
-    secret_file, hmac_file = instance_dir / "secret_key", instance_dir / "audit_hmac_key"
-    assert mode_of(secret_file) == 0o600
-    assert mode_of(hmac_file) == 0o600
-    assert app.config["SECRET_KEY"] == secret_file.read_text().strip()
-    assert app.config["AUDIT_HMAC_KEY"] == hmac_file.read_text().strip()
-    assert len(app.config["SECRET_KEY"].encode()) >= 32
-    assert len(app.config["AUDIT_HMAC_KEY"].encode()) >= 32
-    assert app.config["SECRET_KEY"] != app.config["AUDIT_HMAC_KEY"]
+    """Without SECRET_KEY, AUDIT_HMAC_KEY and MFA_ENCRYPTION_KEY, does development write random
+    ones into instance/ (mode 600, at least 32 bytes, different from each other) and use them?"""
+    app = build(tmp_path, "development", SECRET_KEY=None, AUDIT_HMAC_KEY=None, MFA_ENCRYPTION_KEY=None)
+    files = {"SECRET_KEY": "secret_key", "AUDIT_HMAC_KEY": "audit_hmac_key", "MFA_ENCRYPTION_KEY": "mfa_encryption_key"}
+    for key, filename in files.items():
+        assert mode_of(instance_dir / filename) == 0o600
+        assert app.config[key] == (instance_dir / filename).read_text().strip()
+        assert len(app.config[key].encode()) >= 32
+    assert len({app.config[key] for key in files}) == 3
 
 
 def test_development_reuses_the_generated_secrets(tmp_path, instance_dir):
