@@ -11,6 +11,7 @@ from flask import request
 from sqlalchemy import Select
 
 from .extensions import db
+from .routing import MAX_ID
 
 PAGE_SIZE = 25
 
@@ -62,11 +63,14 @@ def page_number(argument: str = "page") -> int:
 
 
 def cursor(argument: str = "before") -> int | None:
-    """`?before=<id>` as an int, None when absent; a malformed value gives 0, which lists nothing."""
+    """`?before=<id>` as an int, None when absent; a malformed value gives 0, which lists nothing.
+    A number past the largest id means "older than everything", i.e. the first page (None)."""
     raw = request.args.get(argument)
     if raw is None or raw == "":
         return None
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else 0
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        return 0
+    return int(raw) if int(raw) <= MAX_ID else None
 
 
 def numbered_page(stmt: Select, number: int, size: int = PAGE_SIZE) -> Page:

@@ -11,8 +11,9 @@ from functools import wraps
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from flask import abort, has_request_context, request
+from flask import abort, current_app, has_request_context, request
 from flask_login import current_user
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .audit import services as audit_services
 from .extensions import atomic, db, login_manager
@@ -95,3 +96,19 @@ def is_safe_next_url(target: str | None) -> bool:
         return False
     parts = urlsplit(target)
     return not parts.scheme and not parts.netloc
+
+
+def refuse_oversized_streams() -> None:
+    """Answer 413 to a body sent without Content-Length (chunked) that is longer than
+    MAX_CONTENT_LENGTH (DESIGN.md section 5b; OWASP ASVS 4.0.3 12.1.1).
+
+    With a Content-Length, Werkzeug refuses an oversized body before reading it. Without one,
+    it reads a urlencoded body only up to the limit and then stops without an error, so the
+    first MAX_CONTENT_LENGTH bytes would be processed as if they were the whole form. This reads
+    the body (at most the limit, cached for the form parser) and looks for one byte more.
+    """
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit is None or request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+        return
+    if len(request.get_data(cache=True, parse_form_data=False)) >= limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()

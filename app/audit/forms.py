@@ -10,6 +10,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Optional, StopValidation
 
 from ..forms_common import TransactionFilterForm, ascii_date, strip_filter
+from ..routing import parse_id
 from .services import ACTIONS
 
 USER_ID_PATTERN = re.compile(r"[0-9]{1,18}")
@@ -49,7 +50,9 @@ class AuditLogFilterForm(FlaskForm):
         """The validated values as keyword arguments of audit's AuditFilters."""
         return {
             "action": self.action.data or None,
-            "user_id": int(self.user_id.data) if self.user_id.data else None,
+            # A number outside the id range names no user: 0 matches no row (and, unlike the
+            # number itself, fits the 32-bit column on PostgreSQL).
+            "user_id": (parse_id(self.user_id.data) or 0) if self.user_id.data else None,
             "date_from": self.date_from.data, "date_to": self.date_to.data,
         }
 

@@ -17,18 +17,17 @@ from ..forms_common import (  # noqa: F401  (TransactionFilterForm is re-exporte
     strip_filter,
 )
 from ..models import ACCOUNT_TYPES, ROLES, Account, User
+from ..routing import parse_id
 from . import services
 
 
 
 def _coerce_id(value) -> int:
     """Coerce a select value to an int id; WTForms turns the ValueError into 'Not a valid choice'."""
-    if isinstance(value, int):
-        return value
-    text = str(value)
-    if not text.isascii() or not text.isdigit() or len(text) > 18:
+    id_ = parse_id(value if isinstance(value, int) else str(value))
+    if id_ is None:
         raise ValueError("not an id")
-    return int(text)
+    return id_
 
 
 class OpenAccountForm(FlaskForm):

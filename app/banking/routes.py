@@ -10,6 +10,7 @@ from ..errors import DomainError, DuplicateTransferError
 from ..extensions import limiter, rate_limit_key
 from ..models import ROLES
 from ..pagination import page_number
+from ..routing import parse_id
 from ..security import roles_required
 from . import banking_bp, services
 from .forms import ExternalTransferForm, InternalTransferForm, OpenAccountForm, OwnerPickerForm, TransactionFilterForm
@@ -27,7 +28,8 @@ def _transfer_owner():
     raw = request.args.get("owner_user_id")
     if raw is None:
         return None
-    owner = services.find_customer(int(raw)) if raw.isascii() and raw.isdigit() and len(raw) < 18 else None
+    owner_id = parse_id(raw)
+    owner = services.find_customer(owner_id) if owner_id is not None else None
     if owner is None:
         abort(404)
     return owner

@@ -15,6 +15,7 @@ from ..errors import TicketNotFoundError, ValidationRuleError
 from ..extensions import atomic, db
 from ..models import TICKET_STATUSES, SupportTicket, TicketNote, User, utcnow
 from ..pagination import Page, numbered_page
+from ..routing import MAX_ID
 from ..security import log_event
 
 SUBJECT_MAX_LENGTH = 120
@@ -22,7 +23,6 @@ DESCRIPTION_MAX_LENGTH = 5000
 NOTE_MAX_LENGTH = 2000
 TICKET_STAFF_ROLES = ("support", "admin")
 # Ids above this can't exist (64-bit keys); SQLite's driver would raise OverflowError on them.
-MAX_ID = 2**63 - 1
 
 
 def status_label(status: str) -> str:

@@ -54,20 +54,23 @@ class FetchFinder(HTMLParser):
 
 
 def off_site(urls: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The URLs that resolve to another origin than the app's (http://localhost)."""
+    """The URLs that resolve to another origin than the app's (http://localhost). A `data:`
+    image is not off-site (the CSP allows `img-src data:`; the QR code of two-step sign-in is one)."""
     base = "http://localhost/some/page"
     return [(tag, url) for tag, url in urls
-            if urlsplit(urljoin(base, url)).netloc != "localhost" or urlsplit(urljoin(base, url)).scheme != "http"]
+            if not (tag == "img" and url.startswith("data:image/"))
+            and (urlsplit(urljoin(base, url)).netloc != "localhost" or urlsplit(urljoin(base, url)).scheme != "http")]
 
 
 def test_fetch_finder_sees_foreign_resources_and_forms():
     """Does the checker itself catch each kind of foreign fetch (so a clean result means something)?"""
     html = ('<img src="https://evil.example/x.png"><iframe src="//evil.example"></iframe>'
             '<link rel="icon" href="http://evil.example/i.ico"><form action="https://evil.example/steal"></form>'
-            '<button formaction="https:evil.example">x</button><img src="/static/ok.png"><form action=""></form>')
+            '<button formaction="https:evil.example">x</button><img src="/static/ok.png"><form action=""></form>'
+            '<img src="data:image/svg+xml,%3Csvg%3E"><iframe src="data:text/html,x"></iframe>')
     finder = FetchFinder()
     finder.feed(html)
-    assert [tag for tag, _ in off_site(finder.urls)] == ["img", "iframe", "link", "form", "button"]
+    assert [tag for tag, _ in off_site(finder.urls)] == ["img", "iframe", "link", "form", "button", "iframe"]
 
 
 @pytest.fixture
