@@ -78,6 +78,9 @@ def grant_app_role(connection: Connection, role: str) -> list[str]:
         statements.append(f"GRANT {', '.join(privileges)} ON TABLE {_quoted(connection, table)} TO {quoted_role}")
     statements.append(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {quoted_role}")
     for statement in statements:
+        # Role and table names can't be bound parameters: each was quoted by the dialect
+        # (_quoted) and the privileges are APP_ROLE_PRIVILEGES' constants.
+        # nosemgrep: sql-built-from-string
         connection.exec_driver_sql(statement)
     return statements
 

@@ -33,6 +33,15 @@ def _start_session(user) -> None:
     session["login_at"] = time.time()
 
 
+def _renew_session(user) -> None:
+    """New session and CSRF token when `user`'s session token rotated (password changed,
+    two-step sign-in turned on or off), as at sign-in (OWASP ASVS 3.2.1): nothing from before
+    carries over but the sign-in time, so the 12-hour absolute limit is not extended."""
+    login_at = session.get("login_at")
+    _start_session(user)
+    session["login_at"] = login_at
+
+
 def _end_session() -> None:
     logout_user()
     session.clear()
@@ -172,8 +181,7 @@ def mfa_setup():
         except services.MfaCodeError as exc:
             form.code.errors.append(str(exc))
         else:
-            session.pop(MFA_OFFERED, None)
-            login_user(current_user._get_current_object())  # the session token rotated
+            _renew_session(current_user._get_current_object())  # the token rotated; drops MFA_OFFERED
             flash("Two-step sign-in is on. You will be asked for a code each time you log in.", "success")
             return redirect(url_for("banking.dashboard"))
     uri = mfa.provisioning_uri(secret, current_user.email)
@@ -215,7 +223,7 @@ def mfa_disable():
             form.password.errors.append(str(exc))
             status = 400
         else:
-            login_user(current_user._get_current_object())  # the session token rotated
+            _renew_session(current_user._get_current_object())  # the session token rotated
             flash("Two-step sign-in is off. Your other sessions have been signed out.", "success")
             return redirect(url_for("auth.profile"))
     return render_template("auth/mfa_disable.html", form=form), status if form.errors else 200
@@ -264,7 +272,7 @@ def change_password():
         except services.PasswordPolicyError as exc:
             form.new_password.errors.append(str(exc))
         else:
-            login_user(current_user._get_current_object())
+            _renew_session(current_user._get_current_object())  # the session token rotated
             flash("Your password was changed. Other sessions have been signed out.", "success")
             return redirect(url_for("banking.dashboard"))
     return render_template("auth/change_password.html", form=form), status if form.errors else 200
