@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from decimal import Decimal
 
 from flask import current_app
@@ -42,6 +43,14 @@ def no_control_characters(form, field) -> None:
     free text."""
     if field.data and CONTROL_CHARACTERS.search(field.data):
         raise ValidationError("Remove control characters from this field.")
+
+
+def printable_only(form, field) -> None:
+    """Refuse any control or format character (NUL, tabs, line breaks, zero-width and
+    bidirectional marks) in a one-token field such as an email address, and stop validating it:
+    later checks (a database lookup, say) never see such text. PostgreSQL can't even store NUL."""
+    if field.data and any(unicodedata.category(ch) in ("Cc", "Cf") for ch in field.data):
+        raise StopValidation("Remove control characters from this field.")
 
 
 def single_line(form, field) -> None:

@@ -6,7 +6,7 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField, SubmitField
 from wtforms.validators import DataRequired, Email, EqualTo, InputRequired, Length, Regexp, ValidationError
 
-from ..forms_common import no_control_characters, phone_number, single_line, strip_filter
+from ..forms_common import no_control_characters, phone_number, printable_only, single_line, strip_filter
 from . import services
 
 PASSWORD_LENGTH = Length(max=services.PASSWORD_MAX_LENGTH * 4, message="That password is far too long.")
@@ -31,7 +31,7 @@ class RegisterForm(FlaskForm):
     email = EmailField(
         "Email",
         filters=[strip_filter],
-        validators=[DataRequired("Enter your email address."), Length(max=254),
+        validators=[DataRequired("Enter your email address."), Length(max=254), printable_only,
                     Email("Enter a valid email address.", check_deliverability=False)],
     )
     phone = _phone_field()
@@ -55,7 +55,8 @@ class RegisterForm(FlaskForm):
 class LoginForm(FlaskForm):
     """Sign-in: email and password. No format check on email, so every failure looks the same."""
 
-    email = StringField("Email", filters=[strip_filter], validators=[DataRequired("Enter your email."), Length(max=320)])
+    email = StringField("Email", filters=[strip_filter],
+                        validators=[DataRequired("Enter your email."), Length(max=320), printable_only])
     password = PasswordField("Password", validators=[InputRequired("Enter your password."), PASSWORD_LENGTH])
     submit = SubmitField("Log in")
 

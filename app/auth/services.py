@@ -238,7 +238,9 @@ def authenticate(email: str, password: str, ip_address: str) -> User:
     has only passed the first step: failures stay counted (so a correct password can't reset
     the throttle on code guesses) until complete_mfa_sign_in accepts a code.
     """
-    email = normalize_email(email)[:254]
+    # Control characters can't belong to any user's address (registration refuses them), and
+    # PostgreSQL can't store NUL: replaced, the text still reaches the throttle and the audit row.
+    email = "".join(ch if ch.isprintable() else "\ufffd" for ch in normalize_email(email))[:254]
     ip_address = ip_address or "unknown"
     if is_throttled(email, ip_address):
         user = find_user_by_email(email)

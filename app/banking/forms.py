@@ -13,6 +13,7 @@ from ..forms_common import (  # noqa: F401  (TransactionFilterForm is re-exporte
     TransactionFilterForm,
     no_control_characters,
     phone_number,
+    printable_only,
     single_line,
     strip_filter,
 )
@@ -137,7 +138,7 @@ class UserEditForm(FlaskForm):
     )
     email = EmailField(
         "Email", filters=[strip_filter],
-        validators=[DataRequired("Enter the email address."), Length(max=254),
+        validators=[DataRequired("Enter the email address."), Length(max=254), printable_only,
                     Email("Enter a valid email address.", check_deliverability=False)],
     )
     phone = StringField("Phone", filters=[strip_filter], validators=[DataRequired("Enter a phone number."),

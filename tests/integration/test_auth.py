@@ -876,3 +876,14 @@ def test_profile_refuses_invisible_characters_in_names(client, auth, customer, i
     response = client.post("/auth/profile", data={"full_name": f"Bo{invisible}b", "phone": "+1 555 0100"})
 
     assert response.status_code == 400
+
+
+def test_authenticate_service_survives_a_nul_byte_in_the_email(app):
+    """Below the form (which refuses it), does the sign-in service itself treat an email with a
+    NUL byte as an unknown address, recording the failure without the byte (PostgreSQL can't
+    store NUL), rather than failing with a 500?"""
+    with app.app_context():
+        with pytest.raises(auth_services.InvalidCredentialsError):
+            auth_services.authenticate("a\x00b@example.com", "any password at all", "192.0.2.9")
+        stored = db.session.scalar(select(LoginAttempt.email))
+    assert stored == "a\ufffdb@example.com"
