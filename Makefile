@@ -11,15 +11,20 @@ WAPITI_VENV := .venv-wapiti
 FLASK := $(BIN)/flask --app run.py
 HOST ?= 127.0.0.1
 PORT ?= 5000
+# The browser suite (tests/e2e/browser) drives Debian's Chromium (BANK_CHROMIUM, default
+# /usr/bin/chromium) through the playwright package's own driver: no browser is ever downloaded.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: help run serve test lint install install-dev migrate seed verify clean
+.PHONY: help run serve test screenshots lint install install-dev migrate seed verify clean
 
 help:
 	@echo "make run    - install, migrate, seed the admin and serve on http://$(HOST):$(PORT)"
 	@echo "make test   - install the test dependencies and run the whole test suite"
+	@echo "make screenshots - the browser journeys, rewriting the README's pictures in docs/screenshots/"
 	@echo "make lint   - bandit and the project's semgrep rules (lint/semgrep.yml) over app/, offline"
 	@echo "make verify - check the ledger invariants and the audit hash chain"
 	@echo "make scan   - sqlmap and wapiti3 against the app on a throw-away database (report in reports/)"
+	@echo "make bench  - seed 1,000,000 ledger rows, load the app with wrk against its ceilings (bench/results.md)"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
@@ -60,6 +65,8 @@ verify: install
 # postgresql+psycopg://postgres@127.0.0.1:5432/test (its user needs CREATEDB: each test gets its own
 # database). REQUIRE_POSTGRES=1 (CI) makes the PostgreSQL run mandatory. Both runs always happen;
 # the target fails if either does. PYTEST_ARGS is passed to both (e.g. PYTEST_ARGS="-x -q").
+# The browser suite (tests/e2e/browser) runs in the SQLite pass when Chromium is installed and is
+# skipped with the reason otherwise; REQUIRE_BROWSER=1 (CI) makes a missing Chromium a failure.
 PYTEST_ARGS ?=
 
 test: install-dev
@@ -76,6 +83,13 @@ test: install-dev
 	    echo "PostgreSQL suite skipped: TEST_DATABASE_URL is not set"; \
 	fi; \
 	exit $$status
+
+# The browser journeys alone, Chromium required (REQUIRE_BROWSER=1), writing the README's pictures
+# (dashboard, transfer form, admin users, audit log) into docs/screenshots/; every journey's full
+# set of screenshots goes to reports/screenshots/ as in any run.
+screenshots: install-dev
+	REQUIRE_BROWSER=1 BANK_README_SCREENSHOTS=docs/screenshots \
+	    $(BIN)/python -m pytest --backend=sqlite tests/e2e/browser $(PYTEST_ARGS)
 
 # Static checks, offline: bandit and semgrep live in their own venv (semgrep pins its own
 # dependency versions, which must not meet the app's). Bandit fails on any finding of medium or
@@ -130,6 +144,28 @@ $(WAPITI_VENV)/.installed: requirements-wapiti.txt
 .PHONY: scan
 scan: install $(SCAN_VENV)/.installed $(WAPITI_VENV)/.installed
 	$(BIN)/python -m scan.run_scan $(SCAN_ARGS)
+
+# Benchmark (bench/README.md): seeds 10,000 customers, 20,000 accounts and 1,000,000 transfer rows
+# on the local PostgreSQL (BENCH_DATABASE_URL, default postgresql+psycopg://postgres@127.0.0.1:5432/postgres;
+# its user needs CREATEDB) and on SQLite, drives the app under gunicorn.conf.py with wrk against the
+# machine's own ceilings, and writes bench/results.md (raw figures in reports/bench/). wrk and
+# pgbench are Debian packages (wrk, postgresql-client): installed with apt-get when missing and
+# run as root. BENCH_ARGS is passed on (e.g. BENCH_ARGS="--quick --reps 1" to try it in minutes).
+BENCH_ARGS ?=
+
+$(VENV)/.bench-installed: requirements.txt requirements-dev.txt requirements-bench.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
+	@touch $(VENV)/.runtime-installed $(VENV)/.dev-installed $@
+
+.PHONY: bench
+bench: $(VENV)/.bench-installed
+	@if ! command -v wrk >/dev/null || ! command -v pgbench >/dev/null; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	        apt-get install -y -q wrk postgresql-client >/dev/null 2>&1 || \
+	        { apt-get update -q >/dev/null && apt-get install -y -q wrk postgresql-client >/dev/null; }; \
+	    else echo "make bench needs wrk and pgbench (Debian packages wrk and postgresql-client)" >&2; exit 1; fi; \
+	fi
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LINT_VENV) $(SCAN_VENV) $(WAPITI_VENV) .pytest_cache .hypothesis

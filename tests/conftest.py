@@ -134,12 +134,24 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"PostgreSQL unavailable and REQUIRE_POSTGRES is set: {SELECTION.unavailable}")
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [_backend_header(), _browser_header()]
+
+
+def _backend_header() -> str:
     if SELECTION.name == POSTGRESQL:
         if SELECTION.unavailable:
             return f"database backend: postgresql UNAVAILABLE ({SELECTION.unavailable}); every test is skipped"
         return f"database backend: {SELECTION.backend.describe()}"
     return "database backend: sqlite (a copy of a migrated template file per test)"
+
+
+def _browser_header() -> str:
+    """Which Chromium the browser suite (tests/e2e/browser) drives, or why it is skipped."""
+    from tests.e2e.browser.chromium import chromium_executable
+
+    path, reason = chromium_executable()
+    return f"browser suite: Chromium at {path}" if path else reason
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

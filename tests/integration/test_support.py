@@ -642,14 +642,14 @@ def test_staff_list_paginates_by_25_and_keeps_the_filter(app, customer, support_
     assert REL_PREV.findall(second.get_data(as_text=True))
 
 
-@pytest.mark.parametrize("page", ["3", "99999999", "0", "-1", "abc", "1.5", "", "٣"])
+@pytest.mark.parametrize("page_number", ["3", "99999999", "0", "-1", "abc", "1.5", "", "٣"])
 @pytest.mark.parametrize("who, path", [("customer", MY_TICKETS), ("support", TICKETS)])
-def test_page_past_the_end_or_malformed_is_an_empty_200(app, customer, support_user, who, path, page):
+def test_page_past_the_end_or_malformed_is_an_empty_200(app, customer, support_user, who, path, page_number):
     """Is a page number past the end, or a malformed one, an empty list with 200 (never 404 or 500)?"""
     _make_tickets(app, customer, 26)
     client = _signed_in(app, customer if who == "customer" else support_user)
 
-    response = client.get(path, query_string={"page": page})
+    response = client.get(path, query_string={"page": page_number})
 
     assert response.status_code == 200
     body = response.get_data(as_text=True)

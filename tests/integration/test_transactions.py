@@ -110,13 +110,14 @@ def test_exactly_25_entries_fit_one_page_without_next_link(client, app, logged_i
     assert 'rel="next"' not in response.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("page", ["3", "999", "99999999999999999999", "0", "-1", "abc", "1.5", "", "\uff11", "1 "])
-def test_page_past_the_end_or_malformed_is_an_empty_list(client, app, logged_in_customer, account, page):
+@pytest.mark.parametrize("page_number",
+                         ["3", "999", "99999999999999999999", "0", "-1", "abc", "1.5", "", "\uff11", "1 "])
+def test_page_past_the_end_or_malformed_is_an_empty_list(client, app, logged_in_customer, account, page_number):
     """Is a page past the end, or a malformed page number, an empty list with status 200 (never a
     404 or 500)?"""
     _add_entries(app, account, [(START + timedelta(minutes=i), "credit", "1.00", f"e{i}") for i in range(30)])
 
-    response = client.get(URL, query_string={"page": page})
+    response = client.get(URL, query_string={"page": page_number})
 
     assert response.status_code == 200
     assert _rows(response) == []
