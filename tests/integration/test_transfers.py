@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from app.banking import services
-from app.errors import AccountNotFoundError, LimitExceededError
+from app.errors import AccountNotActiveError, AccountNotFoundError, LimitExceededError, TargetUnavailableError
 from app.extensions import db
 from app.models import Account, AuditLog, Transaction, User
 from tests import factories
@@ -722,3 +722,70 @@ def test_only_the_exact_issued_spelling_of_a_key_is_accepted(app, customer):
 
         assert services.is_issued_idempotency_key(customer.id, key)
         assert not services.is_issued_idempotency_key(customer.id, twin)
+
+
+# --- the write-time checks themselves (each also guarded by an earlier check) -----------------
+
+
+@pytest.mark.parametrize("kind", ["internal", "external"])
+def test_replay_of_a_transfer_that_emptied_the_account_says_already_made(client, app, logged_in_customer,
+                                                                         make_account, other_customer, kind):
+    """Is a replayed form recognised as a replay before any balance check, so that after a
+    transfer of the whole balance the second submission says "already made" (and logs no
+    TRANSFER_FAILED) instead of "insufficient funds"?"""
+    checking = make_account(logged_in_customer, "100.00")
+    savings = make_account(logged_in_customer, "0.00", type="savings")
+    foreign = make_account(other_customer, "0.00")
+    key = _form_key(client, INTERNAL if kind == "internal" else EXTERNAL)
+
+    def submit():
+        if kind == "internal":
+            return _internal(client, checking, savings, "100.00", key=key)
+        return _external(client, checking, foreign.account_number, "100.00", key=key)
+
+    assert submit().status_code == 302
+    after_first = _state(app)
+    replay = submit()
+    assert replay.status_code == 302 and replay.headers["Location"].endswith("/banking/dashboard")
+    assert "This transfer was already made; it was not repeated." in _text(client.get("/banking/dashboard"))
+    assert "TRANSFER_FAILED" not in _new_actions(after_first, _state(app))
+
+
+@pytest.mark.parametrize("kind", ["internal", "external"])
+def test_target_frozen_between_the_check_and_the_credit_moves_nothing(app, customer, other_customer, make_account,
+                                                                      monkeypatch, kind):
+    """Does the credit's conditional UPDATE itself require an active target (DESIGN.md section 3),
+    so an admin's freeze landing after the target was read still stops the transfer?"""
+    source = make_account(customer, "100.00")
+    target = make_account(customer if kind == "internal" else other_customer, "0.00", type="savings")
+    original = services._resolve_target
+
+    def resolve_then_freeze(*args, **kwargs):
+        found = original(*args, **kwargs)
+        db.session.execute(update(Account).where(Account.id == found.id).values(status="frozen"))
+        return found
+
+    monkeypatch.setattr(services, "_resolve_target", resolve_then_freeze)
+    before = _state(app)
+    with app.app_context():
+        actor = db.session.get(User, customer.id)
+        with pytest.raises((AccountNotActiveError, TargetUnavailableError)):
+            if kind == "internal":
+                services.transfer_internal(actor, customer.id, source.id, target.id, Decimal("10.00"), "",
+                                           services.new_idempotency_key(actor.id))
+            else:
+                services.transfer_external(actor, customer.id, source.id, target.account_number, Decimal("10.00"),
+                                           "", services.new_idempotency_key(actor.id))
+    assert _state(app).balances == before.balances
+
+
+def test_the_debit_update_itself_checks_the_owner(app, customer, other_customer, make_account):
+    """Does the debit's conditional UPDATE carry `owner_id` (DESIGN.md section 3), refusing a
+    debit of another customer's account even when called past every earlier check?"""
+    theirs = make_account(other_customer, "100.00")
+    with app.app_context():
+        account = db.session.get(Account, theirs.id)
+        with pytest.raises(AccountNotFoundError):
+            services._debit(account, customer.id, Decimal("5.00"))
+        db.session.rollback()
+        assert db.session.scalar(select(Account.balance).where(Account.id == theirs.id)) == Decimal("100.00")

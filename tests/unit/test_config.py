@@ -250,3 +250,19 @@ def test_instance_secret_leaves_no_temporary_file(tmp_path):
     """Does creating the secret leave only the secret file behind (no half-written temporaries)?"""
     instance_secret(str(tmp_path), "secret_key")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["secret_key"]
+
+
+@pytest.mark.parametrize("app_env", ["development", "testing", "production"])
+def test_csrf_protection_is_on_in_every_configuration(tmp_path, instance_dir, monkeypatch, app_env):
+    """Is Flask-WTF's CSRF protection on by default in every configuration (the test fixtures
+    switch it off for most tests, so without this check a default of off would go unseen)?"""
+    monkeypatch.delenv("WTF_CSRF_ENABLED", raising=False)
+    app = build(tmp_path, app_env, SECRET_KEY=STRONG_SECRET, AUDIT_HMAC_KEY=OTHER_STRONG_SECRET)
+    assert app.config["WTF_CSRF_ENABLED"] is True
+
+
+def test_production_requires_staff_mfa_by_default(tmp_path, instance_dir, monkeypatch):
+    """With REQUIRE_STAFF_MFA unset, does production make staff enrol a second factor (ASVS 4.3.1)?"""
+    monkeypatch.delenv("REQUIRE_STAFF_MFA", raising=False)
+    app = build(tmp_path, "production", SECRET_KEY=STRONG_SECRET, AUDIT_HMAC_KEY=OTHER_STRONG_SECRET)
+    assert app.config["REQUIRE_STAFF_MFA"] is True
