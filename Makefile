@@ -24,6 +24,7 @@ help:
 	@echo "make lint   - bandit and the project's semgrep rules (lint/semgrep.yml) over app/, offline"
 	@echo "make verify - check the ledger invariants and the audit hash chain"
 	@echo "make scan   - sqlmap and wapiti3 against the app on a throw-away database (report in reports/)"
+	@echo "make bench  - seed 1,000,000 ledger rows, load the app with wrk against its ceilings (bench/results.md)"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
@@ -143,6 +144,28 @@ $(WAPITI_VENV)/.installed: requirements-wapiti.txt
 .PHONY: scan
 scan: install $(SCAN_VENV)/.installed $(WAPITI_VENV)/.installed
 	$(BIN)/python -m scan.run_scan $(SCAN_ARGS)
+
+# Benchmark (bench/README.md): seeds 10,000 customers, 20,000 accounts and 1,000,000 transfer rows
+# on the local PostgreSQL (BENCH_DATABASE_URL, default postgresql+psycopg://postgres@127.0.0.1:5432/postgres;
+# its user needs CREATEDB) and on SQLite, drives the app under gunicorn.conf.py with wrk against the
+# machine's own ceilings, and writes bench/results.md (raw figures in reports/bench/). wrk and
+# pgbench are Debian packages (wrk, postgresql-client): installed with apt-get when missing and
+# run as root. BENCH_ARGS is passed on (e.g. BENCH_ARGS="--quick --reps 1" to try it in minutes).
+BENCH_ARGS ?=
+
+$(VENV)/.bench-installed: requirements.txt requirements-dev.txt requirements-bench.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
+	@touch $(VENV)/.runtime-installed $(VENV)/.dev-installed $@
+
+.PHONY: bench
+bench: $(VENV)/.bench-installed
+	@if ! command -v wrk >/dev/null || ! command -v pgbench >/dev/null; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	        apt-get install -y -q wrk postgresql-client >/dev/null 2>&1 || \
+	        { apt-get update -q >/dev/null && apt-get install -y -q wrk postgresql-client >/dev/null; }; \
+	    else echo "make bench needs wrk and pgbench (Debian packages wrk and postgresql-client)" >&2; exit 1; fi; \
+	fi
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LINT_VENV) $(SCAN_VENV) $(WAPITI_VENV) .pytest_cache .hypothesis

@@ -18,11 +18,23 @@ bind = [os.environ.get("BIND") or "127.0.0.1:8000"]
 # Four by default: the concurrency proof (tests/e2e/test_multiprocess.py) runs with four.
 workers = int(os.environ.get("WEB_CONCURRENCY") or 4)
 
-# Sync workers: one request at a time per process, each with its own blocking database
-# connection. Transfers are short database transactions, so there is nothing for threads or
-# an event loop to overlap, and a stuck request can only block its own worker.
-worker_class = "sync"
-threads = 1
+# Threaded workers (gthread): WEB_THREADS threads per process, default 4, each request on its
+# own thread with its own database connection. Chosen by measurement (the workers x threads
+# sweep of `make bench`, bench/results.md): under the background load of other jobs, threaded
+# workers kept their figures from pass to pass while sync workers, which also close every
+# connection after one answer, varied up to threefold. The last (quieter) sweep puts 4 x 2 and
+# 2 x 2 some 20% ahead of 4 x 4 on transfers and pages: worth re-measuring before changing.
+# A stuck request blocks one thread, and gunicorn's timeout still ends a worker that stops
+# answering.
+threads = int(os.environ.get("WEB_THREADS") or 4)
+worker_class = "gthread" if threads > 1 else "sync"
+
+# Each worker's connection pool holds exactly what the worker can use at once: one connection
+# per thread, no overflow (no request ever needs a second connection), so workers x threads
+# connections in all, well under PostgreSQL's max_connections. An explicit DATABASE_POOL_SIZE or
+# DATABASE_MAX_OVERFLOW in the environment wins. Set in the workers' environment (app/config.py).
+raw_env = [f"{name}={value}" for name, value in (("DATABASE_POOL_SIZE", threads), ("DATABASE_MAX_OVERFLOW", 0))
+           if not os.environ.get(name)]
 
 # Every worker imports the app itself (no preload), so no database connection or pool is ever
 # created in the master and shared across fork().

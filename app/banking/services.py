@@ -19,9 +19,9 @@ from decimal import Decimal
 
 from flask import current_app
 from itsdangerous import Signer
-from sqlalchemy import BigInteger, Select, func, select, type_coerce, update
+from sqlalchemy import BigInteger, Select, func, or_, select, type_coerce, union_all, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload
 
 from ..errors import (
     AccountNotActiveError,
@@ -38,7 +38,7 @@ from ..errors import (
 from ..extensions import TryAgainError, atomic, db, retry_on_conflict
 from ..models import ACCOUNT_TYPES, ENTRY_TYPES, Account, Transaction, User, after_utc_day, start_of_utc_day
 from ..money import ZERO, format_amount, quantize
-from ..pagination import KeysetPage, Page, keyset_page, numbered_page
+from ..pagination import PAGE_SIZE, KeysetPage, Page, keyset_page, numbered_page
 from ..security import log_event, log_standalone_event
 
 RECENT_PER_ACCOUNT = 5
@@ -116,18 +116,33 @@ def account_label(account: Account) -> str:
     return label if account.status == "active" else f"{label} ({account.status})"
 
 
+def _with_counterparties(stmt: Select) -> Select:
+    """`stmt` (selecting Transaction rows) with both sides' accounts joined in the same query, so
+    a page of entries costs one statement, not one per entry or per relationship (no N+1)."""
+    return stmt.options(joinedload(Transaction.sender_account), joinedload(Transaction.receiver_account))
+
+
 def recent_transactions(accounts: list[Account], per_account: int = RECENT_PER_ACCOUNT) -> dict[int, list[Transaction]]:
-    """The last `per_account` ledger entries of each account, newest first, keyed by account id."""
-    recent: dict[int, list[Transaction]] = {}
+    """The last `per_account` ledger entries of each account, newest first, keyed by account id.
+
+    One statement whatever the number of accounts: the ids come from a UNION ALL of one
+    `ORDER BY id DESC LIMIT n` per account (each an index-only scan of
+    ix_transaction_account_id_id, so the cost does not grow with the account's history), and the
+    rows with their counterparties' accounts are read by those ids.
+    """
+    recent: dict[int, list[Transaction]] = {account.id: [] for account in accounts}
+    if not accounts:
+        return recent
+    newest = []
     for account in accounts:
-        stmt = (
-            select(Transaction)
-            .where(Transaction.account_id == account.id)
-            .options(selectinload(Transaction.sender_account), selectinload(Transaction.receiver_account))
-            .order_by(Transaction.id.desc())
-            .limit(per_account)
-        )
-        recent[account.id] = list(db.session.scalars(stmt))
+        per = (select(Transaction.id).where(Transaction.account_id == account.id)
+               .order_by(Transaction.id.desc()).limit(per_account).subquery())
+        newest.append(select(per.c.id))
+    stmt = _with_counterparties(
+        select(Transaction).where(Transaction.id.in_(union_all(*newest))).order_by(Transaction.id.desc())
+    )
+    for entry in db.session.scalars(stmt).unique():
+        recent[entry.account_id].append(entry)
     return recent
 
 
@@ -250,7 +265,18 @@ def _check_actor(actor: User, owner_id: int, description: str) -> None:
         raise ValidationRuleError("Only customers and administrators make transfers.")
 
 
-def _resolve_target(req: TransferRequest) -> Account:
+def _load_source(req: TransferRequest) -> tuple[Account | None, list[Account]]:
+    """Read the source account afresh, and for an external transfer the target named by its
+    number in the same statement (one round trip less). Returns (source or None, every row read)."""
+    stmt = select(Account).where(Account.id == req.source_id)
+    number = (req.target_account_number or "").strip()
+    if req.kind == "external" and number:
+        stmt = select(Account).where(or_(Account.id == req.source_id, Account.account_number == number))
+    rows = list(db.session.scalars(stmt.execution_options(populate_existing=True)))
+    return next((row for row in rows if row.id == req.source_id), None), rows
+
+
+def _resolve_target(req: TransferRequest, read: list[Account]) -> Account:
     if req.kind == "internal":
         target = db.session.get(Account, req.target_id) if req.target_id is not None else None
         if target is None or target.owner_id != req.owner_id:
@@ -259,7 +285,7 @@ def _resolve_target(req: TransferRequest) -> Account:
             raise AccountNotActiveError("The target account is frozen or closed and cannot receive money.")
         return target
     number = (req.target_account_number or "").strip()
-    target = db.session.scalar(select(Account).where(Account.account_number == number))
+    target = next((row for row in read if row.account_number == number), None)
     if target is None or target.status != "active":
         raise TargetUnavailableError()
     return target
@@ -304,12 +330,12 @@ def _execute_transfer(req: TransferRequest) -> str:
         existing = _find_by_idempotency_key(req.actor.id, req.idempotency_key)
         if existing is not None:
             raise DuplicateTransferError(existing.reference)
-        source = db.session.get(Account, req.source_id, populate_existing=True)
+        source, read = _load_source(req)
         if source is None or source.owner_id != req.owner_id:
             raise AccountNotFoundError("Choose one of the listed source accounts.")
         if source.status != "active":
             raise AccountNotActiveError("The source account is frozen or closed and cannot send money.")
-        target = _resolve_target(req)
+        target = _resolve_target(req, read)
         if target.id == source.id:
             raise SameAccountError()
         if source.balance < req.amount:
@@ -472,16 +498,26 @@ def list_customer_transactions(owner_id: int, filters: TransactionFilters, page:
     """Page `page` (from 1; 25 rows, newest first) of the ledger entries of `owner_id`'s accounts.
 
     A page number below 1 or past the end gives an empty page, never an error (DESIGN.md §8).
+    One statement: the page's ids are found first (a "deferred join": the offset walks only the
+    index entries of this customer's accounts, ix_account_owner_id_id and
+    ix_transaction_account_id_id, never the table nor other customers' rows), then those 26 rows
+    are read with their account and counterparty joined.
     """
-    stmt = (
-        select(Transaction)
+    if page < 1:
+        return Page([], page, False)
+    ids = (
+        select(Transaction.id)
         .join(Account, Transaction.account_id == Account.id)
         .where(Account.owner_id == owner_id)
-        .options(selectinload(Transaction.account), selectinload(Transaction.sender_account),
-                 selectinload(Transaction.receiver_account))
-        .order_by(Transaction.id.desc())
     )
-    return numbered_page(apply_transaction_filters(stmt, filters), page)
+    ids = (apply_transaction_filters(ids, filters).order_by(Transaction.id.desc())
+           .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1).subquery())
+    stmt = _with_counterparties(
+        select(Transaction).join(ids, Transaction.id == ids.c.id)
+        .options(joinedload(Transaction.account)).order_by(Transaction.id.desc())
+    )
+    rows = list(db.session.scalars(stmt).unique())
+    return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
 
 
 ALL_TRANSACTIONS_PAGE_SIZE = 25
@@ -493,10 +529,7 @@ def list_all_transactions(filters: TransactionFilters, before: int | None) -> Ke
     filters: as for customers plus `account_number` (exact, 12 digits). before: the cursor, an
     entry id (exclusive), None for the newest page, 0 for an empty page (malformed cursor).
     """
-    stmt = select(Transaction).options(
-        selectinload(Transaction.account).selectinload(Account.owner),
-        selectinload(Transaction.sender_account), selectinload(Transaction.receiver_account),
-    )
+    stmt = _with_counterparties(select(Transaction)).options(joinedload(Transaction.account).joinedload(Account.owner))
     if filters.account_number:
         stmt = stmt.join(Account, Transaction.account_id == Account.id).where(
             Account.account_number == filters.account_number
@@ -512,7 +545,7 @@ def list_all_transactions(filters: TransactionFilters, before: int | None) -> Ke
 def list_all_accounts(page: int, account_number: str | None = None) -> Page:
     """Every account with its owner, newest first, 25 per page; `account_number` filters by a
     run of digits anywhere in the number (anything but digits is ignored)."""
-    stmt = select(Account).options(selectinload(Account.owner)).order_by(Account.id.desc())
+    stmt = select(Account).options(joinedload(Account.owner)).order_by(Account.id.desc())
     digits = "".join(ch for ch in (account_number or "") if ch.isascii() and ch.isdigit())[:ACCOUNT_NUMBER_DIGITS]
     if digits:
         stmt = stmt.where(Account.account_number.contains(digits, autoescape=True))

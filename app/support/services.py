@@ -9,7 +9,7 @@ status change, never the text a customer or a member of staff wrote.
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from ..errors import TicketNotFoundError, ValidationRuleError
 from ..extensions import atomic, db
@@ -87,7 +87,7 @@ def list_tickets(status: str | None, page: int) -> Page:
     status: one of TICKET_STATUSES, or None for all. Raises ValidationRuleError for any other
     status. A page below 1 or past the end is empty (DESIGN.md section 8).
     """
-    stmt = select(SupportTicket).options(selectinload(SupportTicket.customer)).order_by(SupportTicket.id.desc())
+    stmt = select(SupportTicket).options(joinedload(SupportTicket.customer)).order_by(SupportTicket.id.desc())
     if status is not None:
         if status not in TICKET_STATUSES:
             raise ValidationRuleError("Choose open, in progress or resolved.")
@@ -105,8 +105,8 @@ def get_ticket(ticket_id: int) -> SupportTicket:
     ticket = db.session.scalar(
         select(SupportTicket)
         .where(SupportTicket.id == ticket_id)
-        .options(selectinload(SupportTicket.customer),
-                 selectinload(SupportTicket.notes).selectinload(TicketNote.author))
+        .options(joinedload(SupportTicket.customer),
+                 selectinload(SupportTicket.notes).joinedload(TicketNote.author))
     )
     if ticket is None:
         raise TicketNotFoundError()

@@ -88,7 +88,9 @@ def test_login_throttle_holds_across_workers(backend, tmp_path):
         try:
             with app.app_context():
                 customer = factories.make_user("customer")
-            with gunicorn_server(database_url, tmp_path, RATELIMIT_ENABLED="false") as server:
+            # One thread per worker (sync workers), so simultaneous sign-ins spread over processes;
+            # gunicorn.conf.py's default threads would let one process take them all.
+            with gunicorn_server(database_url, tmp_path, RATELIMIT_ENABLED="false", WEB_THREADS="1") as server:
                 failures = _logins_at_once(server, customer.email, ["wrong password, surely"] * 5)
                 sixth = Client(server).login(customer.email, factories.DEFAULT_PASSWORD)
                 workers = server.worker_pids("POST", "/auth/login")
@@ -138,8 +140,10 @@ def test_request_rate_limit_holds_across_workers_with_redis(tmp_path, request):
             try:
                 with app.app_context():
                     customer = factories.make_user("customer")
+                # One thread per worker, so the sign-ins spread over processes (as above).
                 with gunicorn_server(database_url, tmp_path, RATELIMIT_ENABLED="true", RATELIMIT_STORAGE_URI=REDIS_URI,
-                                     LOGIN_RATE_LIMIT="8 per minute", RATELIMIT_KEY_PREFIX=prefix) as server:
+                                     LOGIN_RATE_LIMIT="8 per minute", RATELIMIT_KEY_PREFIX=prefix,
+                                     WEB_THREADS="1") as server:
                     allowed = _logins_at_once(server, customer.email, [factories.DEFAULT_PASSWORD] * 8)
                     ninth = Client(server).login(customer.email, factories.DEFAULT_PASSWORD)
                     workers = server.worker_pids("POST", "/auth/login")

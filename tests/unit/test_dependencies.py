@@ -32,7 +32,7 @@ def pins(path: Path) -> dict[str, str]:
     return found
 
 
-@pytest.mark.parametrize("filename", ["requirements.txt", "requirements-dev.txt"])
+@pytest.mark.parametrize("filename", ["requirements.txt", "requirements-dev.txt", "requirements-bench.txt"])
 def test_vulnerable_components_every_requirement_is_an_exact_pin(filename):
     """Use of unpinned components (CWE-1357): is every requirement `name==version`?"""
     assert pins(REPO / filename)

@@ -1,0 +1,66 @@
+"""The bank plus two ceiling routes, built only for the benchmark (`gunicorn ... bench.wsgi:app`).
+
+The ceiling routes measure what this machine, this gunicorn configuration and Flask can serve
+at all, in the same run as the bank's own pages:
+
+* `/bench/text`: a short text, nothing else (the framework's ceiling);
+* `/bench/pk`: one indexed primary-key SELECT through the ORM (the ceiling of a page that
+  reads one row).
+
+They are registered by this factory only, which wraps the production factory unchanged and
+refuses to run with `APP_ENV=production`: `run.py`, `make serve` and the container never import
+this package, so the routes can't be reached there (tests/perf/test_bench_isolation.py checks
+both). They read one account row by a random id and show nothing secret, but they answer
+anonymous requests, which no production route should do for database reads.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app
+from sqlalchemy import func, select
+
+from app import create_app
+from app.config import ConfigurationError
+from app.extensions import db, limiter
+from app.models import Account
+
+bench_bp = Blueprint("bench", __name__, url_prefix="/bench")
+
+
+@bench_bp.route("/text")
+@limiter.exempt
+def text() -> Response:
+    """The framework's ceiling: a short text, no database, no session."""
+    return Response("ok\n", mimetype="text/plain")
+
+
+@bench_bp.route("/pk")
+@limiter.exempt
+def primary_key() -> Response:
+    """One indexed primary-key SELECT through the ORM (`session.get`) for a random account id."""
+    highest = current_app.extensions.get("bench_max_account_id")
+    if highest is None:  # once per worker, before the first measured request (warm-up)
+        highest = db.session.scalar(select(func.max(Account.id))) or 1
+        current_app.extensions["bench_max_account_id"] = highest
+    account = db.session.get(Account, random.randint(1, highest))  # nosec B311 - load spread, not security
+    return Response(f"{account.type if account else 'none'}\n", mimetype="text/plain")
+
+
+def create_bench_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """The production factory's app with the ceiling routes added.
+
+    Raises ConfigurationError when APP_ENV (environment or `test_config`) is `production`:
+    the benchmark's routes must never be served by a production deployment.
+    """
+    wanted = (test_config or {}).get("APP_ENV") or os.environ.get("APP_ENV") or "development"
+    if wanted.strip().lower() == "production":
+        raise ConfigurationError("bench routes are never served with APP_ENV=production")
+    application = create_app(test_config)
+    if application.config["APP_ENV"] == "production":  # pragma: no cover - guarded above
+        raise ConfigurationError("bench routes are never served with APP_ENV=production")
+    application.register_blueprint(bench_bp)
+    return application

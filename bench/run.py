@@ -1,0 +1,746 @@
+"""`make bench`: the bank measured at scale, against this machine's own ceilings, in one run.
+
+    python -m bench.run [--backends postgresql,sqlite] [--reps 3] [--duration 6] [--quick]
+
+For each backend (PostgreSQL from BENCH_DATABASE_URL, default the local server; SQLite files
+under reports/bench/):
+
+1. two databases, migrated then seeded (bench/seed.py): "big" (10,000 customers, 20,000
+   accounts, 500,000 transfers = 1,000,000 transfer rows + 20,000 opening deposits) and
+   "small" (10,000 ledger rows), both holding the same customer with 5,000 ledger rows;
+2. gunicorn with the committed gunicorn.conf.py on each, serving bench.wsgi:app (the bank plus
+   the two ceiling routes, bench/app.py), and sessions signed in through the real login form;
+3. repetitions of: the ceilings (short text, one primary-key SELECT; pgbench's own throughput
+   for the transfer's SQL on PostgreSQL, bench/sqlite_ceiling.py on SQLite), transfers at 1, 4
+   and 16 clients (uniform over many accounts, and hot over 5), the pages at 16 clients on both
+   databases, and login at 1 client, all driven by wrk with the scripts in bench/wrk/;
+4. verify-ledger and verify-audit on every database, and a check that the ledger grew by
+   exactly two rows per accepted transfer POST.
+
+Writes bench/results.md (medians, spreads, ratios to the ceilings, targets met or not) and the
+raw samples to reports/bench/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.e2e.multiprocess_support import Client, base_env, flask_command, free_port  # noqa: E402
+
+from bench.seed import (  # noqa: E402
+    AUDITOR_EMAIL, BENCH_PASSWORD, HEAVY_EMAIL, SeedSpec, customer_email, hot_email,
+)
+
+REPORTS = REPO / "reports" / "bench"
+RESULTS = REPO / "bench" / "results.md"
+WRK = REPO / "bench" / "wrk"
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+BIG = SeedSpec()
+SMALL = SeedSpec(customers=100, accounts=200, transfers=4_900)
+QUICK_BIG = SeedSpec(customers=1_000, accounts=2_000, transfers=50_000)
+CLIENT_COUNTS = (1, 4, 16)
+PAGE_CLIENTS = 16
+HOPS = 100
+# All five customer filters: the last 180 days, debits, 0.01 to 25.00.
+FILTERED_DAYS = 180
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Databases
+# ---------------------------------------------------------------------------------------------
+
+
+def _libpq(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class Databases:
+    """Creates the benchmark's databases for one backend and drops/removes them at the end."""
+
+    def __init__(self, backend: str, folder: Path, server_url: str) -> None:
+        self.backend, self.folder, self.server_url = backend, folder, server_url
+        self.created: list[str] = []
+
+    def url(self, name: str) -> str:
+        if self.backend == "sqlite":
+            return f"sqlite:///{self.folder / f'{name}.db'}"
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.server_url).set(database=f"bench_{name}").render_as_string(hide_password=False)
+
+    def create(self, name: str, template: str | None = None) -> str:
+        url = self.url(name)
+        if self.backend == "sqlite":
+            path = self.folder / f"{name}.db"
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            if template:
+                shutil.copyfile(self.folder / f"{template}.db", path)
+        else:
+            import psycopg
+
+            with psycopg.connect(_libpq(self.server_url), autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "bench_{name}" WITH (FORCE)')
+                suffix = f' TEMPLATE "bench_{template}"' if template else ""
+                admin.execute(f'CREATE DATABASE "bench_{name}"{suffix}')
+        self.created.append(name)
+        return url
+
+    def drop_all(self) -> None:
+        if self.backend == "sqlite":
+            for name in self.created:
+                for suffix in ("", "-wal", "-shm", ".writers"):
+                    Path(f"{self.folder / name}.db{suffix}").unlink(missing_ok=True)
+            return
+        if self.backend == "postgresql":
+            import psycopg
+
+            with psycopg.connect(_libpq(self.server_url), autocommit=True) as admin:
+                for name in self.created:
+                    admin.execute(f'DROP DATABASE IF EXISTS "bench_{name}" WITH (FORCE)')
+
+    def scalar(self, url: str, sql: str):
+        if self.backend == "sqlite":
+            with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
+                return connection.execute(sql).fetchone()[0]
+        import psycopg
+
+        with psycopg.connect(_libpq(url)) as connection:
+            return connection.execute(sql).fetchone()[0]
+
+
+def migrate_and_seed(url: str, spec: SeedSpec, progress: bool) -> dict:
+    migrated = flask_command(base_env(url), "db", "upgrade")
+    if migrated.returncode != 0:
+        raise RuntimeError(migrated.stdout + migrated.stderr)
+    command = [sys.executable, "-m", "bench.seed", "--database-url", url, "--customers", str(spec.customers),
+               "--accounts", str(spec.accounts), "--transfers", str(spec.transfers)]
+    if not progress:
+        command.append("--no-progress")
+    done = subprocess.run(command, cwd=REPO, env=base_env(url), stdout=subprocess.PIPE, text=True, check=True,
+                          timeout=3600)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def verify(url: str) -> dict[str, str]:
+    env = base_env(url)
+    env.pop("DATABASE_POOL_SIZE", None)
+    out = {}
+    for command in ("verify-ledger", "verify-audit"):
+        result = subprocess.run([sys.executable, "-m", "flask", "--app", "run.py", command], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=1800, check=False)
+        first = (result.stdout or result.stderr).strip().splitlines()
+        out[command] = ("OK: " if result.returncode == 0 else "FAILED: ") + (first[0] if first else "")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The server
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    port: int
+    process: subprocess.Popen
+    stderr_path: Path
+    workers: int
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    def worker_pids(self) -> list[int]:
+        found = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        return [int(pid) for pid in found.stdout.split()]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@contextmanager
+def gunicorn(name: str, url: str, folder: Path, workers: int, threads: int):
+    """bench.wsgi:app under `gunicorn -c gunicorn.conf.py`, `workers` x `threads` through the
+    config's own variables (WEB_CONCURRENCY, WEB_THREADS; the pool follows the threads), on a
+    free port; yields once every worker answers."""
+    port = free_port()
+    env = base_env(url, BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY=str(workers), WEB_THREADS=str(threads))
+    out_path, err_path = folder / f"{name}.access.log", folder / f"{name}.error.log"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "bench.wsgi:app"],
+                                   cwd=REPO, env=env, stdout=out, stderr=err, start_new_session=True)
+    server = Server(name, url, port, process, err_path, workers)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited:\n{err_path.read_text()}")
+            booted = err_path.read_text(errors="replace").count("Booting worker with pid")
+            if booted >= workers and _answers(server):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not start:\n{err_path.read_text()}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        server.stop()
+
+
+def _answers(server: Server) -> bool:
+    try:
+        return Client(server).get("/bench/text").status == 200
+    except OSError:
+        return False
+
+
+def sign_in(server: Server, email: str) -> str:
+    """A session cookie signed in as `email` through the login form (CSRF token included)."""
+    client = Client(server)
+    answer = client.login(email, BENCH_PASSWORD)
+    if answer.status != 302 or not client.cookie:
+        raise RuntimeError(f"sign-in of {email} failed: {answer.status} {answer.body[:300]}")
+    return client.cookie
+
+
+# ---------------------------------------------------------------------------------------------
+# wrk
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """One wrk run: per label, the latencies (ms) and how many answers were not the expected one."""
+
+    duration: float
+    latencies: dict[str, list[float]]
+    statuses: dict[str, dict[str, int]]
+    bad: dict[str, int]
+    socket_errors: int
+
+    def rate(self, label: str) -> float:
+        return len(self.latencies.get(label, [])) / self.duration
+
+    def pct(self, label: str, q: float) -> float:
+        values = sorted(self.latencies.get(label, []))
+        if not values:
+            return float("nan")
+        index = min(len(values) - 1, max(0, round(q / 100 * len(values)) - 1))
+        return values[index]
+
+    def errors(self) -> int:
+        return sum(self.bad.values()) + self.socket_errors
+
+
+# Transfer POSTs answered with the redirect to the dashboard, and how many POSTs could have been
+# in flight when a run stopped (committed by the server, never answered to wrk): one per client.
+TRANSFER_TALLY = {"accepted": 0, "in_flight": 0}
+
+
+def run_wrk(server: Server, script: str, clients: list[dict[str, str]], duration: float, tag: str) -> Sample:
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    clients_path = REPORTS / f"clients-{tag}.tsv"
+    out_path = REPORTS / f"wrk-{tag}.out"
+    clients_path.write_text("".join("\t".join(f"{k}={v}" for k, v in c.items()) + "\n" for c in clients))
+    for stale in REPORTS.glob(f"wrk-{tag}.out*"):
+        stale.unlink()
+    n = len(clients)
+    env = dict(os.environ, BENCH_CLIENTS=str(clients_path), BENCH_OUT=str(out_path), BENCH_PASSWORD=BENCH_PASSWORD)
+    command = ["wrk", "-t", str(n), "-c", str(n), "-d", f"{max(1, round(duration))}s", "--timeout", "30s",
+               "-s", str(WRK / script), f"http://127.0.0.1:{server.port}"]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=duration + 120)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
+    latencies: dict[str, list[float]] = {}
+    statuses: dict[str, dict[str, int]] = {}
+    bad: dict[str, int] = {}
+    duration_s, socket_errors = duration, 0
+    for line in out_path.read_text().splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "duration_us":
+            duration_s = int(rest) / 1e6
+        elif kind == "socket_errors":
+            # connect, read, write, timeout; a read error is the server closing a connection,
+            # which sync workers do after every answer, so only the others count.
+            connect, _read, write, timeout = (int(x) for x in rest.split())
+            socket_errors = connect + write + timeout
+    for part in REPORTS.glob(f"wrk-{tag}.out.*"):
+        for line in part.read_text().splitlines():
+            fields = line.split()
+            if len(fields) != 4:
+                continue
+            label, status, ok, ms = fields
+            latencies.setdefault(label, []).append(float(ms))
+            by_status = statuses.setdefault(label, {})
+            by_status[status] = by_status.get(status, 0) + 1
+            if ok != "1":
+                bad[label] = bad.get(label, 0) + 1
+    sample = Sample(duration_s, latencies, statuses, bad, socket_errors)
+    if script == "transfer.lua":
+        TRANSFER_TALLY["accepted"] += len(latencies.get("post", [])) - bad.get("post", 0)
+        TRANSFER_TALLY["in_flight"] += n
+    return sample
+
+
+# ---------------------------------------------------------------------------------------------
+# Database ceilings
+# ---------------------------------------------------------------------------------------------
+
+PGBENCH_SCRIPT = REPO / "bench" / "pgbench_transfer.sql"
+
+
+def run_pgbench(url: str, clients: int, duration: float, accounts: int) -> float:
+    """pgbench's own throughput (transactions/s) for the transfer's SQL (bench/pgbench_transfer.sql)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    command = ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)), "-T",
+               str(int(duration)), "-D", f"naccounts={accounts}", "-f", str(PGBENCH_SCRIPT),
+               "-h", parsed.host or "127.0.0.1", "-p", str(parsed.port or 5432), "-U", parsed.username or "postgres",
+               parsed.database]
+    env = dict(os.environ)
+    if parsed.password:
+        env["PGPASSWORD"] = parsed.password
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=duration + 120, check=True)
+    for line in done.stdout.splitlines():
+        if line.startswith("tps = "):
+            return float(line.split()[2])
+    raise RuntimeError(done.stdout + done.stderr)
+
+
+def run_sqlite_ceiling(path: Path, clients: int, duration: float, accounts: int) -> float:
+    done = subprocess.run([sys.executable, "-m", "bench.sqlite_ceiling", str(path), str(clients), str(duration),
+                           str(accounts)], cwd=REPO, capture_output=True, text=True, timeout=duration + 120,
+                          check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def hash_verification_ms(repeats: int = 15) -> tuple[float, str]:
+    """Median time of one Argon2id verification with the app's profile, in this process."""
+    from argon2 import PasswordHasher, profiles
+
+    from app.config import BaseConfig
+
+    profile = getattr(profiles, BaseConfig.ARGON2_PROFILE)
+    hasher = PasswordHasher.from_parameters(profile)
+    stored = hasher.hash(BENCH_PASSWORD)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        hasher.verify(stored, BENCH_PASSWORD)
+        times.append((time.perf_counter() - started) * 1000)
+    described = (f"Argon2id {BaseConfig.ARGON2_PROFILE}: m={profile.memory_cost // 1024} MiB, t={profile.time_cost}, "
+                 f"p={profile.parallelism}")
+    return statistics.median(times), described
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Population:
+    """Who the clients are: ids and numbers read from a seeded database."""
+
+    heavy_accounts: list[int]
+    hot: list[tuple[int, str]]                  # (account id, number) of hot-k's account, k = 1..5
+    clients: list[tuple[str, int, str]]         # (email, first account id, its number) of bench-customer-1..n
+    targets: list[str]                          # account numbers for uniform transfers
+    max_account_id: int
+    ledger_rows: int = 0
+
+
+def population(databases: Databases, url: str) -> Population:
+    q = lambda sql: databases.scalar(url, sql)  # noqa: E731
+    rows = []
+    if databases.backend == "sqlite":
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
+            rows = connection.execute(
+                'SELECT u.email, a.id, a.account_number FROM account a JOIN "user" u ON u.id = a.owner_id '
+                "WHERE u.email LIKE 'bench-%' ORDER BY a.id").fetchall()
+            targets = [r[0] for r in connection.execute(
+                "SELECT account_number FROM account WHERE owner_id > 8 ORDER BY id").fetchall()]
+    else:
+        import psycopg
+
+        with psycopg.connect(_libpq(url)) as connection:
+            rows = connection.execute(
+                'SELECT u.email, a.id, a.account_number FROM account a JOIN "user" u ON u.id = a.owner_id '
+                "WHERE u.email LIKE 'bench-%' ORDER BY a.id").fetchall()
+            targets = [r[0] for r in connection.execute(
+                "SELECT account_number FROM account WHERE owner_id > 8 ORDER BY id").fetchall()]
+    first: dict[str, tuple[int, str]] = {}
+    for email, account_id, number in rows:
+        first.setdefault(email, (account_id, number))
+    heavy = [account_id for email, account_id, _ in rows if email == HEAVY_EMAIL]
+    hot = [first[hot_email(k)] for k in range(1, 6)]
+    clients = []
+    n = 1
+    while customer_email(n) in first and n <= 100:
+        clients.append((customer_email(n), *first[customer_email(n)]))
+        n += 1
+    rng = random.Random(7)
+    return Population(heavy, hot, clients, rng.sample(targets, min(1000, len(targets))),
+                      q("SELECT max(id) FROM account"), q('SELECT count(*) FROM "transaction"'))
+
+
+def filtered_path() -> str:
+    today = dt.datetime.now(dt.timezone.utc).date()
+    start = today - dt.timedelta(days=FILTERED_DAYS)
+    return (f"/banking/transactions?date_from={start.isoformat()}&date_to={today.isoformat()}"
+            "&type=debit&min_amount=0.01&max_amount=25.00")
+
+
+PAGES = {
+    "dashboard": "/banking/dashboard",
+    "transactions": "/banking/transactions",
+    "filtered": None,  # filtered_path(), computed at run time
+    "page200": "/banking/transactions?page=200",
+}
+
+
+@dataclass
+class Results:
+    """Every measurement, per backend, per figure: one value per repetition."""
+
+    values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    errors: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, backend: str, key: str, value: float) -> None:
+        self.values.setdefault(backend, {}).setdefault(key, []).append(value)
+
+    def add_errors(self, backend: str, key: str, count: int) -> None:
+        bucket = self.errors.setdefault(backend, {})
+        bucket[key] = bucket.get(key, 0) + count
+
+    def note(self, backend: str, text: str) -> None:
+        self.notes.setdefault(backend, []).append(text)
+
+
+def record(results: Results, backend: str, key: str, sample: Sample, label: str) -> None:
+    results.add(backend, f"{key}.rate", sample.rate(label))
+    results.add(backend, f"{key}.p50", sample.pct(label, 50))
+    results.add(backend, f"{key}.p99", sample.pct(label, 99))
+    results.add_errors(backend, key, sample.errors())
+
+
+def bench_backend(backend: str, args, results: Results, meta: dict) -> None:
+    folder = REPORTS / backend
+    folder.mkdir(parents=True, exist_ok=True)
+    databases = Databases(backend, folder, args.pg_url)
+    big_spec = QUICK_BIG if args.quick else BIG
+    try:
+        log(f"{backend}: seeding the big database ({big_spec.transfers:,} transfers)")
+        big_url = databases.create("big")
+        meta.setdefault("seed", {})[f"{backend}.big"] = migrate_and_seed(big_url, big_spec, not args.no_progress)
+        log(f"{backend}: seeding the small database ({SMALL.transfers:,} transfers)")
+        small_url = databases.create("small")
+        meta["seed"][f"{backend}.small"] = migrate_and_seed(small_url, SMALL, not args.no_progress)
+        # The database ceiling runs on a scratch copy: its audit chain is not valid afterwards.
+        ceiling_url = databases.create("ceiling", template="small")
+        pop = population(databases, big_url)
+        ledger_before = databases.scalar(big_url, 'SELECT count(*) FROM "transaction"')
+        TRANSFER_TALLY.update(accepted=0, in_flight=0)
+        meta.setdefault("hash", {})[backend] = hash_verification_ms()
+        with ExitStack() as stack:
+            big = stack.enter_context(gunicorn(f"{backend}-big", big_url, folder, args.workers, args.threads))
+            small = stack.enter_context(gunicorn(f"{backend}-small", small_url, folder, args.workers, args.threads))
+            paths = dict(PAGES, filtered=filtered_path())
+            warm(big, small, pop, paths, args)
+            for rep in range(1, 0 if args.only_sweep else args.reps + 1):
+                log(f"{backend}: repetition {rep}/{args.reps} (load average {os.getloadavg()[0]:.2f})")
+                results.add(backend, "loadavg", os.getloadavg()[0])
+                tag = f"{backend}-r{rep}"
+                # Ceilings
+                for clients in CLIENT_COUNTS:
+                    for route in ("text", "pk"):
+                        sample = run_wrk(big, "page.lua", [{"path": f"/bench/{route}"}] * clients, args.duration,
+                                         f"{tag}-{route}-{clients}")
+                        record(results, backend, f"ceiling.{route}.{clients}", sample, "get")
+                    if backend == "postgresql":
+                        tps = run_pgbench(ceiling_url, clients, args.duration, 200)
+                    else:
+                        tps = run_sqlite_ceiling(Path(ceiling_url.removeprefix("sqlite:///")), clients, args.duration,
+                                                 200)
+                    results.add(backend, f"ceiling.db.{clients}", tps)
+                # Transfers
+                for pattern in ("uniform", "hot"):
+                    for clients in CLIENT_COUNTS:
+                        sessions = transfer_clients(big, pop, pattern, clients)
+                        sample = run_wrk(big, "transfer.lua", sessions, args.duration, f"{tag}-{pattern}-{clients}")
+                        key = f"transfer.{pattern}.{clients}"
+                        record(results, backend, key, sample, "post")
+                        results.add(backend, f"{key}.form_p50", sample.pct("form", 50))
+                # Pages, big and small in turn
+                for name, path in paths.items():
+                    for size, server in (("big", big), ("small", small)):
+                        cookie = sign_in(server, HEAVY_EMAIL)
+                        sessions = [{"cookie": cookie, "path": path}] * PAGE_CLIENTS
+                        sample = run_wrk(server, "page.lua", sessions, args.duration, f"{tag}-{name}-{size}")
+                        record(results, backend, f"page.{name}.{size}", sample, "get")
+                for size, server in (("big", big), ("small", small)):
+                    cookie = sign_in(server, AUDITOR_EMAIL)
+                    sessions = [{"cookie": cookie, "path": "/audit/transactions", "hops": str(HOPS)}] * PAGE_CLIENTS
+                    sample = run_wrk(server, "hops.lua", sessions, args.duration, f"{tag}-hops-{size}")
+                    record(results, backend, f"page.hops.{size}", sample, "hop")
+                # Login, one client
+                emails = ",".join(email for email, *_ in pop.clients[:50])
+                sample = run_wrk(big, "login.lua", [{"emails": emails}], args.duration, f"{tag}-login")
+                record(results, backend, "login", sample, "post")
+                results.add(backend, "hash_ms", hash_verification_ms(7)[0])
+            if args.profile:
+                profile(backend, big, pop, args, results)
+        if args.sweep and backend == "postgresql":
+            sweep(backend, big_url, folder, pop, args, results)
+        ledger_after = databases.scalar(big_url, 'SELECT count(*) FROM "transaction"')
+        grown = ledger_after - ledger_before
+        accepted, in_flight = TRANSFER_TALLY["accepted"], TRANSFER_TALLY["in_flight"]
+        pairs_ok = grown % 2 == 0 and accepted <= grown // 2 <= accepted + in_flight
+        results.note(backend, f"ledger rows added during the run: {grown:,} (= 2 x {grown // 2:,} transfers); transfer "
+                              f"POSTs answered with success: {accepted:,}, plus at most {in_flight:,} in flight when "
+                              f"wrk stopped each run (committed, never answered): "
+                              f"{'consistent' if pairs_ok else 'NOT CONSISTENT'}")
+        log(f"{backend}: verifying the ledger and the audit chain")
+        for name, url in (("big", big_url), ("small", small_url)):
+            for command, outcome in verify(url).items():
+                results.note(backend, f"{name}: `flask {command}`: {outcome}")
+    finally:
+        if not args.keep:
+            databases.drop_all()
+
+
+def warm(big: Server, small: Server, pop: Population, paths: dict, args) -> None:
+    """A few seconds of every request type, so templates are compiled and caches filled."""
+    for server in (big, small):
+        cookie = sign_in(server, HEAVY_EMAIL)
+        for path in list(paths.values()) + ["/bench/pk", "/bench/text"]:
+            run_wrk(server, "page.lua", [{"cookie": cookie, "path": path}] * 4, 1, "warm")
+    run_wrk(big, "transfer.lua", transfer_clients(big, pop, "uniform", 4), 1, "warm")
+
+
+SWEEP = ((2, 1), (4, 1), (6, 1), (8, 1), (2, 2), (2, 4), (4, 2), (4, 4))
+
+
+def sweep(backend: str, url: str, folder: Path, pop: Population, args, results: Results) -> None:
+    """Workers x threads: the PK route, transfers and transactions page 1 at 16 clients, so
+    gunicorn.conf.py's choice rests on a measurement. Two passes, the second in reverse order,
+    so a change in the machine's background load doesn't favour the configurations run first."""
+    for workers, threads in SWEEP + tuple(reversed(SWEEP)):
+        log(f"{backend}: sweep {workers} workers x {threads} threads")
+        with gunicorn(f"{backend}-sweep", url, folder, workers, threads) as server:
+            cookie = sign_in(server, HEAVY_EMAIL)
+            run_wrk(server, "page.lua", [{"cookie": cookie, "path": "/banking/transactions"}] * 4, 1, "warm")
+            key = f"sweep.{workers}x{threads}"
+            sample = run_wrk(server, "page.lua", [{"path": "/bench/pk"}] * 16, args.duration, f"{key}-pk")
+            record(results, backend, f"{key}.pk", sample, "get")
+            sample = run_wrk(server, "transfer.lua", transfer_clients(server, pop, "uniform", 16), args.duration,
+                             f"{key}-transfer")
+            record(results, backend, f"{key}.transfer", sample, "post")
+            sample = run_wrk(server, "page.lua", [{"cookie": cookie, "path": "/banking/transactions"}] * 16,
+                             args.duration, f"{key}-page")
+            record(results, backend, f"{key}.page", sample, "get")
+
+
+def transfer_clients(server: Server, pop: Population, pattern: str, clients: int) -> list[dict[str, str]]:
+    sessions = []
+    for i in range(clients):
+        if pattern == "uniform":
+            email, source, own = pop.clients[i % len(pop.clients)]
+            targets = [number for number in pop.targets if number != own]
+        else:
+            k = i % len(pop.hot)
+            email, source = hot_email(k + 1), pop.hot[k][0]
+            targets = [number for j, (_, number) in enumerate(pop.hot) if j != k]
+        sessions.append({"cookie": sign_in(server, email), "source": str(source), "targets": ",".join(targets)})
+    return sessions
+
+
+def profile(backend: str, server: Server, pop: Population, args, results: Results) -> None:
+    """py-spy on every worker during a 16-client uniform transfer run and a login run."""
+    if not shutil.which("py-spy") and not (Path(sys.executable).parent / "py-spy").exists():
+        results.note(backend, "profile skipped: py-spy is not installed")
+        return
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    heavy = sign_in(server, HEAVY_EMAIL)
+    for name, script, sessions in (
+        ("transfer", "transfer.lua", transfer_clients(server, pop, "uniform", 16)),
+        ("transactions page", "page.lua", [{"cookie": heavy, "path": "/banking/transactions"}] * 16),
+        ("login", "login.lua", [{"emails": ",".join(e for e, *_ in pop.clients[:50])}]),
+    ):
+        spies = []
+        for pid in server.worker_pids():
+            out = REPORTS / f"profile-{backend}-{name.replace(' ', '-')}-{pid}.txt"
+            spies.append((out, subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(args.duration)), "-r", "200",
+                                                 "-f", "raw", "-o", str(out), "--nonblocking"],
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+        run_wrk(server, script, sessions, args.duration, f"{backend}-profile-{name.replace(' ', '-')}")
+        for _, spy_process in spies:
+            spy_process.wait(timeout=60)
+        results.note(backend, f"profile:{name}:" + json.dumps(summarize_profile([out for out, _ in spies])))
+
+
+PROFILE_BUCKETS = (
+    ("Argon2id hash", ("argon2",)),
+    ("in the database driver (round trips, and the GIL after them)", ("psycopg/", "sqlite3", "pgconn", "_sqlite",
+                                                                    "wait_conn", "generators.py")),
+    ("Jinja templates", ("jinja2/", "templates/")),
+    ("SQLAlchemy ORM and core", ("sqlalchemy/",)),
+    ("forms and CSRF (WTForms, Flask-WTF, itsdangerous)", ("wtforms/", "flask_wtf/", "itsdangerous/")),
+    ("Flask, Werkzeug, gunicorn", ("flask/", "werkzeug/", "gunicorn/", "flask_login/", "flask_limiter/")),
+)
+
+
+def summarize_profile(paths: list[Path]) -> dict[str, float]:
+    """Share of py-spy samples (%) by the innermost frame's bucket."""
+    counts: dict[str, int] = {}
+    total = 0
+    for path in paths:
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            frames = stack.split(";")
+            bucket = "other (app code, idle)"
+            for frame in reversed(frames):
+                hit = next((name for name, needles in PROFILE_BUCKETS if any(n in frame for n in needles)), None)
+                if hit:
+                    bucket = hit
+                    break
+            if any("accept" in f or "select (selectors" in f or "sleep (gunicorn" in f for f in frames[-2:]):
+                bucket = "idle (waiting for a request)"
+            counts[bucket] = counts.get(bucket, 0) + int(count)
+            total += int(count)
+    return {name: round(100 * n / total, 1) for name, n in sorted(counts.items(), key=lambda kv: -kv[1])} if total else {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+
+def machine_description() -> dict[str, str]:
+    def out(command: list[str]) -> str:
+        try:
+            return subprocess.run(command, capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return "unavailable"
+
+    cpu = next((line.split(":", 1)[1].strip() for line in out(["lscpu"]).splitlines() if line.startswith("Model name")),
+               platform.processor())
+    memory = next((line.split()[1] for line in out(["free", "-g"]).splitlines() if line.startswith("Mem:")), "?")
+    from importlib import metadata
+
+    versions = {name: metadata.version(name) for name in ("Flask", "SQLAlchemy", "psycopg", "gunicorn", "Werkzeug",
+                                                           "Jinja2", "argon2-cffi", "Flask-WTF", "Flask-Login")}
+    return {
+        "cpu": f"{cpu}, {os.cpu_count()} cores, {memory} GiB memory",
+        "os": out(["uname", "-srm"]),
+        "python": platform.python_version(),
+        "postgresql": out(["psql", "--version"]) + " (server: " + out(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "SHOW server_version"]) + ")",
+        "sqlite": sqlite3.sqlite_version,
+        "wrk": out(["wrk", "--version"]).splitlines()[0] if out(["wrk", "--version"]) else "?",
+        "pgbench": out(["pgbench", "--version"]),
+        "packages": ", ".join(f"{k} {v}" for k, v in versions.items()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default="postgresql,sqlite")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per measured run")
+    parser.add_argument("--workers", type=int, default=None, help="default: gunicorn.conf.py's")
+    parser.add_argument("--threads", type=int, default=None, help="default: gunicorn.conf.py's")
+    parser.add_argument("--quick", action="store_true", help="a 10x smaller big database (for trying the bench)")
+    parser.add_argument("--no-profile", dest="profile", action="store_false",
+                        help="skip py-spy on the workers during a transfer run and a login run")
+    parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
+    parser.add_argument("--no-sweep", dest="sweep", action="store_false",
+                        help="skip the workers x threads sweep (run on PostgreSQL only)")
+    parser.add_argument("--only-sweep", action="store_true", help="seed, then only the configuration sweep")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--pg-url", default=os.environ.get("BENCH_DATABASE_URL") or DEFAULT_PG)
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    args.sweep = args.sweep or args.only_sweep
+    for tool in ("wrk",) + (("pgbench",) if "postgresql" in args.backends else ()):
+        if not shutil.which(tool):
+            parser.error(f"{tool} is not installed (Debian package: {'wrk' if tool == 'wrk' else 'postgresql-client'})")
+    if "postgresql" in args.backends:
+        try:
+            import psycopg
+
+            psycopg.connect(_libpq(args.pg_url), connect_timeout=5).close()
+        except Exception as exc:  # noqa: BLE001 - any failure: say which server and why
+            parser.error(f"cannot connect to PostgreSQL at {args.pg_url} (BENCH_DATABASE_URL): {exc}")
+    conf = load_gunicorn_conf()
+    args.workers = args.workers or conf["workers"]
+    args.threads = args.threads or conf["threads"]
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now(dt.timezone.utc)
+    meta: dict = {"started": started.strftime("%Y-%m-%d %H:%M UTC"), "loadavg_start": os.getloadavg(),
+                  "machine": machine_description(), "workers": args.workers, "threads": args.threads,
+                  "duration": args.duration, "reps": args.reps, "quick": args.quick}
+    results = Results()
+    for backend in args.backends.split(","):
+        bench_backend(backend.strip(), args, results, meta)
+    meta["loadavg_end"] = os.getloadavg()
+    meta["minutes"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60, 1)
+    (REPORTS / "results.json").write_text(json.dumps({"meta": meta, "values": results.values, "notes": results.notes,
+                                                      "errors": results.errors}, indent=1, default=str))
+    from bench.report import render
+
+    Path(args.out).write_text(render(meta, results.values, results.notes, results.errors))
+    log(f"wrote {args.out}")
+    return 0
+
+
+def load_gunicorn_conf() -> dict:
+    """workers and threads as gunicorn.conf.py computes them (with the environment as it is)."""
+    namespace: dict = {}
+    exec(compile((REPO / "gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"), namespace)  # nosec B102
+    return {"workers": namespace.get("workers", 1), "threads": namespace.get("threads", 1)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

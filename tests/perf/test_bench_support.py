@@ -1,0 +1,125 @@
+"""The benchmark's own code, checked in the normal suite: its ceiling routes can't reach
+production, and its seeder writes data that keeps every invariant (DESIGN.md sections 2-4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from app import create_app
+from app.audit.services import verify_chain
+from app.banking.services import verify_ledger
+from app.config import ConfigurationError
+from app.extensions import db
+from app.models import Account, AuditLog, Transaction, User
+from bench.app import create_bench_app
+from tests.perf.conftest import HEAVY_EMAIL, SMALL_SPEC
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_production_factory_has_no_benchmark_routes(app):
+    """Does the app that run.py, `make serve` and the container build have no /bench route?"""
+    assert not [rule.rule for rule in app.url_map.iter_rules() if rule.rule.startswith("/bench")]
+    assert "bench" not in app.blueprints
+
+
+def test_benchmark_factory_refuses_production(monkeypatch):
+    """Does the benchmark's factory refuse to build an app when APP_ENV is production, whether
+    the environment or the overrides say so?"""
+    with pytest.raises(ConfigurationError):
+        create_bench_app({"APP_ENV": "production"})
+    monkeypatch.setenv("APP_ENV", "production")
+    with pytest.raises(ConfigurationError):
+        create_bench_app()
+
+
+def test_production_entry_points_never_import_the_benchmark():
+    """Do run.py, gunicorn.conf.py (its default app), the Dockerfile and compose.yaml stay
+    clear of the bench package?"""
+    for name in ("run.py", "Dockerfile", "compose.yaml"):
+        assert "bench" not in (REPO / name).read_text(), name
+    assert 'wsgi_app = "run:app"' in (REPO / "gunicorn.conf.py").read_text()
+
+
+def test_benchmark_app_serves_the_ceiling_routes(database_url):
+    """Do the two ceiling routes answer a short text, without a session?"""
+    bench = create_bench_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": database_url})
+    client = bench.test_client()
+    assert client.get("/bench/text").get_data(as_text=True) == "ok\n"
+    answer = client.get("/bench/pk")
+    assert answer.status_code == 200 and answer.mimetype == "text/plain"
+    with bench.app_context():
+        db.engine.dispose()
+
+
+def test_seeder_writes_consistent_books(app, seeded):
+    """After bench/seed.py, do verify-ledger and verify-audit pass, with the promised counts
+    (users, accounts, ledger rows in pairs, one audit row per event) and a heavy customer
+    holding exactly the ledger rows asked for?"""
+    with app.app_context():
+        assert verify_ledger().ok, verify_ledger().problems
+        report = verify_chain(db.session)
+        assert report.ok, report.reason
+        customers = db.session.scalar(select(func.count(User.id)).where(User.role == "customer"))
+        accounts = db.session.scalar(select(func.count(Account.id)))
+        rows = db.session.scalar(select(func.count(Transaction.id)))
+        heavy = db.session.scalar(
+            select(func.count(Transaction.id)).join(Account, Transaction.account_id == Account.id)
+            .join(User, Account.owner_id == User.id).where(User.email == HEAVY_EMAIL))
+        audit = db.session.scalar(select(func.count(AuditLog.id)))
+    assert (customers, accounts) == (SMALL_SPEC.customers, SMALL_SPEC.accounts)
+    assert rows == SMALL_SPEC.accounts + 2 * SMALL_SPEC.transfers == seeded["ledger_rows"]
+    assert heavy == SMALL_SPEC.heavy_rows
+    assert audit == seeded["audit_rows"] == seeded["users"] + accounts + SMALL_SPEC.transfers
+
+
+def test_seeded_users_can_sign_in_and_transfer(app, seeded, sign_in):
+    """Can a seeded customer sign in with the benchmark's password and move money, the books
+    still balancing afterwards (the seeder left the sequences and the chain head right)?"""
+    from tests import factories
+
+    client = sign_in(HEAVY_EMAIL)
+    with app.app_context():
+        heavy = db.session.scalar(select(User).where(User.email == HEAVY_EMAIL))
+        source, target = db.session.scalars(select(Account.id).where(Account.owner_id == heavy.id).order_by(Account.id)
+                                            .limit(2)).all()
+        heavy_id = heavy.id
+    answer = client.post("/banking/transfer/internal", data={
+        "source_account": str(source), "target_account": str(target), "amount": "1.00", "description": "check",
+        "idempotency_key": factories.issued_key(app, heavy_id)})
+    assert answer.status_code == 302, answer.get_data(as_text=True)[:300]
+    with app.app_context():
+        assert verify_ledger().ok
+        assert verify_chain(db.session).ok
+
+
+def test_production_factory_is_the_one_the_benchmark_wraps():
+    """The bench app is create_app's app plus one blueprint: same routes otherwise."""
+    plain = {rule.rule for rule in create_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": "sqlite://"}).url_map.iter_rules()}
+    bench = {rule.rule for rule in create_bench_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": "sqlite://"}).url_map.iter_rules()}
+    assert bench - plain == {"/bench/text", "/bench/pk"}
+
+
+def _gunicorn_settings(monkeypatch, **env) -> dict:
+    for name in ("WEB_THREADS", "DATABASE_POOL_SIZE", "DATABASE_MAX_OVERFLOW"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    namespace: dict = {}
+    exec(compile((REPO / "gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+def test_connection_pool_is_sized_to_the_worker(monkeypatch):
+    """Does each worker's pool hold one connection per thread and no overflow (so workers x
+    threads connections in all), unless the environment sets the pool explicitly?"""
+    settings = _gunicorn_settings(monkeypatch)
+    assert (settings["threads"], settings["worker_class"]) == (4, "gthread")
+    assert settings["raw_env"] == ["DATABASE_POOL_SIZE=4", "DATABASE_MAX_OVERFLOW=0"]
+    settings = _gunicorn_settings(monkeypatch, WEB_THREADS="1")
+    assert settings["worker_class"] == "sync" and "DATABASE_POOL_SIZE=1" in settings["raw_env"]
+    settings = _gunicorn_settings(monkeypatch, DATABASE_POOL_SIZE="9")
+    assert settings["raw_env"] == ["DATABASE_MAX_OVERFLOW=0"]

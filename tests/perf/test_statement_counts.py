@@ -1,0 +1,153 @@
+"""Performance regression guard, part 1: how many SQL statements each page sends.
+
+A page that loads related rows one by one (N+1) sends more statements as the page fills up; here
+every list holds more than a page of rows, so such a change fails the budget below at once.
+Counts, not times: deterministic on any machine, a few seconds in all (the benchmark itself,
+`make bench`, measures times; bench/README.md). BEGIN is not counted (SQLite sends it as a
+statement, PostgreSQL's driver does not); the budgets hold on both backends.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import Account, AuditLog, SupportTicket, User
+from app.support import services as support
+from tests import factories
+from tests.perf.conftest import ADMIN_EMAIL, AUDITOR_EMAIL, HEAVY_EMAIL
+
+FILTERS = (f"date_from={(date.today() - timedelta(days=20)).isoformat()}&date_to={date.today().isoformat()}"
+           "&type=debit&min_amount=0.01&max_amount=40.00")
+
+# (who, path, most statements). Every request also sends the user loader's SELECT, counted here.
+# Rationale of each budget, so a change that needs more says why in review:
+PAGES = [
+    # user, accounts, the last 5 entries of every account with both sides' accounts (one UNION ALL)
+    ("customer", "/banking/dashboard", 3),
+    # user, one page of entries with account and counterparties joined (deferred join)
+    ("customer", "/banking/transactions", 2),
+    ("customer", "/banking/transactions?page=3", 2),
+    ("customer", f"/banking/transactions?{FILTERS}", 2),
+    # user, accounts (the selects), nothing else: the key is signed, not stored
+    ("customer", "/banking/transfer/external", 2),
+    ("customer", "/banking/transfer/internal", 2),
+    # user, tickets with their notes (selectinload)
+    ("customer", "/support/my-tickets", 3),
+    # user; AUDIT_VIEWED (chain head lock, insert, head update; on SQLite also the reload of the
+    # user the commit expired); the page; the ids of the newer page (keyset, second page only)
+    ("auditor", "/audit/logs", 6),
+    ("auditor", "/audit/logs?before={audit_cursor}", 7),
+    ("auditor", "/audit/transactions", 6),
+    ("auditor", "/audit/transactions?before={transaction_cursor}", 7),
+    ("auditor", f"/audit/transactions?{FILTERS}", 6),
+    ("auditor", "/audit/transactions?account_number={account_number}", 6),
+    # user, one page of users / accounts with their owners joined
+    ("admin", "/banking/admin/users", 2),
+    ("admin", "/banking/admin/accounts", 2),
+    ("admin", "/banking/admin/accounts?page=2", 2),
+    # user, tickets with their customers joined
+    ("support", "/support/tickets", 2),
+    ("support", "/support/tickets?status=in_progress", 2),
+    # user, the ticket with its customer, its notes with their authors
+    ("support", "/support/tickets/{ticket_id}", 3),
+]
+
+
+@pytest.fixture
+def tickets(app, seeded):
+    """30 tickets (more than a page) from 10 customers, each with two notes by one agent."""
+    with app.app_context():
+        agent = db.session.get(User, factories.make_user("support").id)
+        customers = list(db.session.scalars(select(User).where(User.role == "customer").order_by(User.id).limit(10)))
+        last = None
+        for n in range(30):
+            ticket = support.create_ticket(customers[n % 10], f"Subject {n}", "Something happened.")
+            support.update_ticket(agent, ticket.id, "in_progress", "Looking into it.")
+            support.update_ticket(agent, ticket.id, "in_progress", "Still looking.")
+            last = ticket.id
+        return {"agent_email": agent.email, "ticket_id": last, "customer_email": customers[0].email}
+
+
+@pytest.fixture
+def clients(sign_in, tickets):
+    return {"customer": sign_in(HEAVY_EMAIL), "auditor": sign_in(AUDITOR_EMAIL), "admin": sign_in(ADMIN_EMAIL),
+            "support": sign_in(tickets["agent_email"], factories.DEFAULT_PASSWORD),
+            "ticket_owner": sign_in(tickets["customer_email"])}
+
+
+def _values(app, tickets) -> dict:
+    with app.app_context():
+        return {
+            "audit_cursor": db.session.scalar(select(AuditLog.id).order_by(AuditLog.id.desc()).offset(60).limit(1)),
+            "transaction_cursor": 200,
+            "account_number": db.session.scalar(select(Account.account_number).where(Account.id == 1)),
+            "ticket_id": tickets["ticket_id"],
+        }
+
+
+def test_every_page_stays_within_its_statement_budget(app, clients, tickets, recorder):
+    """Does each page send at most its fixed number of statements (no N+1 query, no query per
+    row or per relationship), with more rows than fit on the page?"""
+    values = _values(app, tickets)
+    over = []
+    for who, path, budget in PAGES:
+        client = clients["ticket_owner" if path == "/support/my-tickets" else who]
+        url = path.format(**values)
+        client.get(url)  # first visit: anything cached per process is filled
+        with recorder.recording() as statements:
+            answer = client.get(url)
+        assert answer.status_code == 200, (url, answer.status_code)
+        if len(statements) > budget:
+            over.append(f"{url}: {len(statements)} statements (budget {budget}):\n    "
+                        + "\n    ".join(" ".join(sql.split())[:160] for sql, _ in statements))
+    assert not over, "\n".join(over)
+
+
+def test_a_transfer_sends_a_fixed_number_of_statements(app, clients, recorder, backend_name):
+    """Does a whole transfer POST send a fixed, small number of statements (the reads, the two
+    conditional updates, the two ledger rows in one INSERT, the audit row and the chain head)?"""
+    with app.app_context():
+        heavy = db.session.scalar(select(User).where(User.email == HEAVY_EMAIL))
+        source = db.session.scalar(select(Account).where(Account.owner_id == heavy.id).order_by(Account.id))
+        target = db.session.scalar(select(Account.account_number).where(Account.owner_id != heavy.id).limit(1))
+        heavy_id, source_id = heavy.id, source.id
+    form = {"source_account": str(source_id), "target_account_number": target, "amount": "1.00",
+            "description": "guard"}
+    client = clients["customer"]
+    client.post("/banking/transfer/external", data=form | {"idempotency_key": factories.issued_key(app, heavy_id)})
+    with recorder.recording() as statements:
+        answer = client.post("/banking/transfer/external",
+                             data=form | {"idempotency_key": factories.issued_key(app, heavy_id)})
+    assert answer.status_code == 302, answer.get_data(as_text=True)[:500]
+    # user, accounts (form choices), idempotency look-up, source and target (one SELECT), debit,
+    # credit, the two ledger rows (one INSERT on PostgreSQL; two on SQLite, which also reloads
+    # the user after ending the read transaction), head lock, audit INSERT, head UPDATE
+    budget = 10 if backend_name == "postgresql" else 12
+    assert len(statements) <= budget, "\n".join(" ".join(sql.split())[:160] for sql, _ in statements)
+
+
+def test_the_dashboard_sends_as_many_statements_for_one_account_as_for_five(app, sign_in, seeded, recorder):
+    """Is the dashboard's statement count independent of how many accounts the customer has?"""
+    counts = {}
+    with app.app_context():
+        one = db.session.scalar(select(User).join(Account, Account.owner_id == User.id)
+                                .where(User.email.like("bench-hot-%")).order_by(User.id).limit(1)).email
+    for email in (one, HEAVY_EMAIL):
+        client = sign_in(email)
+        client.get("/banking/dashboard")
+        with recorder.recording() as statements:
+            assert client.get("/banking/dashboard").status_code == 200
+        counts[email] = len(statements)
+    assert counts[one] == counts[HEAVY_EMAIL], counts
+
+
+def test_support_queue_statement_count_does_not_grow_with_tickets(app, clients, recorder):
+    """Sanity check of the fixture: the support queue really lists a full page of tickets."""
+    with app.app_context():
+        assert db.session.scalar(select(db.func.count(SupportTicket.id))) > 25
+    answer = clients["support"].get("/support/tickets")
+    assert answer.get_data(as_text=True).count('rel="next"') == 1
