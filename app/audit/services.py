@@ -123,36 +123,45 @@ def _hmac_key() -> bytes:
     return current_app.config["AUDIT_HMAC_KEY"].encode("utf-8")
 
 
-def _lock_head(session: Session) -> AuditChainHead:
-    stmt = (
-        select(AuditChainHead)
-        .where(AuditChainHead.id == 1)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return session.execute(stmt).scalar_one()
+_HEAD = select(AuditChainHead.last_id, AuditChainHead.last_hash).where(AuditChainHead.id == 1)
+
+
+def _head_row(session: Session):
+    """The head's (last_id, last_hash) row as stored, or None; no lock, no ORM object."""
+    return session.execute(_HEAD).one_or_none()
+
+
+def _lock_head(session: Session) -> tuple[int, str]:
+    """Lock the head row (FOR UPDATE) for the rest of the transaction; its (last id, last hash)."""
+    last_id, last_hash = session.execute(_HEAD.with_for_update()).one()
+    return last_id, last_hash
 
 
 def _write_pending(session: Session) -> None:
-    """Session hook: append the queued events to the chain inside the committing transaction."""
+    """Session hook: append the queued events to the chain inside the committing transaction.
+
+    The head is locked (FOR UPDATE) only now, at commit time, and the rows and the new head
+    are written as two plain statements (no ORM objects, no unit-of-work bookkeeping), so the
+    lock that serializes every audited change is held for as little time as possible.
+    """
     pending: list[PendingEvent] = session.info.pop(PENDING_KEY, [])
     if not pending:
         return
     key = _hmac_key()
-    head = _lock_head(session)
+    last_id, last_hash = _lock_head(session)
+    rows = []
     for item in pending:
-        row_id = head.last_id + 1
+        last_id += 1
         moment = utcnow()
-        digest = chain_hash(
-            key, head.last_hash, canonical_row(row_id, item.user_id, item.action, item.details, item.ip_address, moment)
+        last_hash = chain_hash(
+            key, last_hash, canonical_row(last_id, item.user_id, item.action, item.details, item.ip_address, moment)
         )
-        session.add(
-            AuditLog(
-                id=row_id, user_id=item.user_id, action=item.action, details=item.details,
-                ip_address=item.ip_address, timestamp=moment, hash=digest,
-            )
-        )
-        head.last_id, head.last_hash = row_id, digest
+        rows.append(dict(id=last_id, user_id=item.user_id, action=item.action, details=item.details,
+                         ip_address=item.ip_address, timestamp=moment, hash=last_hash))
+    session.execute(AuditLog.__table__.insert(), rows)
+    session.execute(
+        AuditChainHead.__table__.update().where(AuditChainHead.id == 1).values(last_id=last_id, last_hash=last_hash)
+    )
 
 
 def _discard_pending(session: Session, *_args: Any) -> None:
@@ -207,7 +216,7 @@ def verify_chain(session: Session, anchor: tuple[int, str] | None = None) -> Cha
             previous = row.hash
             expected_id += 1
             checked += 1
-    head = session.get(AuditChainHead, 1)
+    head = _head_row(session)
     if head is None or head.last_id != checked or head.last_hash != previous:
         return ChainReport(False, checked, expected_id, f"rows from {expected_id} on are missing")
     if anchor is not None and anchor[0] > checked:
@@ -255,7 +264,7 @@ def list_events(filters: AuditFilters, before: int | None) -> KeysetPage:
 def stored_head(session: Session) -> tuple[int, str]:
     """The (last id, last hash) recorded in `audit_chain_head`, as stored (not verified);
     (0, GENESIS_HASH) before the first row. Read-only, takes no lock."""
-    head = session.get(AuditChainHead, 1)
+    head = _head_row(session)
     return (head.last_id, head.last_hash) if head is not None else (0, GENESIS_HASH)
 
 

@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from flask import current_app
 from itsdangerous import Signer
-from sqlalchemy import BigInteger, Select, func, or_, select, type_coerce, union_all, update
+from sqlalchemy import BigInteger, Select, func, or_, select, true, type_coerce, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
@@ -125,21 +125,30 @@ def _with_counterparties(stmt: Select) -> Select:
 def recent_transactions(accounts: list[Account], per_account: int = RECENT_PER_ACCOUNT) -> dict[int, list[Transaction]]:
     """The last `per_account` ledger entries of each account, newest first, keyed by account id.
 
-    One statement whatever the number of accounts: the ids come from a UNION ALL of one
+    One statement whatever the number of accounts: the ids come from one
     `ORDER BY id DESC LIMIT n` per account (each an index-only scan of
-    ix_transaction_account_id_id, so the cost does not grow with the account's history), and the
-    rows with their counterparties' accounts are read by those ids.
+    ix_transaction_account_id_id, so the cost does not grow with the account's history; a
+    LATERAL join on PostgreSQL, a UNION ALL on SQLite), and the rows with their counterparties'
+    accounts are read by those ids. accounts: the customer's Account rows.
     """
     recent: dict[int, list[Transaction]] = {account.id: [] for account in accounts}
     if not accounts:
         return recent
-    newest = []
-    for account in accounts:
-        per = (select(Transaction.id).where(Transaction.account_id == account.id)
-               .order_by(Transaction.id.desc()).limit(per_account).subquery())
-        newest.append(select(per.c.id))
+
+    def newest(account_id) -> Select:
+        return (select(Transaction.id).where(Transaction.account_id == account_id)
+                .order_by(Transaction.id.desc()).limit(per_account))
+
+    if db.session.get_bind().dialect.name == "postgresql":
+        # LATERAL: the account id is a parameter of each scan, so the planner always takes
+        # ix_transaction_account_id_id instead of betting on finding an account's entries early
+        # in a backward walk of the whole table (which it does for busy accounts).
+        per = newest(Account.id).lateral("newest")
+        ids = select(per.c.id).select_from(Account).join(per, true()).where(Account.id.in_(list(recent)))
+    else:
+        ids = union_all(*(select(newest(account_id).subquery().c.id) for account_id in recent))
     stmt = _with_counterparties(
-        select(Transaction).where(Transaction.id.in_(union_all(*newest))).order_by(Transaction.id.desc())
+        select(Transaction).where(Transaction.id.in_(ids)).order_by(Transaction.id.desc())
     )
     for entry in db.session.scalars(stmt).unique():
         recent[entry.account_id].append(entry)
@@ -351,8 +360,11 @@ def _execute_transfer(req: TransferRequest) -> str:
         reference = new_reference("TX")
         common = dict(sender_account_id=source.id, receiver_account_id=target.id, amount=req.amount,
                       description=req.description, reference=reference, initiated_by_user_id=req.actor.id)
-        db.session.add(Transaction(account_id=source.id, type="debit", idempotency_key=req.idempotency_key, **common))
-        db.session.add(Transaction(account_id=target.id, type="credit", idempotency_key=None, **common))
+        # Both rows in one INSERT, straight to the table: nothing reads them back as objects.
+        db.session.execute(Transaction.__table__.insert(), [
+            dict(account_id=source.id, type="debit", idempotency_key=req.idempotency_key, **common),
+            dict(account_id=target.id, type="credit", idempotency_key=None, **common),
+        ])
         details = _audit_details(req) | {"reference": reference}
         log_event("TRANSFER_CREATED", details, user_id=req.actor.id)
         if req.amount > current_app.config["SUSPICIOUS_TRANSFER_THRESHOLD"]:
@@ -494,24 +506,50 @@ def apply_transaction_filters(stmt: Select, filters: TransactionFilters) -> Sele
     return stmt
 
 
+def _newest_entry_ids(owner_id: int, filters: TransactionFilters, offset: int, limit: int):
+    """Subquery of the ids of `owner_id`'s entries matching `filters`, newest first, rows
+    `offset` to `offset + limit - 1`.
+
+    Each account's entries are read newest first through ix_transaction_account_id_id, at most
+    `offset + limit` of them, and only those few are merged and sorted: page 1 reads about 26
+    index entries per account however long the history, where one ORDER BY over all the
+    customer's entries would read and sort every one of them (and, with stale statistics,
+    PostgreSQL may instead walk the whole table backwards by id). PostgreSQL does it in one
+    statement with a LATERAL join over the customer's accounts; SQLite, which has no LATERAL,
+    with a UNION ALL of one such scan per account, which needs the account ids first.
+    """
+    wanted = offset + limit
+
+    def newest(account_id) -> Select:
+        scan = select(Transaction.id).where(Transaction.account_id == account_id)
+        return apply_transaction_filters(scan, filters).order_by(Transaction.id.desc()).limit(wanted)
+
+    if db.session.get_bind().dialect.name == "postgresql":
+        per_account = newest(Account.id).lateral("newest")
+        ids = select(per_account.c.id).select_from(Account).join(per_account, true()).where(Account.owner_id == owner_id)
+        id_column = per_account.c.id
+    else:
+        account_ids = list(db.session.scalars(select(Account.id).where(Account.owner_id == owner_id)))
+        if not account_ids:
+            return None
+        merged = union_all(*(select(newest(account_id).subquery().c.id) for account_id in account_ids)).subquery()
+        ids, id_column = select(merged.c.id), merged.c.id
+    return ids.order_by(id_column.desc()).offset(offset).limit(limit).subquery()
+
+
 def list_customer_transactions(owner_id: int, filters: TransactionFilters, page: int) -> Page:
     """Page `page` (from 1; 25 rows, newest first) of the ledger entries of `owner_id`'s accounts.
 
     A page number below 1 or past the end gives an empty page, never an error (DESIGN.md §8).
-    One statement: the page's ids are found first (a "deferred join": the offset walks only the
-    index entries of this customer's accounts, ix_account_owner_id_id and
-    ix_transaction_account_id_id, never the table nor other customers' rows), then those 26 rows
-    are read with their account and counterparty joined.
+    The page's ids are found through the index of each account (_newest_entry_ids), then those
+    26 rows are read with their account and counterparties joined: one statement on PostgreSQL,
+    two on SQLite. The cost grows with the page number, not with the length of the history.
     """
     if page < 1:
         return Page([], page, False)
-    ids = (
-        select(Transaction.id)
-        .join(Account, Transaction.account_id == Account.id)
-        .where(Account.owner_id == owner_id)
-    )
-    ids = (apply_transaction_filters(ids, filters).order_by(Transaction.id.desc())
-           .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1).subquery())
+    ids = _newest_entry_ids(owner_id, filters, (page - 1) * PAGE_SIZE, PAGE_SIZE + 1)
+    if ids is None:
+        return Page([], page, False)
     stmt = _with_counterparties(
         select(Transaction).join(ids, Transaction.id == ids.c.id)
         .options(joinedload(Transaction.account)).order_by(Transaction.id.desc())

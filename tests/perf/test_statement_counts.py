@@ -28,10 +28,11 @@ FILTERS = (f"date_from={(date.today() - timedelta(days=20)).isoformat()}&date_to
 PAGES = [
     # user, accounts, the last 5 entries of every account with both sides' accounts (one UNION ALL)
     ("customer", "/banking/dashboard", 3),
-    # user, one page of entries with account and counterparties joined (deferred join)
-    ("customer", "/banking/transactions", 2),
-    ("customer", "/banking/transactions?page=3", 2),
-    ("customer", f"/banking/transactions?{FILTERS}", 2),
+    # user, one page of entries with account and counterparties joined, its ids found per account
+    # (LATERAL on PostgreSQL; on SQLite a UNION ALL, which needs the account ids first)
+    ("customer", "/banking/transactions", {"postgresql": 2, "sqlite": 3}),
+    ("customer", "/banking/transactions?page=3", {"postgresql": 2, "sqlite": 3}),
+    ("customer", f"/banking/transactions?{FILTERS}", {"postgresql": 2, "sqlite": 3}),
     # user, accounts (the selects), nothing else: the key is signed, not stored
     ("customer", "/banking/transfer/external", 2),
     ("customer", "/banking/transfer/internal", 2),
@@ -89,7 +90,7 @@ def _values(app, tickets) -> dict:
         }
 
 
-def test_every_page_stays_within_its_statement_budget(app, clients, tickets, recorder):
+def test_every_page_stays_within_its_statement_budget(app, clients, tickets, recorder, backend_name):
     """Does each page send at most its fixed number of statements (no N+1 query, no query per
     row or per relationship), with more rows than fit on the page?"""
     values = _values(app, tickets)
@@ -97,6 +98,7 @@ def test_every_page_stays_within_its_statement_budget(app, clients, tickets, rec
     for who, path, budget in PAGES:
         client = clients["ticket_owner" if path == "/support/my-tickets" else who]
         url = path.format(**values)
+        budget = budget[backend_name] if isinstance(budget, dict) else budget
         client.get(url)  # first visit: anything cached per process is filled
         with recorder.recording() as statements:
             answer = client.get(url)
