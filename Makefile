@@ -52,8 +52,9 @@ seed: migrate
 run: seed
 	$(FLASK) run --host $(HOST) --port $(PORT)
 
-# Production-style server: gunicorn with gunicorn.conf.py (WEB_CONCURRENCY sync workers, default
-# 4, listening on BIND, default 127.0.0.1:8000) against DATABASE_URL, after applying the migrations.
+# Production-style server: gunicorn with gunicorn.conf.py (WEB_CONCURRENCY workers, default one per
+# core, of WEB_THREADS threads, default 2, listening on BIND, default 127.0.0.1:8000) against
+# DATABASE_URL, after applying the migrations.
 serve: migrate
 	$(BIN)/gunicorn -c gunicorn.conf.py
 

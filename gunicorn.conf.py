@@ -14,19 +14,15 @@ wsgi_app = "run:app"
 # a local run is not reachable from the network; put an HTTPS proxy in front in production.
 bind = [os.environ.get("BIND") or "127.0.0.1:8000"]
 
-# Worker processes, from WEB_CONCURRENCY (the variable gunicorn and most platforms use).
-# Four by default: the concurrency proof (tests/e2e/test_multiprocess.py) runs with four.
-workers = int(os.environ.get("WEB_CONCURRENCY") or 4)
-
-# Threaded workers (gthread): WEB_THREADS threads per process, default 4, each request on its
-# own thread with its own database connection. Chosen by measurement (the workers x threads
-# sweep of `make bench`, bench/results.md): under the background load of other jobs, threaded
-# workers kept their figures from pass to pass while sync workers, which also close every
-# connection after one answer, varied up to threefold. The last (quieter) sweep puts 4 x 2 and
-# 2 x 2 some 20% ahead of 4 x 4 on transfers and pages: worth re-measuring before changing.
-# A stuck request blocks one thread, and gunicorn's timeout still ends a worker that stops
-# answering.
-threads = int(os.environ.get("WEB_THREADS") or 4)
+# Worker processes, from WEB_CONCURRENCY (the variable gunicorn and most platforms use); by
+# default one per CPU core. Threaded workers (gthread): WEB_THREADS threads per process, default
+# 2, each request on its own thread with its own database connection. Both chosen by measurement
+# (the workers x threads sweep of `make bench`, bench/results.md): on this 2-core machine 2 x 2
+# served transfers and pages as fast as any mix from 2 x 1 to 8 x 1 and 4 x 4, with the lowest
+# p99, while more processes or threads only added switching between them. A stuck request
+# blocks one thread, and gunicorn's timeout still ends a worker that stops answering.
+workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)
+threads = int(os.environ.get("WEB_THREADS") or 2)
 worker_class = "gthread" if threads > 1 else "sync"
 
 # Each worker's connection pool holds exactly what the worker can use at once: one connection

@@ -1,17 +1,21 @@
-"""The bank plus two ceiling routes, built only for the benchmark (`gunicorn ... bench.wsgi:app`).
+"""The bank plus three ceiling routes, built only for the benchmark (`gunicorn ... bench.wsgi:app`).
 
 The ceiling routes measure what this machine, this gunicorn configuration and Flask can serve
 at all, in the same run as the bank's own pages:
 
 * `/bench/text`: a short text, nothing else (the framework's ceiling);
 * `/bench/pk`: one indexed primary-key SELECT through the ORM (the ceiling of a page that
-  reads one row).
+  reads one row);
+* `/bench/signed-in`: the floor of every signed-in page, what DESIGN.md makes each of them do
+  before any work of its own: the session cookie checked, the user loader's SELECT with its
+  session-token comparison, the session rules, the security headers, and the Bootstrap layout
+  with its navigation and the logout form's CSRF token, around an empty page.
 
 They are registered by this factory only, which wraps the production factory unchanged and
 refuses to run with `APP_ENV=production`: `run.py`, `make serve` and the container never import
-this package, so the routes can't be reached there (tests/perf/test_bench_isolation.py checks
-both). They read one account row by a random id and show nothing secret, but they answer
-anonymous requests, which no production route should do for database reads.
+this package, so the routes can't be reached there (tests/perf/test_bench_support.py checks
+both). `/bench/pk` reads one account row by a random id and shows nothing secret (its type),
+but it answers anonymous requests, which no production route should do for database reads.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import os
 import random
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app
+from flask import Blueprint, Flask, Response, current_app, render_template
+from flask_login import login_required
 from sqlalchemy import func, select
 
 from app import create_app
@@ -28,7 +33,7 @@ from app.config import ConfigurationError
 from app.extensions import db, limiter
 from app.models import Account
 
-bench_bp = Blueprint("bench", __name__, url_prefix="/bench")
+bench_bp = Blueprint("bench", __name__, url_prefix="/bench", template_folder="templates")
 
 
 @bench_bp.route("/text")
@@ -48,6 +53,14 @@ def primary_key() -> Response:
         current_app.extensions["bench_max_account_id"] = highest
     account = db.session.get(Account, random.randint(1, highest))  # nosec B311 - load spread, not security
     return Response(f"{account.type if account else 'none'}\n", mimetype="text/plain")
+
+
+@bench_bp.route("/signed-in")
+@limiter.exempt
+@login_required
+def signed_in() -> str:
+    """The signed-in floor: the base layout around an empty page, for any signed-in user."""
+    return render_template("bench/signed_in.html")
 
 
 def create_bench_app(test_config: dict[str, Any] | None = None) -> Flask:

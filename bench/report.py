@@ -118,6 +118,11 @@ def render_backend(backend: str, v: dict, notes: list[str], errors: dict) -> lis
                    f"{fmt(get(f'ceiling.pk.{c}.rate'), 0)} | {fmt(get(f'ceiling.pk.{c}.p50'), 2)} | "
                    f"{fmt(get(f'ceiling.pk.{c}.p99'), 2)} | {fmt(get(f'ceiling.db.{c}'), 0)} |")
     out.append("")
+    out += ["The signed-in floor (`/bench/signed-in`, bench/app.py: what every signed-in page does before any work "
+            "of its own — the session, the user loader's SELECT, the session rules, the headers, the layout with its "
+            f"navigation and CSRF token), 16 clients: {fmt(get('ceiling.floor.16.rate'), 0)} req/s, p50 "
+            f"{fmt(get('ceiling.floor.16.p50'), 2)} ms, p99 {fmt(get('ceiling.floor.16.p99'), 2)} ms; "
+            f"÷ the PK route's p50: {fmt(ratios(get('ceiling.floor.16.p50'), get('ceiling.pk.16.p50')), 2)}.", ""]
 
     out += ["### Transfers (GET form + POST, over HTTP with real sessions and CSRF tokens)", "",
             "| pattern | clients | transfers/s | POST p50 ms | POST p99 ms | p99/p50 | GET form p50 ms | errors | "
@@ -134,14 +139,16 @@ def render_backend(backend: str, v: dict, notes: list[str], errors: dict) -> lis
     out.append("")
 
     out += ["### Pages at 16 clients: 1,000,000 ledger rows against 10,000", "",
-            "| page | p50 ms, big | p50 ms, small | big ÷ small | big p50 ÷ PK route p50 | req/s, big | p99 ms, big | errors |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "| page | p50 ms, big | p50 ms, small | big ÷ small | big p50 ÷ PK route p50 | big p50 ÷ signed-in floor p50 "
+            "| req/s, big | p99 ms, big | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, label in PAGE_NAMES.items():
         big, small = f"page.{name}.big", f"page.{name}.small"
         out.append(
             f"| {label} | {fmt(get(big + '.p50'))} | {fmt(get(small + '.p50'))} | "
             f"{fmt(ratios(get(big + '.p50'), get(small + '.p50')), 2)} | "
-            f"{fmt(ratios(get(big + '.p50'), get('ceiling.pk.16.p50')), 2)} | {fmt(get(big + '.rate'), 0)} | "
+            f"{fmt(ratios(get(big + '.p50'), get('ceiling.pk.16.p50')), 2)} | "
+            f"{fmt(ratios(get(big + '.p50'), get('ceiling.floor.16.p50')), 2)} | {fmt(get(big + '.rate'), 0)} | "
             f"{fmt(get(big + '.p99'))} | {errors.get(big, 0) + errors.get(small, 0)} |")
     out.append("")
 
@@ -247,13 +254,23 @@ def analysis(backend: str, v: dict, notes: list[str]) -> list[str]:
             f"(py-spy, innermost library): {_shares(_profile(notes, 'transfer'))}.")
     page = med(get("page.transactions.big.p50"))
     pk_p50 = med(get("ceiling.pk.16.p50"))
+    floor_p50 = med(get("ceiling.floor.16.p50"))
+    floor_rate = med(get("ceiling.floor.16.rate"))
+    if not math.isnan(app_tps) and not math.isnan(floor_rate) and app_tps > 0:
+        out.append(
+            f"- A whole transfer (form and POST) costs as much as {floor_rate / app_tps:.1f} signed-in floors "
+            f"({floor_rate:,.0f} req/s at 16 clients): the floor is not what makes it dear, its own work is — the "
+            "accounts read for the form's choices, the form and its validation, and the transfer's eight statements "
+            "through the ORM, each paying the driver's and SQLAlchemy's Python per statement.")
     if not math.isnan(page) and not math.isnan(pk_p50):
         out.append(
             f"- **Pages** do not grow with the data (big ÷ small above), but each costs several times the PK route: at "
             f"16 clients a p50 is mostly the queue behind the other clients' requests, so the p50 ratio is the ratio of "
-            f"CPU per request. A page is the user loader's SELECT, one or two indexed queries, and the template with "
-            f"Bootstrap-Flask's form macros (DESIGN.md §5b); the PK route p50 is {pk_p50:.1f} ms. Workers' time on "
-            f"transactions page 1: {_shares(_profile(notes, 'transactions page'))}.")
+            f"CPU per request. The signed-in floor's p50 is {floor_p50:.1f} ms against the PK route's {pk_p50:.1f} ms; "
+            f"transactions page 1 ({page:.1f} ms) is {page / floor_p50:.1f} floors: its own work is one or two "
+            f"indexed queries and the ORM rows they build, and the template — the filter form through Bootstrap-Flask's "
+            f"`bootstrap5/` macros (DESIGN.md §5b) and 25 table rows. Workers' time on transactions page 1: "
+            f"{_shares(_profile(notes, 'transactions page'))}.")
     login = med(get("login.p50"))
     hash_ms = med(get("hash_ms"))
     if not math.isnan(login) and not math.isnan(hash_ms):

@@ -500,6 +500,11 @@ def bench_backend(backend: str, args, results: Results, meta: dict) -> None:
                         tps = run_sqlite_ceiling(Path(ceiling_url.removeprefix("sqlite:///")), clients, args.duration,
                                                  200)
                     results.add(backend, f"ceiling.db.{clients}", tps)
+                # The signed-in floor, at the pages' number of clients (bench/app.py)
+                cookie = sign_in(big, HEAVY_EMAIL)
+                sample = run_wrk(big, "page.lua", [{"cookie": cookie, "path": "/bench/signed-in"}] * PAGE_CLIENTS,
+                                 args.duration, f"{tag}-floor")
+                record(results, backend, f"ceiling.floor.{PAGE_CLIENTS}", sample, "get")
                 # Transfers
                 for pattern in ("uniform", "hot"):
                     for clients in CLIENT_COUNTS:
@@ -550,7 +555,7 @@ def warm(big: Server, small: Server, pop: Population, paths: dict, args) -> None
     """A few seconds of every request type, so templates are compiled and caches filled."""
     for server in (big, small):
         cookie = sign_in(server, HEAVY_EMAIL)
-        for path in list(paths.values()) + ["/bench/pk", "/bench/text"]:
+        for path in list(paths.values()) + ["/bench/pk", "/bench/text", "/bench/signed-in"]:
             run_wrk(server, "page.lua", [{"cookie": cookie, "path": path}] * 4, 1, "warm")
     run_wrk(big, "transfer.lua", transfer_clients(big, pop, "uniform", 4), 1, "warm")
 

@@ -15,6 +15,7 @@ from app.config import ConfigurationError
 from app.extensions import db
 from app.models import Account, AuditLog, Transaction, User
 from bench.app import create_bench_app
+from tests import factories
 from tests.perf.conftest import HEAVY_EMAIL, SMALL_SPEC
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,6 +52,25 @@ def test_benchmark_app_serves_the_ceiling_routes(database_url):
     assert client.get("/bench/text").get_data(as_text=True) == "ok\n"
     answer = client.get("/bench/pk")
     assert answer.status_code == 200 and answer.mimetype == "text/plain"
+    with bench.app_context():
+        db.engine.dispose()
+
+
+def test_signed_in_floor_needs_a_session_and_renders_the_layout(database_url):
+    """Does `/bench/signed-in` send an anonymous visitor to the login page, and show a signed-in
+    user the base layout (navigation, logout form with its CSRF token) around an empty page?"""
+    bench = create_bench_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": database_url,
+                              "WTF_CSRF_ENABLED": False})
+    client = bench.test_client()
+    anonymous = client.get("/bench/signed-in")
+    assert anonymous.status_code == 302 and "/auth/login" in anonymous.headers["Location"]
+    with bench.app_context():
+        user = factories.make_user("customer")
+    signed_in = client.post("/auth/login", data={"email": user.email, "password": factories.DEFAULT_PASSWORD})
+    assert signed_in.status_code == 302
+    page = client.get("/bench/signed-in")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "Signed in" in html and 'action="/auth/logout"' in html
     with bench.app_context():
         db.engine.dispose()
 
@@ -100,7 +120,7 @@ def test_production_factory_is_the_one_the_benchmark_wraps():
     """The bench app is create_app's app plus one blueprint: same routes otherwise."""
     plain = {rule.rule for rule in create_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": "sqlite://"}).url_map.iter_rules()}
     bench = {rule.rule for rule in create_bench_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": "sqlite://"}).url_map.iter_rules()}
-    assert bench - plain == {"/bench/text", "/bench/pk"}
+    assert bench - plain == {"/bench/text", "/bench/pk", "/bench/signed-in"}
 
 
 def _gunicorn_settings(monkeypatch, **env) -> dict:
@@ -117,8 +137,8 @@ def test_connection_pool_is_sized_to_the_worker(monkeypatch):
     """Does each worker's pool hold one connection per thread and no overflow (so workers x
     threads connections in all), unless the environment sets the pool explicitly?"""
     settings = _gunicorn_settings(monkeypatch)
-    assert (settings["threads"], settings["worker_class"]) == (4, "gthread")
-    assert settings["raw_env"] == ["DATABASE_POOL_SIZE=4", "DATABASE_MAX_OVERFLOW=0"]
+    assert (settings["threads"], settings["worker_class"]) == (2, "gthread")
+    assert settings["raw_env"] == ["DATABASE_POOL_SIZE=2", "DATABASE_MAX_OVERFLOW=0"]
     settings = _gunicorn_settings(monkeypatch, WEB_THREADS="1")
     assert settings["worker_class"] == "sync" and "DATABASE_POOL_SIZE=1" in settings["raw_env"]
     settings = _gunicorn_settings(monkeypatch, DATABASE_POOL_SIZE="9")
