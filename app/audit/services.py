@@ -141,8 +141,9 @@ def _write_pending(session: Session) -> None:
     """Session hook: append the queued events to the chain inside the committing transaction.
 
     The head is locked (FOR UPDATE) only now, at commit time, and the rows and the new head
-    are written as two plain statements (no ORM objects, no unit-of-work bookkeeping), so the
-    lock that serializes every audited change is held for as little time as possible.
+    are written as plain statements (no ORM objects, no unit-of-work bookkeeping; one statement
+    on PostgreSQL), so the lock that serializes every audited change is held for as little time
+    as possible.
     """
     pending: list[PendingEvent] = session.info.pop(PENDING_KEY, [])
     if not pending:
@@ -158,10 +159,14 @@ def _write_pending(session: Session) -> None:
         )
         rows.append(dict(id=last_id, user_id=item.user_id, action=item.action, details=item.details,
                          ip_address=item.ip_address, timestamp=moment, hash=last_hash))
-    session.execute(AuditLog.__table__.insert(), rows)
-    session.execute(
-        AuditChainHead.__table__.update().where(AuditChainHead.id == 1).values(last_id=last_id, last_hash=last_hash)
-    )
+    new_head = AuditChainHead.__table__.update().where(AuditChainHead.id == 1).values(last_id=last_id, last_hash=last_hash)
+    if session.get_bind().dialect.name == "postgresql":
+        # One round trip while the lock is held: the head's UPDATE rides along as a
+        # data-modifying WITH clause, which PostgreSQL runs whether or not the INSERT reads it.
+        session.execute(AuditLog.__table__.insert().values(rows).add_cte(new_head.cte("new_head")))
+    else:
+        session.execute(AuditLog.__table__.insert(), rows)
+        session.execute(new_head)
 
 
 def _discard_pending(session: Session, *_args: Any) -> None:

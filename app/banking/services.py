@@ -342,10 +342,12 @@ def _credit(target: Account, amount: Decimal, kind: str) -> None:
 
 
 def _execute_transfer(req: TransferRequest) -> str:
+    # No look-up of the idempotency key on the way in: a replay can't get past the debit row's
+    # INSERT (the unique index on initiator and key refuses it, also against a concurrent twin),
+    # and every refusal, by the index or by a rule, is checked against the key before it is
+    # reported (_run_transfer), so a replay always says "already made". One statement fewer for
+    # every transfer that goes through.
     with atomic():
-        existing = _find_by_idempotency_key(req.actor.id, req.idempotency_key)
-        if existing is not None:
-            raise DuplicateTransferError(existing.reference)
         source, read = _load_source(req)
         if source is None or source.owner_id != req.owner_id:
             raise AccountNotFoundError("Choose one of the listed source accounts.")
@@ -424,6 +426,11 @@ def _run_transfer(req: TransferRequest) -> str:
     except DuplicateTransferError:
         raise
     except DomainError as exc:
+        # A replay of a transfer that went through is refused by the rules when the money has
+        # since moved (an emptied or frozen account): it is still a replay, not a failure.
+        existing = _find_by_idempotency_key(req.actor.id, req.idempotency_key)
+        if existing is not None:
+            raise DuplicateTransferError(existing.reference) from None
         log_standalone_event(
             "TRANSFER_FAILED", _audit_details(req) | {"reason": type(exc).__name__}, user_id=req.actor.id
         )

@@ -38,14 +38,16 @@ PAGES = [
     ("customer", "/banking/transfer/internal", 2),
     # user, tickets with their notes (selectinload)
     ("customer", "/support/my-tickets", 3),
-    # user; AUDIT_VIEWED (chain head lock, insert, head update; on SQLite also the reload of the
-    # user the commit expired); the page; the ids of the newer page (keyset, second page only)
-    ("auditor", "/audit/logs", 6),
-    ("auditor", "/audit/logs?before={audit_cursor}", 7),
-    ("auditor", "/audit/transactions", 6),
-    ("auditor", "/audit/transactions?before={transaction_cursor}", 7),
-    ("auditor", f"/audit/transactions?{FILTERS}", 6),
-    ("auditor", "/audit/transactions?account_number={account_number}", 6),
+    # user; AUDIT_VIEWED (chain head lock, then the audit INSERT carrying the head's UPDATE on
+    # PostgreSQL, two statements on SQLite, which also begins its write transaction afresh); the
+    # reload of the user the commit expired; the page; the ids of the newer page (keyset, second
+    # page only)
+    ("auditor", "/audit/logs", {"postgresql": 5, "sqlite": 6}),
+    ("auditor", "/audit/logs?before={audit_cursor}", {"postgresql": 6, "sqlite": 7}),
+    ("auditor", "/audit/transactions", {"postgresql": 5, "sqlite": 6}),
+    ("auditor", "/audit/transactions?before={transaction_cursor}", {"postgresql": 6, "sqlite": 7}),
+    ("auditor", f"/audit/transactions?{FILTERS}", {"postgresql": 5, "sqlite": 6}),
+    ("auditor", "/audit/transactions?account_number={account_number}", {"postgresql": 5, "sqlite": 6}),
     # user, one page of users / accounts with their owners joined
     ("admin", "/banking/admin/users", 2),
     ("admin", "/banking/admin/accounts", 2),
@@ -125,10 +127,11 @@ def test_a_transfer_sends_a_fixed_number_of_statements(app, clients, recorder, b
         answer = client.post("/banking/transfer/external",
                              data=form | {"idempotency_key": factories.issued_key(app, heavy_id)})
     assert answer.status_code == 302, answer.get_data(as_text=True)[:500]
-    # user, accounts (form choices), idempotency look-up, source and target (one SELECT), debit,
-    # credit, the two ledger rows (one INSERT on PostgreSQL; two on SQLite, which also reloads
-    # the user after ending the read transaction), head lock, audit INSERT, head UPDATE
-    budget = 10 if backend_name == "postgresql" else 12
+    # user, accounts (form choices), source and target (one SELECT), debit, credit, the two
+    # ledger rows (one INSERT), head lock, audit INSERT carrying the head's UPDATE (two
+    # statements on SQLite, which also reloads the user after ending the read transaction). No
+    # idempotency look-up: the unique index refuses a replay, and only a refusal looks the key up.
+    budget = 8 if backend_name == "postgresql" else 10
     assert len(statements) <= budget, "\n".join(" ".join(sql.split())[:160] for sql, _ in statements)
 
 
