@@ -530,7 +530,8 @@ def _newest_entry_ids(owner_id: int, filters: TransactionFilters, offset: int, l
     customer's entries would read and sort every one of them (and, with stale statistics,
     PostgreSQL may instead walk the whole table backwards by id). PostgreSQL does it in one
     statement with a LATERAL join over the customer's accounts; SQLite, which has no LATERAL,
-    with a UNION ALL of one such scan per account, which needs the account ids first.
+    with a UNION ALL of one such scan per account, which needs the account ids first (and gives
+    None when the customer has no account).
     """
     wanted = offset + limit
 

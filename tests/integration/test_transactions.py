@@ -306,3 +306,56 @@ def test_internal_transfer_with_one_account_explains_what_is_needed(client, logg
     page = client.get("/banking/transfer/internal").get_data(as_text=True)
 
     assert "A transfer between accounts needs two accounts." in page
+
+
+def _naive_page_ids(owner_id: int, filters, page: int) -> list[int]:
+    """The page as the plain query would give it: every entry of the owner's accounts, filtered,
+    newest first, sliced — the reference the per-account merge must agree with."""
+    from sqlalchemy import select
+
+    from app.models import Account
+
+    stmt = (select(Transaction.id).join(Account, Transaction.account_id == Account.id)
+            .where(Account.owner_id == owner_id))
+    stmt = services.apply_transaction_filters(stmt, filters).order_by(Transaction.id.desc())
+    return list(db.session.scalars(stmt.offset((page - 1) * 25).limit(25)))
+
+
+def test_per_account_paging_gives_the_same_pages_as_one_plain_query(app, logged_in_customer, other_customer,
+                                                                     make_account):
+    """Does the page-finding of the transactions list (each account's newest entries through its
+    own index, then merged) give exactly the pages and the "next" flag of one plain ORDER BY over
+    all the customer's entries, for every page and every filter, with entries of three accounts
+    interleaved unevenly, one account without entries, and another customer's entries between?"""
+    import random
+
+    accounts = [make_account(logged_in_customer, "0.00") for _ in range(4)]
+    foreign = make_account(other_customer, "0.00")
+    rng = random.Random(20261129)
+    weights = [5, 1, 3, 0]  # the fourth account never gets an entry
+    for n in range(180):
+        owner_account = rng.choices(accounts + [foreign], weights=weights + [2])[0]
+        entry_type = rng.choice(["debit", "credit"])
+        _add_entries(app, owner_account, [(START + timedelta(hours=7 * n + rng.randrange(5)), entry_type,
+                                           f"{rng.randrange(1, 9000) / 100:.2f}", f"entry {n}")],
+                     counterparty=foreign if entry_type == "debit" else None)
+    day = START.date()
+    cases = [
+        services.TransactionFilters(),
+        services.TransactionFilters(type="debit"),
+        services.TransactionFilters(type="credit", min_amount=Decimal("10.00")),
+        services.TransactionFilters(date_from=day + timedelta(days=5), date_to=day + timedelta(days=30)),
+        services.TransactionFilters(date_from=day + timedelta(days=3), date_to=day + timedelta(days=40), type="debit",
+                                    min_amount=Decimal("5.00"), max_amount=Decimal("60.00")),
+        services.TransactionFilters(min_amount=Decimal("95.00")),  # matches nothing
+    ]
+    with app.app_context():
+        checked = 0
+        for filters in cases:
+            for page in range(1, 10):
+                expected = _naive_page_ids(logged_in_customer.id, filters, page)
+                got = services.list_customer_transactions(logged_in_customer.id, filters, page)
+                assert [entry.id for entry in got.items] == expected, (filters, page)
+                assert got.has_next == bool(_naive_page_ids(logged_in_customer.id, filters, page + 1)), (filters, page)
+                checked += len(expected)
+        assert checked > 300  # the cases do cover several full pages
