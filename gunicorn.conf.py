@@ -17,10 +17,13 @@ bind = [os.environ.get("BIND") or "127.0.0.1:8000"]
 # Worker processes, from WEB_CONCURRENCY (the variable gunicorn and most platforms use); by
 # default one per CPU core. Threaded workers (gthread): WEB_THREADS threads per process, default
 # 2, each request on its own thread with its own database connection. Both chosen by measurement
-# (the workers x threads sweep of `make bench`, bench/results.md): on this 2-core machine 2 x 2
-# served transfers and pages as fast as any mix from 2 x 1 to 8 x 1 and 4 x 4, with the lowest
-# p99, while more processes or threads only added switching between them. A stuck request
-# blocks one thread, and gunicorn's timeout still ends a worker that stops answering.
+# (the workers x threads sweep of `make bench`, bench/results.md): on this 2-core machine one
+# process per core served transfers and pages fastest (2 x 1 and 2 x 2 level, 4 x 4 and 8 x 1
+# some 15-25% slower with two to three times the POST p99), since more processes or threads only
+# add switching between them. Of the two, 2 x 2 keeps a second thread in each process, so one
+# slow request (a lock wait, a 100 ms password hash) doesn't stop its process answering others.
+# A stuck request blocks one thread, and gunicorn's timeout still ends a worker that stops
+# answering.
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)
 threads = int(os.environ.get("WEB_THREADS") or 2)
 worker_class = "gthread" if threads > 1 else "sync"
