@@ -1,5 +1,8 @@
 """bench/results.md from the figures bench/run.py collected: medians, spreads, ratios, targets.
 
+`python -m bench.report` writes bench/results.md again from the last run's raw figures
+(reports/bench/results.json), for a change to the report's wording without a new run.
+
 Every figure is the median over the repetitions with its spread (min–max) beside it. Ratios
 are taken within each repetition (the two runs of a ratio are minutes apart at most, under the
 same background load) and then summarized the same way.
@@ -158,6 +161,7 @@ def render_backend(backend: str, v: dict, notes: list[str], errors: dict) -> lis
             f"| {fmt(get('login.p50'))} | {fmt(get('login.p99'))} | {fmt(get('hash_ms'))} | "
             f"{fmt(ratios(get('login.p50'), get('hash_ms')), 2)} | {errors.get('login', 0)} |", ""]
 
+    out += safe(cpu_table)(backend, v)
     out += safe(targets)(v, errors)
     out += safe(analysis)(backend, v, notes)
     out += safe(sweep_table)(v, errors)
@@ -171,6 +175,39 @@ def render_backend(backend: str, v: dict, notes: list[str], errors: dict) -> lis
             _, name, data = note.split(":", 2)
             out.append(f"- {name}: {data}")
         out.append("")
+    return out
+
+
+CPU_ROWS = (
+    ("ceiling.text.16", "short text"),
+    ("ceiling.pk.16", "one PK SELECT (ORM)"),
+    ("ceiling.floor.16", "signed-in floor (empty page)"),
+    ("transfer.uniform.16", "a whole transfer (GET form + POST)"),
+    *((f"page.{name}.big", label + ", 1,000,000 rows") for name, label in PAGE_NAMES.items()),
+)
+
+
+def cpu_table(backend: str, v: dict) -> list[str]:
+    """CPU per operation at 16 clients: the app's processes and the database server's (/proc)."""
+    get = lambda key: v.get(key, [])  # noqa: E731
+    if not get("ceiling.pk.16.cpu_app_ms"):
+        return []
+    server = backend == "postgresql"
+    pk = [a + d for a, d in zip(get("ceiling.pk.16.cpu_app_ms"), get("ceiling.pk.16.cpu_db_ms"))]
+    out = ["### CPU per operation at 16 clients (user + system time of the processes, from /proc)", "",
+           "Throughput ratios follow from these: the machine's two cores are the bound of every figure at 16 "
+           "clients. " + ("The database column is the PostgreSQL server's processes (postmaster and backends)."
+                          if server else "SQLite runs inside the app's processes, so its work is in the app column."),
+           "", "| operation | app CPU ms | database server CPU ms | total ms | ÷ PK route total |",
+           "|---|---:|---:|---:|---:|"]
+    for key, label in CPU_ROWS:
+        app, db = get(key + ".cpu_app_ms"), get(key + ".cpu_db_ms")
+        if not app:
+            continue
+        total = [a + d for a, d in zip(app, db)]
+        out.append(f"| {label} | {fmt(app, 2)} | {fmt(db, 2) if server else '—'} | {fmt(total, 2)} | "
+                   f"{fmt(ratios(total, pk), 2)} |")
+    out.append("")
     return out
 
 
@@ -260,8 +297,9 @@ def analysis(backend: str, v: dict, notes: list[str]) -> list[str]:
         out.append(
             f"- A whole transfer (form and POST) costs as much as {floor_rate / app_tps:.1f} signed-in floors "
             f"({floor_rate:,.0f} req/s at 16 clients): the floor is not what makes it dear, its own work is — the "
-            "accounts read for the form's choices, the form and its validation, and the transfer's eight statements "
-            "through the ORM, each paying the driver's and SQLAlchemy's Python per statement.")
+            "accounts read for the form's choices, the form and its validation, and the POST's statements (8 on "
+            "PostgreSQL, 10 on SQLite; tests/perf/test_statement_counts.py), each paying SQLAlchemy's and the "
+            "driver's Python.")
     if not math.isnan(page) and not math.isnan(pk_p50):
         out.append(
             f"- **Pages** do not grow with the data (big ÷ small above), but each costs several times the PK route: at "
@@ -280,3 +318,22 @@ def analysis(backend: str, v: dict, notes: list[str]) -> list[str]:
             f"look-up, the audit row and the session. Workers' time during logins: {_shares(_profile(notes, 'login'))}.")
     out.append("")
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-render bench/results.md from reports/bench/results.json (or the path given)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    args = sys.argv[1:] if argv is None else argv
+    source = Path(args[0]) if args else repo / "reports" / "bench" / "results.json"
+    data = json.loads(source.read_text())
+    (repo / "bench" / "results.md").write_text(render(data["meta"], data["values"], data["notes"], data["errors"]))
+    print(f"wrote {repo / 'bench' / 'results.md'} from {source}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -252,6 +252,7 @@ class Sample:
     statuses: dict[str, dict[str, int]]
     bad: dict[str, int]
     socket_errors: int
+    cpu: dict[str, float] = field(default_factory=dict)  # seconds of CPU during the run: app, db
 
     def rate(self, label: str) -> float:
         return len(self.latencies.get(label, [])) / self.duration
@@ -272,6 +273,32 @@ class Sample:
 TRANSFER_TALLY = {"accepted": 0, "in_flight": 0}
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes `pids` have used so far (/proc/<pid>/stat)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / _CLOCK_TICKS
+
+
+def _database_server_pids() -> list[int]:
+    """The local PostgreSQL server's processes (postmaster and backends), by process name."""
+    found = subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def _cpu_now(server: Server) -> dict[str, float]:
+    return {"app": _cpu_seconds([server.process.pid, *server.worker_pids()]),
+            "db": _cpu_seconds(_database_server_pids())}
+
+
 def run_wrk(server: Server, script: str, clients: list[dict[str, str]], duration: float, tag: str) -> Sample:
     REPORTS.mkdir(parents=True, exist_ok=True)
     clients_path = REPORTS / f"clients-{tag}.tsv"
@@ -283,7 +310,9 @@ def run_wrk(server: Server, script: str, clients: list[dict[str, str]], duration
     env = dict(os.environ, BENCH_CLIENTS=str(clients_path), BENCH_OUT=str(out_path), BENCH_PASSWORD=BENCH_PASSWORD)
     command = ["wrk", "-t", str(n), "-c", str(n), "-d", f"{max(1, round(duration))}s", "--timeout", "30s",
                "-s", str(WRK / script), f"http://127.0.0.1:{server.port}"]
+    cpu_before = _cpu_now(server)
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=duration + 120)
+    cpu_after = _cpu_now(server)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
     latencies: dict[str, list[float]] = {}
@@ -310,7 +339,8 @@ def run_wrk(server: Server, script: str, clients: list[dict[str, str]], duration
             by_status[status] = by_status.get(status, 0) + 1
             if ok != "1":
                 bad[label] = bad.get(label, 0) + 1
-    sample = Sample(duration_s, latencies, statuses, bad, socket_errors)
+    sample = Sample(duration_s, latencies, statuses, bad, socket_errors,
+                    {k: cpu_after[k] - cpu_before[k] for k in cpu_after})
     if script == "transfer.lua":
         TRANSFER_TALLY["accepted"] += len(latencies.get("post", [])) - bad.get("post", 0)
         TRANSFER_TALLY["in_flight"] += n
@@ -459,6 +489,11 @@ def record(results: Results, backend: str, key: str, sample: Sample, label: str)
     results.add(backend, f"{key}.p50", sample.pct(label, 50))
     results.add(backend, f"{key}.p99", sample.pct(label, 99))
     results.add_errors(backend, key, sample.errors())
+    done = len(sample.latencies.get(label, []))
+    if sample.cpu and done:
+        # CPU per answered operation: the app's processes and the database server's, from /proc.
+        results.add(backend, f"{key}.cpu_app_ms", 1000 * sample.cpu["app"] / done)
+        results.add(backend, f"{key}.cpu_db_ms", 1000 * sample.cpu["db"] / done)
 
 
 def bench_backend(backend: str, args, results: Results, meta: dict) -> None:

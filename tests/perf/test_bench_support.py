@@ -143,3 +143,22 @@ def test_connection_pool_is_sized_to_the_worker(monkeypatch):
     assert settings["worker_class"] == "sync" and "DATABASE_POOL_SIZE=1" in settings["raw_env"]
     settings = _gunicorn_settings(monkeypatch, DATABASE_POOL_SIZE="9")
     assert settings["raw_env"] == ["DATABASE_MAX_OVERFLOW=0"]
+
+
+def test_cpu_figures_come_from_proc_and_reach_the_report():
+    """Does the benchmark read a process's CPU time from /proc (growing as it works), and does the
+    report turn per-operation CPU into a table with the ratio to the PK route?"""
+    import os
+
+    from bench import report
+    from bench.run import _cpu_seconds
+
+    before = _cpu_seconds([os.getpid()])
+    sum(i * i for i in range(2_000_000))
+    assert _cpu_seconds([os.getpid()]) > before
+    assert _cpu_seconds([2**22 + 12345]) == 0  # a process that doesn't exist counts nothing
+    values = {"ceiling.pk.16.cpu_app_ms": [1.5, 1.7], "ceiling.pk.16.cpu_db_ms": [0.5, 0.3],
+              "transfer.uniform.16.cpu_app_ms": [12.0, 12.0], "transfer.uniform.16.cpu_db_ms": [4.0, 4.0]}
+    table = "\n".join(report.cpu_table("postgresql", values))
+    assert ("| a whole transfer (GET form + POST) | 12.00 (12.00–12.00) | 4.00 (4.00–4.00) | 16.00 (16.00–16.00) "
+            "| 8.00 (8.00–8.00) |") in table
