@@ -18,7 +18,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from ..extensions import db
@@ -190,6 +190,11 @@ def parse_anchor(text: str) -> tuple[int, str]:
     return int(row_part), digest
 
 
+# How many times verify_chain follows a head that moved while it read (appends committed
+# meanwhile) before it settles for the rows it has checked.
+VERIFY_ROUNDS = 20
+
+
 def verify_chain(session: Session, anchor: tuple[int, str] | None = None) -> ChainReport:
     """Recompute every row's HMAC in id order and compare with the stored chain.
 
@@ -197,33 +202,51 @@ def verify_chain(session: Session, anchor: tuple[int, str] | None = None) -> Cha
     the head each time); the row must still exist with that hash. The chain alone cannot show
     that its newest rows were cut off together with the head row, so keep anchors elsewhere.
     Returns a ChainReport whose `first_broken_id` is the first row that was edited, inserted out
-    of order, or follows a deleted row; when rows were removed from the end, it is the first
-    missing id. Reads in batches, so memory stays flat on a large log.
+    of order, follows a deleted row, or lies beyond the head; when rows were removed from the
+    end, it is the first missing id. Reads in batches, so memory stays flat on a large log.
+
+    Safe while audited actions commit (PostgreSQL at READ COMMITTED sees each of its statements'
+    own moment): the head is read first and only the rows it covers are checked, all of which
+    were committed with it or before it; rows found beyond it are then either appends that
+    committed meanwhile (the head has moved: they are checked in turn, up to VERIFY_ROUNDS
+    times) or rows the head doesn't cover (a break). Reading the rows first and the head after
+    took every concurrent append for missing rows.
     """
     key = _hmac_key()
     previous = GENESIS_HASH
     expected_id = 1
     checked = 0
-    # Closed on every way out: with yield_per, PostgreSQL reads through a server-side cursor
-    # that an early return would otherwise leave open.
-    statement = select(AuditLog).order_by(AuditLog.id).execution_options(yield_per=1000)
-    with session.execute(statement).scalars() as rows:
-        for row in rows:
-            if row.id != expected_id:
-                return ChainReport(False, checked, min(row.id, expected_id), f"row {expected_id} is missing")
-            digest = chain_hash(
-                key, previous, canonical_row(row.id, row.user_id, row.action, row.details, row.ip_address, row.timestamp)
-            )
-            if not hmac.compare_digest(digest, row.hash):
-                return ChainReport(False, checked, row.id, f"row {row.id} does not match its hash")
-            if anchor is not None and row.id == anchor[0] and not hmac.compare_digest(row.hash, anchor[1]):
-                return ChainReport(False, checked, row.id, f"row {row.id} differs from the recorded anchor")
-            previous = row.hash
-            expected_id += 1
-            checked += 1
     head = _head_row(session)
-    if head is None or head.last_id != checked or head.last_hash != previous:
-        return ChainReport(False, checked, expected_id, f"rows from {expected_id} on are missing")
+    for _ in range(VERIFY_ROUNDS):
+        last_id, last_hash = (head.last_id, head.last_hash) if head is not None else (0, GENESIS_HASH)
+        # Closed on every way out: with yield_per, PostgreSQL reads through a server-side cursor
+        # that an early return would otherwise leave open.
+        statement = (select(AuditLog).where(AuditLog.id >= expected_id, AuditLog.id <= last_id)
+                     .order_by(AuditLog.id).execution_options(yield_per=1000))
+        with session.execute(statement).scalars() as rows:
+            for row in rows:
+                if row.id != expected_id:
+                    return ChainReport(False, checked, min(row.id, expected_id), f"row {expected_id} is missing")
+                digest = chain_hash(
+                    key, previous,
+                    canonical_row(row.id, row.user_id, row.action, row.details, row.ip_address, row.timestamp),
+                )
+                if not hmac.compare_digest(digest, row.hash):
+                    return ChainReport(False, checked, row.id, f"row {row.id} does not match its hash")
+                if anchor is not None and row.id == anchor[0] and not hmac.compare_digest(row.hash, anchor[1]):
+                    return ChainReport(False, checked, row.id, f"row {row.id} differs from the recorded anchor")
+                previous = row.hash
+                expected_id += 1
+                checked += 1
+        if head is None or checked != last_id or not hmac.compare_digest(previous, last_hash):
+            return ChainReport(False, checked, expected_id, f"rows from {expected_id} on are missing")
+        beyond = session.scalar(select(func.min(AuditLog.id)).where(AuditLog.id > last_id))
+        if beyond is None:
+            break
+        newer = _head_row(session)
+        if newer is None or newer.last_id <= last_id:
+            return ChainReport(False, checked, beyond, f"row {beyond} is beyond the chain head")
+        head = newer
     if anchor is not None and anchor[0] > checked:
         return ChainReport(False, checked, checked + 1, f"rows from {checked + 1} on are missing (anchor {anchor[0]})")
     return ChainReport(True, checked, None, f"{checked} rows checked; the chain holds", checked, previous)

@@ -369,11 +369,13 @@ def _execute_transfer(req: TransferRequest) -> str:
         reference = new_reference("TX")
         common = dict(sender_account_id=source.id, receiver_account_id=target.id, amount=req.amount,
                       description=req.description, reference=reference, initiated_by_user_id=req.actor.id)
-        # Both rows in one INSERT, straight to the table: nothing reads them back as objects.
-        db.session.execute(Transaction.__table__.insert(), [
+        # Both rows in one INSERT ... VALUES (...), (...), straight to the table: nothing reads
+        # them back as objects. (One statement, not executemany, whose PostgreSQL pipeline would
+        # log a warning each time the unique index refuses a replay.)
+        db.session.execute(Transaction.__table__.insert().values([
             dict(account_id=source.id, type="debit", idempotency_key=req.idempotency_key, **common),
             dict(account_id=target.id, type="credit", idempotency_key=None, **common),
-        ])
+        ]))
         details = _audit_details(req) | {"reference": reference}
         log_event("TRANSFER_CREATED", details, user_id=req.actor.id)
         if req.amount > current_app.config["SUSPICIOUS_TRANSFER_THRESHOLD"]:
@@ -427,8 +429,9 @@ def _run_transfer(req: TransferRequest) -> str:
         raise
     except DomainError as exc:
         # A replay of a transfer that went through is refused by the rules when the money has
-        # since moved (an emptied or frozen account): it is still a replay, not a failure.
-        existing = _find_by_idempotency_key(req.actor.id, req.idempotency_key)
+        # since moved (an emptied or frozen account): it is still a replay, not a failure. Only a
+        # key can make a replay: without one (None would match every row without a key) it isn't.
+        existing = _find_by_idempotency_key(req.actor.id, req.idempotency_key) if req.idempotency_key else None
         if existing is not None:
             raise DuplicateTransferError(existing.reference) from None
         log_standalone_event(

@@ -478,3 +478,49 @@ def test_anchor_of_an_intact_log_passes_and_a_forged_one_fails(client, runner):
     assert runner.invoke(args=["verify-audit", "--anchor", anchor]).exit_code == 0
     assert runner.invoke(args=["verify-audit", "--anchor", f"{row_id}:{'a' * 64}"]).exit_code != 0
     assert runner.invoke(args=["verify-audit", "--anchor", "not-an-anchor"]).exit_code != 0
+
+
+def test_verify_holds_while_audited_actions_commit_during_the_check(client, app, monkeypatch, backend_name):
+    """Does verify_chain report an intact log as intact when another transaction appends an audit
+    row while it reads (the auditor's check on a live system), instead of taking the new row for
+    rows missing after the head? On PostgreSQL, where each statement sees the latest commits,
+    does it go on to check the appended row too?"""
+    _some_history(client)
+    before = len(_audit_rows(app))
+    original = audit_services._head_row
+    appended = {"done": False}
+
+    def head_then_a_concurrent_append(session):
+        head = original(session)
+        if not appended["done"]:
+            appended["done"] = True
+            with app.app_context():  # another session, another connection: commits on its own
+                from app.security import log_standalone_event
+
+                log_standalone_event("AUDIT_VIEWED", {"view": "concurrent"})
+        return head
+
+    monkeypatch.setattr(audit_services, "_head_row", head_then_a_concurrent_append)
+    with app.app_context():
+        report = audit_services.verify_chain(db.session)
+    assert appended["done"] and len(_audit_rows(app)) == before + 1
+    assert report.ok, report.reason
+    if backend_name == "postgresql":
+        assert report.rows_checked == before + 1
+
+
+def test_a_row_beyond_the_head_is_reported_at_its_id(client, app, runner):
+    """Is an audit row written past the chain head (inserted without moving the head, as a forger
+    with INSERT rights could) reported as a break at its id?"""
+    _some_history(client)
+    last = len(_audit_rows(app))
+    with app.app_context():
+        db.session.execute(AuditLog.__table__.insert().values(
+            id=last + 1, user_id=None, action="LOGIN_SUCCESS", details="{}", ip_address="203.0.113.9",
+            timestamp=datetime(2026, 1, 1, tzinfo=timezone.utc), hash="0" * 64))
+        db.session.commit()
+        report = audit_services.verify_chain(db.session)
+    result = runner.invoke(args=["verify-audit"])
+
+    assert not report.ok and report.first_broken_id == last + 1
+    assert result.exit_code != 0 and _names_row(result, last + 1)

@@ -346,9 +346,15 @@ def test_an_unanswering_database_is_a_503_within_the_connect_timeout(fault_db, p
     print(f"unanswered database: 503 after {elapsed:.3f} s (connect timeout {CONNECT_TIMEOUT_SECONDS} s)")
 
 
-def _cut_at(application: Flask, when: str, statement_start: str, action: Callable[[], None]) -> dict:
+# The statement that writes the audit rows: a plain INSERT, or on PostgreSQL an INSERT carrying
+# the chain head's UPDATE in a WITH clause (app/audit/services.py _write_pending).
+AUDIT_WRITE = ("INSERT INTO AUDIT_LOG", "WITH NEW_HEAD AS")
+
+
+def _cut_at(application: Flask, when: str, statement_start: str | tuple[str, ...], action: Callable[[], None]) -> dict:
     """Call `action()` once, from inside the app's own database work, `when` ("before" or
-    "after") the first statement starting with `statement_start` (quotes ignored, any case)."""
+    "after") the first statement starting with `statement_start` (or any of several; quotes
+    ignored, any case)."""
     engine = _engine_of(application)
     state = {"fired": False}
 
@@ -367,7 +373,7 @@ def _cut_at(application: Flask, when: str, statement_start: str, action: Callabl
     [
         pytest.param("after", "UPDATE ACCOUNT", id="after-the-first-balance-update"),
         pytest.param("before", "INSERT INTO TRANSACTION", id="before-the-ledger-rows"),
-        pytest.param("before", "INSERT INTO AUDIT_LOG", id="before-the-audit-rows"),
+        pytest.param("before", AUDIT_WRITE, id="before-the-audit-rows"),
     ],
 )
 def test_a_transfer_cut_midway_leaves_nothing_half_written(fault_db, proxy, bank, when, statement_start):
@@ -422,7 +428,7 @@ def test_a_commit_whose_answer_is_lost_moves_the_money_once_at_most(fault_db, pr
 
     # Armed while the transfer's own transaction writes its audit rows, so the next COMMIT on
     # the wire is that transaction's (earlier read-only transactions commit too).
-    cut = _cut_at(bank, "before", "INSERT INTO AUDIT_LOG", lambda: proxy.cut_after(b"COMMIT"))
+    cut = _cut_at(bank, "before", AUDIT_WRITE, lambda: proxy.cut_after(b"COMMIT"))
     try:
         response, elapsed = _timed(lambda: client.post("/banking/transfer/internal", data=form))
     finally:

@@ -789,3 +789,26 @@ def test_the_debit_update_itself_checks_the_owner(app, customer, other_customer,
             services._debit(account, customer.id, Decimal("5.00"))
         db.session.rollback()
         assert db.session.scalar(select(Account.balance).where(Account.id == theirs.id)) == Decimal("100.00")
+
+
+@pytest.mark.parametrize("missing_key", [None, ""])
+def test_a_transfer_without_an_idempotency_key_is_refused_not_taken_for_a_replay(app, logged_in_customer,
+                                                                               make_account, missing_key):
+    """Is a transfer called without an idempotency key refused as invalid, with a TRANSFER_FAILED
+    row, rather than matched (as a replay) with the customer's rows that carry no key — the
+    opening deposits and the credits?"""
+    from app.errors import DuplicateTransferError, ValidationRuleError
+
+    source = make_account(logged_in_customer, "100.00")  # its opening deposit has no key
+    target = make_account(logged_in_customer, "0.00")
+    with app.app_context():
+        actor = db.session.get(User, logged_in_customer.id)
+        failures_before = db.session.scalar(select(func.count(AuditLog.id)).where(AuditLog.action == "TRANSFER_FAILED"))
+        with pytest.raises(ValidationRuleError) as refused:
+            services.transfer_internal(actor, logged_in_customer.id, source.id, target.id, Decimal("1.00"), "",
+                                       missing_key)
+        assert not isinstance(refused.value, DuplicateTransferError)
+        failures = db.session.scalar(select(func.count(AuditLog.id)).where(AuditLog.action == "TRANSFER_FAILED"))
+        balances = [db.session.get(Account, account.id).balance for account in (source, target)]
+    assert failures == failures_before + 1
+    assert balances == [Decimal("100.00"), Decimal("0.00")]
