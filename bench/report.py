@@ -196,17 +196,23 @@ def cpu_table(backend: str, v: dict) -> list[str]:
     pk = [a + d for a, d in zip(get("ceiling.pk.16.cpu_app_ms"), get("ceiling.pk.16.cpu_db_ms"))]
     out = ["### CPU per operation at 16 clients (user + system time of the processes, from /proc)", "",
            "Throughput ratios follow from these: the machine's two cores are the bound of every figure at 16 "
-           "clients. " + ("The database column is the PostgreSQL server's processes (postmaster and backends)."
+           "clients. CPU per request is also the steadier measure of whether a page grows with the data: a p50 "
+           "at 16 clients is mostly queueing, and moves with the machine's other load. " + ("The database column is the PostgreSQL server's processes (postmaster and backends)."
                           if server else "SQLite runs inside the app's processes, so its work is in the app column."),
-           "", "| operation | app CPU ms | database server CPU ms | total ms | ÷ PK route total |",
-           "|---|---:|---:|---:|---:|"]
+           "", "| operation | app CPU ms | database server CPU ms | total ms | ÷ PK route total | "
+           "÷ the same page at 10,000 rows |",
+           "|---|---:|---:|---:|---:|---:|"]
+
+    def total(key: str) -> list[float]:
+        return [a + d for a, d in zip(get(key + ".cpu_app_ms"), get(key + ".cpu_db_ms"))]
+
     for key, label in CPU_ROWS:
         app, db = get(key + ".cpu_app_ms"), get(key + ".cpu_db_ms")
         if not app:
             continue
-        total = [a + d for a, d in zip(app, db)]
-        out.append(f"| {label} | {fmt(app, 2)} | {fmt(db, 2) if server else '—'} | {fmt(total, 2)} | "
-                   f"{fmt(ratios(total, pk), 2)} |")
+        scale = fmt(ratios(total(key), total(key[:-len(".big")] + ".small")), 2) if key.endswith(".big") else ""
+        out.append(f"| {label} | {fmt(app, 2)} | {fmt(db, 2) if server else '—'} | {fmt(total(key), 2)} | "
+                   f"{fmt(ratios(total(key), pk), 2)} | {scale} |")
     out.append("")
     return out
 
