@@ -322,7 +322,7 @@ def test_concurrent_transfers_across_four_workers(backend, tmp_path):
     retries = Counter(re.findall(r"transfer retried after (.+?) \(attempt \d+\)", log))
     successes = {o.reference: o for o in outcomes if o.result == "success"}
     figures = [
-        f"Concurrency proof on {backend}: gunicorn {WORKERS} workers (gunicorn.conf.py threads), {len(setup.plans)} client threads",
+        f"Concurrency proof on {backend}: gunicorn {WORKERS} workers, {len(setup.plans)} client threads",
         f"transfers attempted: {len(outcomes)} "
         f"(planned {sum(len(p) for p in setup.plans)}; tags {dict(sorted(Counter(o.tag for o in outcomes).items()))})",
         f"succeeded: {results['success']}",
