@@ -30,7 +30,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -44,7 +43,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.e2e.multiprocess_support import Client, base_env, flask_command, free_port  # noqa: E402
+from tests.e2e.multiprocess_support import (  # noqa: E402
+    Client, base_env, flask_command, free_port, stop_process_group,
+)
 
 from bench.seed import (  # noqa: E402
     AUDITOR_EMAIL, BENCH_PASSWORD, HEAVY_EMAIL, SeedSpec, customer_email, hot_email,
@@ -182,16 +183,7 @@ class Server:
         return [int(pid) for pid in found.stdout.split()]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.process, grace_seconds=20)
 
 
 @contextmanager

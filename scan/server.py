@@ -14,7 +14,6 @@ import http.cookies
 import ipaddress
 import os
 import re
-import signal
 import socket
 import ssl
 import subprocess
@@ -25,16 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# SCRUBBED_PREFIXES: settings of the app, gunicorn and Flask that come from the scan, never from
+# the caller's shell; the end-to-end tests' own list, so the two can't drift apart.
+from tests.e2e.multiprocess_support import SCRUBBED_PREFIXES, stop_process_group  # noqa: E402
+
 STARTUP_SECONDS = 60
 REQUEST_SECONDS = 60
-
-# Settings of the app, gunicorn and Flask that come from the scan, never from the caller's shell
-# (the same list as tests/e2e/multiprocess_support.py).
-SCRUBBED_PREFIXES = (
-    "FLASK_", "APP_ENV", "SECRET_KEY", "AUDIT_HMAC_KEY", "MFA_", "DATABASE_", "RATELIMIT_", "LOGIN_", "REGISTER_RATE",
-    "TRANSFER_RATE", "TICKET_RATE", "MAX_", "SUSPICIOUS_", "TRUSTED_PROXY", "REQUIRE_STAFF", "SQLITE_", "BIND",
-    "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS", "FORWARDED_ALLOW_IPS", "ADMIN_PASSWORD",
-)
 
 # The committed gunicorn.conf.py logs the path only (no query string, no user agent). The scan's
 # server is throw-away and its log holds scan data only, so it logs the whole request line and
@@ -103,18 +101,7 @@ class Server:
 
     def stop(self) -> None:
         """SIGTERM to the master (graceful), then SIGKILL to its process group."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if self.process.poll() is None:
-            self.process.wait(timeout=10)
+        stop_process_group(self.process, grace_seconds=20)
 
 
 def start_server(env: dict[str, str], log_dir: Path, name: str, *, workers: int = 2,

@@ -190,18 +190,25 @@ class Gunicorn:
 
     def stop(self) -> None:
         """SIGTERM to the master (graceful), then SIGKILL to the whole process group."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
+        stop_process_group(self.process)
+
+
+def stop_process_group(process: subprocess.Popen, grace_seconds: float = 15) -> None:
+    """Stop a server started with `start_new_session=True`: SIGTERM to its master (graceful),
+    up to `grace_seconds` to finish, then SIGKILL to its whole process group (workers left
+    behind, if any), and wait for it. Used by these tests, bench/run.py and scan/server.py."""
+    if process.poll() is None:
+        process.terminate()
         try:
-            os.killpg(self.process.pid, signal.SIGKILL)  # workers left behind, if any
-        except ProcessLookupError:
+            process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
             pass
-        if self.process.poll() is None:
-            self.process.wait(timeout=10)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if process.poll() is None:
+        process.wait(timeout=10)
 
 
 @contextmanager
