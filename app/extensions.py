@@ -9,9 +9,9 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flask import Flask, current_app, request
 from flask_bootstrap import Bootstrap5
@@ -20,7 +20,7 @@ from flask_login import LoginManager, current_user
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import MetaData, event
+from sqlalchemy import Insert, MetaData, Table, event, literal, select, union_all
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -166,6 +166,29 @@ def retry_on_conflict(operation: Callable[[], T], attempts: int | None = None) -
             log.warning("transfer retried after %s (attempt %d)", code or "database is locked", attempt + 1)
             time.sleep(0.01 * attempt)
     raise TryAgainError()
+
+
+def insert_rows(table: Table, rows: Sequence[Mapping[str, Any]]) -> Insert:
+    """One INSERT statement that writes `rows` into `table`, in the order given, and that
+    SQLAlchemy's compiled-statement cache can hold.
+
+    rows: one or more dicts with the same keys (column names); every column the table needs
+    must be given, Python-side column defaults are not applied to a row set of several.
+    `table.insert().values([row, row])`, a multi-VALUES INSERT, would be compiled afresh on every
+    execution (SQLAlchemy never caches multi-values statements): one row goes in as
+    `INSERT ... VALUES`, several as `INSERT ... SELECT ... UNION ALL SELECT ...`. Either way each
+    value is a bound parameter converted by its column's type (the cents type included), never
+    SQL text. Raises ValueError for no rows or rows whose keys differ.
+    """
+    if not rows:
+        raise ValueError("insert_rows needs at least one row")
+    names = list(rows[0])
+    if any(list(row) != names for row in rows):
+        raise ValueError("every row must name the same columns in the same order")
+    if len(rows) == 1:
+        return table.insert().values(dict(rows[0]))
+    selects = [select(*(literal(row[name], table.c[name].type).label(name) for name in names)) for row in rows]
+    return table.insert().from_select(names, union_all(*selects), include_defaults=False)
 
 
 def configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

@@ -3,12 +3,13 @@ unbounded ones (audit log, all transactions). `per_page` is never taken from the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-
+from typing import Any
 from urllib.parse import urlencode
 
 from flask import request
-from sqlalchemy import Select
+from sqlalchemy import Row, Select
 
 from .extensions import db
 from .routing import MAX_ID
@@ -81,16 +82,19 @@ def numbered_page(stmt: Select, number: int, size: int = PAGE_SIZE) -> Page:
     return Page(rows[:size], number, len(rows) > size)
 
 
-def keyset_page(stmt: Select, id_column, before: int | None, size: int) -> KeysetPage:
+def keyset_page(stmt: Select, id_column, before: int | None, size: int,
+                row: Callable[[Row], Any] | None = None) -> KeysetPage:
     """Run `stmt` (filtered, not yet ordered) as a newest-first page of rows with id < `before`.
 
-    id_column: the integer primary key the cursor walks. Two small indexed queries: the page
-    itself and the ids just above it (to build the link to the newer page).
+    id_column: the integer primary key the cursor walks. row: None when `stmt` selects one ORM
+    entity (the items are those objects), else what turns each result row into an item with an
+    `id`. Two small indexed queries: the page itself and the ids just above it (to build the
+    link to the newer page).
     """
     page_stmt = stmt.order_by(id_column.desc()).limit(size + 1)
     if before is not None:
         page_stmt = page_stmt.where(id_column < before)
-    rows = list(db.session.scalars(page_stmt))
+    rows = list(db.session.scalars(page_stmt)) if row is None else [row(found) for found in db.session.execute(page_stmt)]
     items = rows[:size]
     next_before = items[-1].id if len(rows) > size else None
     prev_before = None

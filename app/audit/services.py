@@ -21,7 +21,7 @@ from flask import current_app
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from ..extensions import db
+from ..extensions import db, insert_rows
 from ..models import AuditChainHead, AuditLog, after_utc_day, start_of_utc_day, utcnow
 from ..pagination import KeysetPage, keyset_page
 
@@ -163,9 +163,9 @@ def _write_pending(session: Session) -> None:
     if session.get_bind().dialect.name == "postgresql":
         # One round trip while the lock is held: the head's UPDATE rides along as a
         # data-modifying WITH clause, which PostgreSQL runs whether or not the INSERT reads it.
-        session.execute(AuditLog.__table__.insert().values(rows).add_cte(new_head.cte("new_head")))
+        session.execute(insert_rows(AuditLog.__table__, rows).add_cte(new_head.cte("new_head")))
     else:
-        session.execute(AuditLog.__table__.insert(), rows)
+        session.execute(insert_rows(AuditLog.__table__, rows))
         session.execute(new_head)
 
 

@@ -14,7 +14,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 
 from flask import current_app
@@ -35,8 +35,8 @@ from ..errors import (
     TargetUnavailableError,
     ValidationRuleError,
 )
-from ..extensions import TryAgainError, atomic, db, retry_on_conflict
-from ..models import ACCOUNT_TYPES, ENTRY_TYPES, Account, Transaction, User, after_utc_day, start_of_utc_day
+from ..extensions import TryAgainError, atomic, db, insert_rows, retry_on_conflict
+from ..models import ACCOUNT_TYPES, ENTRY_TYPES, Account, Transaction, User, after_utc_day, start_of_utc_day, utcnow
 from ..money import ZERO, format_amount, quantize
 from ..pagination import PAGE_SIZE, KeysetPage, Page, keyset_page, numbered_page
 from ..security import log_event, log_standalone_event
@@ -116,17 +116,99 @@ def account_label(account: Account) -> str:
     return label if account.status == "active" else f"{label} ({account.status})"
 
 
-# What the entry tables show of an account (templates/banking/_entries.html): a list joins no
-# more than this, so a page of 26 entries doesn't build 78 full Account rows.
-_ACCOUNT_SHOWN = (Account.account_number, Account.owner_id, Account.status)
+# ---------------------------------------------------------------------------------------------
+# Ledger entries as the tables show them (templates/banking/_entries.html)
+# ---------------------------------------------------------------------------------------------
 
 
-def _with_counterparties(stmt: Select) -> Select:
-    """`stmt` (selecting Transaction rows) with both sides' accounts joined in the same query, so
-    a page of entries costs one statement, not one per entry or per relationship (no N+1); of
-    those accounts only the columns the tables show are read."""
-    return stmt.options(joinedload(Transaction.sender_account).load_only(*_ACCOUNT_SHOWN),
-                        joinedload(Transaction.receiver_account).load_only(*_ACCOUNT_SHOWN))
+@dataclass(frozen=True, slots=True)
+class ShownOwner:
+    """The owner of an entry's account, as the staff tables show it: the name only."""
+
+    full_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShownAccount:
+    """The columns of an account that a table of entries shows: id, 12-digit number, owner id,
+    status, and for staff views the owner's name (never a balance, a hash or an MFA key)."""
+
+    id: int
+    account_number: str
+    owner_id: int
+    status: str
+    owner: ShownOwner | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One ledger entry with its account and both sides' accounts, read as a plain row.
+
+    amount: Decimal, two places, positive (the cents type converts it); timestamp: aware UTC
+    datetime; type: "debit" or "credit". Read-only: the lists never write through it, and no
+    ORM object is built for a row that is only shown.
+    """
+
+    id: int
+    account_id: int
+    timestamp: datetime
+    type: str
+    amount: Decimal
+    description: str
+    reference: str
+    account: ShownAccount
+    sender_account: ShownAccount | None
+    receiver_account: ShownAccount | None
+
+    @property
+    def counterparty(self) -> ShownAccount | None:
+        """The other side of the entry: the receiver of a debit, the sender of a credit."""
+        return self.receiver_account if self.type == "debit" else self.sender_account
+
+    @property
+    def signed_amount(self) -> Decimal:
+        """The amount as it affects this account: negative for a debit."""
+        return -self.amount if self.type == "debit" else self.amount
+
+
+_ENTRY = Transaction.__table__
+_ENTRY_ACCOUNT = Account.__table__.alias("entry_account")
+_SENDER = Account.__table__.alias("sender_account")
+_RECEIVER = Account.__table__.alias("receiver_account")
+_ENTRY_OWNER = User.__table__.alias("entry_owner")
+
+
+def _entry_select(staff_view: bool) -> Select:
+    """SELECT of every column a table of entries shows, with both sides' accounts joined (one
+    statement for a page, no N+1); `staff_view` adds the owner's name. Built once at import:
+    each request only adds its WHERE, ORDER BY and LIMIT, and the compiled form is cached."""
+    columns = [_ENTRY.c.id, _ENTRY.c.account_id, _ENTRY.c.timestamp, _ENTRY.c.type, _ENTRY.c.amount,
+               _ENTRY.c.description, _ENTRY.c.reference]
+    for side in (_ENTRY_ACCOUNT, _SENDER, _RECEIVER):
+        columns += [side.c.id, side.c.account_number, side.c.owner_id, side.c.status]
+    joined = (_ENTRY.join(_ENTRY_ACCOUNT, _ENTRY_ACCOUNT.c.id == _ENTRY.c.account_id)
+              .outerjoin(_SENDER, _SENDER.c.id == _ENTRY.c.sender_account_id)
+              .outerjoin(_RECEIVER, _RECEIVER.c.id == _ENTRY.c.receiver_account_id))
+    if staff_view:
+        columns.append(_ENTRY_OWNER.c.full_name)
+        joined = joined.join(_ENTRY_OWNER, _ENTRY_OWNER.c.id == _ENTRY_ACCOUNT.c.owner_id)
+    return select(*columns).select_from(joined)
+
+
+_CUSTOMER_ENTRIES = _entry_select(staff_view=False)
+_STAFF_ENTRIES = _entry_select(staff_view=True)
+
+
+def _shown_account(values: tuple, owner: ShownOwner | None = None) -> ShownAccount | None:
+    return None if values[0] is None else ShownAccount(*values, owner=owner)
+
+
+def _ledger_entry(row) -> LedgerEntry:
+    """A LedgerEntry from a row of _entry_select (positional: see the column order there)."""
+    values = tuple(row)
+    owner = ShownOwner(values[19]) if len(values) > 19 else None
+    return LedgerEntry(*values[:7], account=_shown_account(values[7:11], owner),
+                       sender_account=_shown_account(values[11:15]), receiver_account=_shown_account(values[15:19]))
 
 
 def recent_transactions(accounts: list[Account], per_account: int = RECENT_PER_ACCOUNT) -> dict[int, list[Transaction]]:
@@ -154,10 +236,9 @@ def recent_transactions(accounts: list[Account], per_account: int = RECENT_PER_A
         ids = select(per.c.id).select_from(Account).join(per, true()).where(Account.id.in_(list(recent)))
     else:
         ids = union_all(*(select(newest(account_id).subquery().c.id) for account_id in recent))
-    stmt = _with_counterparties(
-        select(Transaction).where(Transaction.id.in_(ids)).order_by(Transaction.id.desc())
-    )
-    for entry in db.session.scalars(stmt).unique():
+    stmt = _CUSTOMER_ENTRIES.where(_ENTRY.c.id.in_(ids)).order_by(_ENTRY.c.id.desc())
+    for row in db.session.execute(stmt):
+        entry = _ledger_entry(row)
         recent[entry.account_id].append(entry)
     return recent
 
@@ -368,11 +449,12 @@ def _execute_transfer(req: TransferRequest) -> str:
                 _credit(target, req.amount, req.kind)
         reference = new_reference("TX")
         common = dict(sender_account_id=source.id, receiver_account_id=target.id, amount=req.amount,
-                      description=req.description, reference=reference, initiated_by_user_id=req.actor.id)
-        # Both rows in one INSERT ... VALUES (...), (...), straight to the table: nothing reads
-        # them back as objects. (One statement, not executemany, whose PostgreSQL pipeline would
-        # log a warning each time the unique index refuses a replay.)
-        db.session.execute(Transaction.__table__.insert().values([
+                      description=req.description, reference=reference, initiated_by_user_id=req.actor.id,
+                      timestamp=utcnow())
+        # Both rows in one cached INSERT, straight to the table: nothing reads them back as
+        # objects. (One statement, not executemany, whose PostgreSQL pipeline would log a
+        # warning each time the unique index refuses a replay.)
+        db.session.execute(insert_rows(Transaction.__table__, [
             dict(account_id=source.id, type="debit", idempotency_key=req.idempotency_key, **common),
             dict(account_id=target.id, type="credit", idempotency_key=None, **common),
         ]))
@@ -568,11 +650,8 @@ def list_customer_transactions(owner_id: int, filters: TransactionFilters, page:
     ids = _newest_entry_ids(owner_id, filters, (page - 1) * PAGE_SIZE, PAGE_SIZE + 1)
     if ids is None:
         return Page([], page, False)
-    stmt = _with_counterparties(
-        select(Transaction).join(ids, Transaction.id == ids.c.id)
-        .options(joinedload(Transaction.account).load_only(*_ACCOUNT_SHOWN)).order_by(Transaction.id.desc())
-    )
-    rows = list(db.session.scalars(stmt).unique())
+    stmt = _CUSTOMER_ENTRIES.join(ids, _ENTRY.c.id == ids.c.id).order_by(_ENTRY.c.id.desc())
+    rows = [_ledger_entry(row) for row in db.session.execute(stmt)]
     return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
 
 
@@ -585,15 +664,12 @@ def list_all_transactions(filters: TransactionFilters, before: int | None) -> Ke
     filters: as for customers plus `account_number` (exact, 12 digits). before: the cursor, an
     entry id (exclusive), None for the newest page, 0 for an empty page (malformed cursor).
     """
-    # The owner's name only: an auditor's list never loads password hashes or MFA keys.
-    stmt = _with_counterparties(select(Transaction)).options(
-        joinedload(Transaction.account).load_only(*_ACCOUNT_SHOWN).joinedload(Account.owner).load_only(User.full_name)
-    )
+    # The owner's name only: an auditor's list never reads password hashes or MFA keys.
+    stmt = _STAFF_ENTRIES
     if filters.account_number:
-        stmt = stmt.join(Account, Transaction.account_id == Account.id).where(
-            Account.account_number == filters.account_number
-        )
-    return keyset_page(apply_transaction_filters(stmt, filters), Transaction.id, before, ALL_TRANSACTIONS_PAGE_SIZE)
+        stmt = stmt.where(_ENTRY_ACCOUNT.c.account_number == filters.account_number)
+    return keyset_page(apply_transaction_filters(stmt, filters), _ENTRY.c.id, before, ALL_TRANSACTIONS_PAGE_SIZE,
+                       row=_ledger_entry)
 
 
 # ---------------------------------------------------------------------------------------------

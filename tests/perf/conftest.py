@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 from flask import Flask
 from sqlalchemy import event
+from sqlalchemy.engine.interfaces import CacheStats
 
 from app.extensions import db
 from bench.seed import ADMIN_EMAIL, AUDITOR_EMAIL, BENCH_PASSWORD, HEAVY_EMAIL, SeedSpec, seed
@@ -27,15 +28,21 @@ class Recorder:
     sends them as statements, PostgreSQL's driver as part of the first query)."""
 
     statements: list[tuple[str, object]] = field(default_factory=list)
+    # Statements SQLAlchemy compiled for this execution instead of taking them from its
+    # compiled cache (a multi-VALUES INSERT, say, is never cached): SQL text only.
+    compiled_afresh: list[str] = field(default_factory=list)
     active: bool = False
 
-    def __call__(self, _conn, _cursor, statement, parameters, _context, _executemany) -> None:
+    def __call__(self, _conn, _cursor, statement, parameters, context, _executemany) -> None:
         if self.active and not statement.lstrip().upper().startswith("BEGIN"):
             self.statements.append((statement, parameters))
+            if context is not None and context.compiled is not None and context.cache_hit is not CacheStats.CACHE_HIT:
+                self.compiled_afresh.append(statement)
 
     @contextmanager
     def recording(self) -> Iterator[list[tuple[str, object]]]:
         self.statements.clear()
+        self.compiled_afresh.clear()
         self.active = True
         try:
             yield self.statements
