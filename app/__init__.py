@@ -14,6 +14,7 @@ load_dotenv()
 
 from .config import config_class  # noqa: E402  (reads the environment that .env just filled)
 from .extensions import bootstrap, csrf, db, limiter, login_manager, migrate, register_database_engine_options  # noqa: E402
+from .sessions import IdleTimeoutSessionInterface  # noqa: E402
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -67,6 +68,7 @@ def register_extensions(app: Flask) -> None:
     # Flask-Login's "strong" mode would add nothing, as it degrades to "basic" for the
     # permanent sessions the idle timeout needs.
     login_manager.session_protection = "basic"
+    app.session_interface = IdleTimeoutSessionInterface()
 
     from .auth.services import load_user
 

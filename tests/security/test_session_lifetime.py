@@ -73,3 +73,39 @@ def test_session_expiry_password_change_keeps_the_absolute_limit(client, custome
         assert is_logged_in(client)
         clock.shift(14 * MINUTE)  # 12 h 8 min
         assert not is_logged_in(client)
+
+
+def _set_cookie_sent(response) -> bool:
+    return any(header.startswith("session=") for header in response.headers.getlist("Set-Cookie"))
+
+
+def test_session_expiry_cookie_not_re_signed_within_the_minute_still_ends_fifteen_minutes_after_signing(
+        client, logged_in_customer):
+    """Session expiry (CWE-613): an unchanged session is re-signed at most once a minute
+    (app/sessions.py). Is a request 30 s after the signature answered without a new cookie, and
+    does the idle clock still run from the signature, so the cookie is refused 15 minutes after
+    it was signed even though it was used 30 s later (the timeout comes earlier, never later)?"""
+    with time_machine.travel(time.time(), tick=False) as clock:
+        clock.shift(2 * MINUTE)
+        first = client.get("/banking/dashboard")
+        assert first.status_code == 200 and _set_cookie_sent(first)  # signature 2 min old: re-signed
+        signed = session_cookie(client)
+
+        clock.shift(30)
+        within = client.get("/banking/dashboard")
+        assert within.status_code == 200 and not _set_cookie_sent(within)
+        assert session_cookie(client) == signed
+
+        clock.shift(15 * MINUTE - 30 + 1)  # 15 min 1 s after the signature, 14 min 31 s after use
+        _replay(client, signed)
+        assert not is_logged_in(client)
+
+
+def test_session_expiry_changed_session_is_re_signed_at_once(client, logged_in_customer):
+    """A session whose content changes inside the minute (here a flash message) gets its new
+    cookie at once: the interval only spares re-signing an unchanged session."""
+    with time_machine.travel(time.time(), tick=False):
+        before = session_cookie(client)
+        answer = client.post("/auth/logout")
+        assert answer.status_code == 302 and _set_cookie_sent(answer)
+        assert session_cookie(client) != before
