@@ -6,6 +6,7 @@ Nothing here imports the application's models or blueprints, so any module may i
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ from flask_login import LoginManager, current_user
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import Insert, MetaData, Table, event, literal, select, union_all
+from sqlalchemy import Insert, MetaData, Table, bindparam, event, select, union_all
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -168,27 +169,40 @@ def retry_on_conflict(operation: Callable[[], T], attempts: int | None = None) -
     raise TryAgainError()
 
 
-def insert_rows(table: Table, rows: Sequence[Mapping[str, Any]]) -> Insert:
-    """One INSERT statement that writes `rows` into `table`, in the order given, and that
-    SQLAlchemy's compiled-statement cache can hold.
+def insert_rows(table: Table, rows: Sequence[Mapping[str, Any]]) -> tuple[Insert, dict[str, Any]]:
+    """One INSERT that writes `rows` into `table`, in the order given: (statement, parameters),
+    to run as `session.execute(statement, parameters)`.
 
     rows: one or more dicts with the same keys (column names); every column the table needs
-    must be given, Python-side column defaults are not applied to a row set of several.
-    `table.insert().values([row, row])`, a multi-VALUES INSERT, would be compiled afresh on every
-    execution (SQLAlchemy never caches multi-values statements): one row goes in as
-    `INSERT ... VALUES`, several as `INSERT ... SELECT ... UNION ALL SELECT ...`. Either way each
-    value is a bound parameter converted by its column's type (the cents type included), never
-    SQL text. Raises ValueError for no rows or rows whose keys differ.
+    must be given (Python-side column defaults are not applied). The statement is built once per
+    (table, columns, number of rows) and SQLAlchemy's compiled cache holds it, where
+    `table.insert().values([row, row])`, a multi-VALUES INSERT, is built and compiled afresh on
+    every execution (SQLAlchemy never caches those). One row goes in as `INSERT ... VALUES`,
+    several as `INSERT ... SELECT ... UNION ALL SELECT ...`. Each value is a bound parameter
+    converted by its column's type (the cents type included), never SQL text; the parameters are
+    named `row<index>_<column>`, never like SQLAlchemy's own `<column>_<n>` (which a WITH clause
+    added to the statement may carry). Raises ValueError for no rows or rows whose keys differ.
     """
     if not rows:
         raise ValueError("insert_rows needs at least one row")
-    names = list(rows[0])
-    if any(list(row) != names for row in rows):
+    names = tuple(rows[0])
+    if any(tuple(row) != names for row in rows):
         raise ValueError("every row must name the same columns in the same order")
-    if len(rows) == 1:
-        return table.insert().values(dict(rows[0]))
-    selects = [select(*(literal(row[name], table.c[name].type).label(name) for name in names)) for row in rows]
-    return table.insert().from_select(names, union_all(*selects), include_defaults=False)
+    parameters = {f"row{index}_{name}": row[name] for index, row in enumerate(rows) for name in names}
+    return rows_insert_statement(table, names, len(rows)), parameters
+
+
+@functools.lru_cache(maxsize=64)
+def rows_insert_statement(table: Table, names: tuple[str, ...], count: int) -> Insert:
+    """The statement of insert_rows for `count` rows of the columns `names` (cached: statements
+    are immutable, and building one costs more than running it from the compiled cache)."""
+    def bound(name: str, index: int):
+        return bindparam(f"row{index}_{name}", type_=table.c[name].type)
+
+    if count == 1:
+        return table.insert().values({name: bound(name, 0) for name in names})
+    selects = [select(*(bound(name, index).label(name) for name in names)) for index in range(count)]
+    return table.insert().from_select(list(names), union_all(*selects), include_defaults=False)
 
 
 def configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

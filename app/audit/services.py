@@ -10,6 +10,7 @@ taken at commit time, as late as possible.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -18,10 +19,10 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import event, func, select
+from sqlalchemy import Insert, bindparam, event, func, select
 from sqlalchemy.orm import Session
 
-from ..extensions import db, insert_rows
+from ..extensions import db, insert_rows, rows_insert_statement
 from ..models import AuditChainHead, AuditLog, after_utc_day, start_of_utc_day, utcnow
 from ..pagination import KeysetPage, keyset_page
 
@@ -131,10 +132,24 @@ def _head_row(session: Session):
     return session.execute(_HEAD).one_or_none()
 
 
+_HEAD_FOR_UPDATE = _HEAD.with_for_update()
+# The head's new values, bound at each append (statements are built once; see _append_statement).
+_NEW_HEAD = (AuditChainHead.__table__.update().where(AuditChainHead.id == 1)
+             .values(last_id=bindparam("head_last_id"), last_hash=bindparam("head_last_hash")))
+_APPENDED_COLUMNS = ("id", "user_id", "action", "details", "ip_address", "timestamp", "hash")
+
+
 def _lock_head(session: Session) -> tuple[int, str]:
     """Lock the head row (FOR UPDATE) for the rest of the transaction; its (last id, last hash)."""
-    last_id, last_hash = session.execute(_HEAD.with_for_update()).one()
+    last_id, last_hash = session.connection().execute(_HEAD_FOR_UPDATE).one()
     return last_id, last_hash
+
+
+@functools.lru_cache(maxsize=8)
+def _append_statement(count: int) -> Insert:
+    """PostgreSQL's append of `count` rows in one statement: the audit INSERT carrying the head's
+    UPDATE as a data-modifying WITH clause (built once per row count, then cached compiled)."""
+    return rows_insert_statement(AuditLog.__table__, _APPENDED_COLUMNS, count).add_cte(_NEW_HEAD.cte("new_head"))
 
 
 def _write_pending(session: Session) -> None:
@@ -159,14 +174,16 @@ def _write_pending(session: Session) -> None:
         )
         rows.append(dict(id=last_id, user_id=item.user_id, action=item.action, details=item.details,
                          ip_address=item.ip_address, timestamp=moment, hash=last_hash))
-    new_head = AuditChainHead.__table__.update().where(AuditChainHead.id == 1).values(last_id=last_id, last_hash=last_hash)
-    if session.get_bind().dialect.name == "postgresql":
+    statement, parameters = insert_rows(AuditLog.__table__, rows)
+    head = {"head_last_id": last_id, "head_last_hash": last_hash}
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
         # One round trip while the lock is held: the head's UPDATE rides along as a
         # data-modifying WITH clause, which PostgreSQL runs whether or not the INSERT reads it.
-        session.execute(insert_rows(AuditLog.__table__, rows).add_cte(new_head.cte("new_head")))
+        connection.execute(_append_statement(len(rows)), parameters | head)
     else:
-        session.execute(insert_rows(AuditLog.__table__, rows))
-        session.execute(new_head)
+        connection.execute(statement, parameters)
+        connection.execute(_NEW_HEAD, head)
 
 
 def _discard_pending(session: Session, *_args: Any) -> None:

@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from flask import current_app
 from itsdangerous import Signer
-from sqlalchemy import BigInteger, Select, func, or_, select, true, type_coerce, union_all, update
+from sqlalchemy import BigInteger, Row, Select, bindparam, func, or_, select, true, type_coerce, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
@@ -86,9 +86,12 @@ def new_reference(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(8).upper()}"
 
 
+_OWNER_ACCOUNTS = select(Account).where(Account.owner_id == bindparam("owner_id")).order_by(Account.id)
+
+
 def list_accounts(owner_id: int) -> list[Account]:
     """All accounts of user `owner_id`, oldest first, frozen and closed ones included."""
-    return list(db.session.scalars(select(Account).where(Account.owner_id == owner_id).order_by(Account.id)))
+    return list(db.session.scalars(_OWNER_ACCOUNTS, {"owner_id": owner_id}))
 
 
 def list_active_customers() -> list[User]:
@@ -362,18 +365,42 @@ def _check_actor(actor: User, owner_id: int, description: str) -> None:
         raise ValidationRuleError("Only customers and administrators make transfers.")
 
 
-def _load_source(req: TransferRequest) -> tuple[Account | None, list[Account]]:
+# The transfer's statements are built once, with bound parameters: building a statement costs
+# more CPU than running it from SQLAlchemy's compiled cache. Amounts bind through Account.balance,
+# so the cents type converts them (DESIGN.md section 3).
+_READ_COLUMNS = (Account.id, Account.account_number, Account.owner_id, Account.status, Account.balance)
+_READ_SOURCE = select(*_READ_COLUMNS).where(Account.id == bindparam("source_id"))
+_READ_SOURCE_AND_TARGET = select(*_READ_COLUMNS).where(
+    or_(Account.id == bindparam("source_id"), Account.account_number == bindparam("target_number"))
+)
+_DEBIT = (
+    update(Account)
+    .where(Account.id == bindparam("debited_id"), Account.owner_id == bindparam("debited_owner_id"),
+           Account.status == "active", Account.balance >= bindparam("covered_amount"))
+    .values(balance=Account.balance - bindparam("debited_amount"))
+)
+_CREDIT = (
+    update(Account)
+    .where(Account.id == bindparam("credited_id"), Account.status == "active")
+    .values(balance=Account.balance + bindparam("credited_amount"))
+)
+
+
+def _load_source(req: TransferRequest) -> tuple[Row | None, list[Row]]:
     """Read the source account afresh, and for an external transfer the target named by its
-    number in the same statement (one round trip less). Returns (source or None, every row read)."""
-    stmt = select(Account).where(Account.id == req.source_id)
+    number in the same statement (one round trip less). Returns (source or None, every row
+    read), rows of id, account_number, owner_id, status and balance (Decimal)."""
     number = (req.target_account_number or "").strip()
     if req.kind == "external" and number:
-        stmt = select(Account).where(or_(Account.id == req.source_id, Account.account_number == number))
-    rows = list(db.session.scalars(stmt.execution_options(populate_existing=True)))
+        found = db.session.connection().execute(_READ_SOURCE_AND_TARGET,
+                                                {"source_id": req.source_id, "target_number": number})
+    else:
+        found = db.session.connection().execute(_READ_SOURCE, {"source_id": req.source_id})
+    rows = found.all()
     return next((row for row in rows if row.id == req.source_id), None), rows
 
 
-def _resolve_target(req: TransferRequest, read: list[Account]) -> Account:
+def _resolve_target(req: TransferRequest, read: list[Row]) -> Account | Row:
     if req.kind == "internal":
         target = db.session.get(Account, req.target_id) if req.target_id is not None else None
         if target is None or target.owner_id != req.owner_id:
@@ -388,14 +415,12 @@ def _resolve_target(req: TransferRequest, read: list[Account]) -> Account:
     return target
 
 
-def _debit(source: Account, owner_id: int, amount: Decimal) -> None:
-    """Conditional debit: succeeds only if the source is still active, owned, and covers `amount`."""
-    result = db.session.execute(
-        update(Account)
-        .where(Account.id == source.id, Account.owner_id == owner_id, Account.status == "active",
-               Account.balance >= amount)
-        .values(balance=Account.balance - amount)
-        .execution_options(synchronize_session=False)
+def _debit(source: Account | Row, owner_id: int, amount: Decimal) -> None:
+    """Conditional debit: succeeds only if the source is still active, owned, and covers `amount`
+    (Decimal, two places). Raises AccountNotFoundError, AccountNotActiveError,
+    InsufficientFundsError; the caller's transaction then rolls back."""
+    result = db.session.connection().execute(
+        _DEBIT, {"debited_id": source.id, "debited_owner_id": owner_id, "covered_amount": amount, "debited_amount": amount}
     )
     if result.rowcount != 1:
         current = db.session.execute(
@@ -408,14 +433,10 @@ def _debit(source: Account, owner_id: int, amount: Decimal) -> None:
         raise InsufficientFundsError()
 
 
-def _credit(target: Account, amount: Decimal, kind: str) -> None:
-    """Conditional credit: succeeds only if the target is still active."""
-    result = db.session.execute(
-        update(Account)
-        .where(Account.id == target.id, Account.status == "active")
-        .values(balance=Account.balance + amount)
-        .execution_options(synchronize_session=False)
-    )
+def _credit(target: Account | Row, amount: Decimal, kind: str) -> None:
+    """Conditional credit: succeeds only if the target is still active. Raises
+    TargetUnavailableError (external) or AccountNotActiveError (internal)."""
+    result = db.session.connection().execute(_CREDIT, {"credited_id": target.id, "credited_amount": amount})
     if result.rowcount != 1:
         if kind == "external":
             raise TargetUnavailableError()
@@ -454,7 +475,7 @@ def _execute_transfer(req: TransferRequest) -> str:
         # Both rows in one cached INSERT, straight to the table: nothing reads them back as
         # objects. (One statement, not executemany, whose PostgreSQL pipeline would log a
         # warning each time the unique index refuses a replay.)
-        db.session.execute(insert_rows(Transaction.__table__, [
+        db.session.connection().execute(*insert_rows(Transaction.__table__, [
             dict(account_id=source.id, type="debit", idempotency_key=req.idempotency_key, **common),
             dict(account_id=target.id, type="credit", idempotency_key=None, **common),
         ]))

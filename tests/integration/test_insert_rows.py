@@ -1,6 +1,6 @@
 """`insert_rows`: the one INSERT that writes a transfer's two ledger rows and the audit rows,
-built so SQLAlchemy's compiled cache holds it (a multi-VALUES INSERT is compiled afresh on every
-execution), with every value converted by its column's type."""
+built once per shape so SQLAlchemy's compiled cache holds it (a multi-VALUES INSERT is built and
+compiled afresh on every execution), with every value converted by its column's type."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_rows_are_written_in_order_with_their_types_converted(app, customer, mak
     type and read back as the same Decimal, the timestamp as the same UTC moment?"""
     source, target = make_account(customer, "50.00"), make_account(customer, "0.00")
     with app.app_context():
-        db.session.execute(insert_rows(Transaction.__table__, _rows(source, target, customer.id)))
+        db.session.execute(*insert_rows(Transaction.__table__, _rows(source, target, customer.id)))
         db.session.commit()
         written = list(db.session.scalars(select(Transaction).where(Transaction.reference == "TX-INSERTROWS")
                                           .order_by(Transaction.id)))
@@ -53,9 +53,9 @@ def test_the_statement_comes_from_the_compiled_cache_the_second_time(app, custom
         try:
             for amount in ("1.00", "2.00"):
                 rows = _rows(source, target, customer.id, amount, reference=f"TX-PAIR-{amount}")
-                db.session.execute(insert_rows(Transaction.__table__, rows))
+                db.session.execute(*insert_rows(Transaction.__table__, rows))
                 one = _rows(source, target, customer.id, amount, reference=f"TX-ONE-{amount}")[:1]
-                db.session.execute(insert_rows(Transaction.__table__, one))
+                db.session.execute(*insert_rows(Transaction.__table__, one))
             db.session.rollback()
         finally:
             event.remove(db.engine, "before_cursor_execute", record)
