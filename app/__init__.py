@@ -13,7 +13,16 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 load_dotenv()
 
 from .config import config_class  # noqa: E402  (reads the environment that .env just filled)
-from .extensions import bootstrap, csrf, db, limiter, login_manager, migrate, register_database_engine_options  # noqa: E402
+from .extensions import (  # noqa: E402
+    bootstrap,
+    csrf,
+    db,
+    end_read_only_transaction,
+    limiter,
+    login_manager,
+    migrate,
+    register_database_engine_options,
+)
 from .sessions import IdleTimeoutSessionInterface  # noqa: E402
 
 
@@ -54,6 +63,8 @@ def register_extensions(app: Flask) -> None:
     from .audit.services import install_session_hooks
 
     db.init_app(app)
+    # A request's teardown runs before the app context's, where Flask-SQLAlchemy closes the session.
+    app.teardown_request(end_read_only_transaction)
     register_database_engine_options(app)
     install_session_hooks()
     migrate.init_app(app, db, render_as_batch=True)

@@ -237,9 +237,57 @@ def configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if _write_intent.get() else "BEGIN")
 
 
+# Where the audit service queues the events of the current unit of work (app/audit/services.py).
+PENDING_AUDIT_KEY = "pending_audit_events"
+
+
+# Set on a connection's info when a statement other than a SELECT ran on it outside atomic().
+_WROTE_OUTSIDE_ATOMIC = "wrote_outside_atomic"
+
+
+def _note_write_outside_atomic(conn, _cursor, statement: str, _parameters, _context, _executemany) -> None:
+    if not _write_intent.get() and statement.lstrip()[:6].upper() != "SELECT":
+        conn.info[_WROTE_OUTSIDE_ATOMIC] = True
+
+
+def _forget_writes_of_the_last_transaction(conn) -> None:
+    conn.info.pop(_WROTE_OUTSIDE_ATOMIC, None)
+
+
+def end_read_only_transaction(error: BaseException | None) -> None:
+    """Request teardown, run before Flask-SQLAlchemy's: end the request's open transaction with
+    COMMIT instead of ROLLBACK when it only read (PostgreSQL only).
+
+    Every write runs inside atomic(), which commits or rolls back before the view returns, so a
+    transaction still open here has normally only read; COMMIT and ROLLBACK then end it alike,
+    but psycopg forgets every prepared statement at a ROLLBACK. Ending reads with COMMIT lets the
+    connection keep its prepared statements from request to request, so PostgreSQL neither
+    parses nor (once it settles on a generic plan) plans them again. The transaction is left to
+    the usual ROLLBACK when the request failed; when the session holds changes or queued audit
+    events, or a statement other than a SELECT ran outside atomic() (work abandoned outside a
+    transaction block, which must never be committed by accident); and on SQLite, whose driver
+    keeps its statement cache across rollbacks.
+    """
+    session = db.session()
+    if not session.in_transaction() or session.get_bind().dialect.name != "postgresql":
+        return
+    wrote = session.connection().info.pop(_WROTE_OUTSIDE_ATOMIC, False)
+    if error is not None or wrote or session.new or session.dirty or session.deleted or session.info.get(PENDING_AUDIT_KEY):
+        return
+    try:
+        session.commit()
+    except DBAPIError:
+        log.warning("ending a read-only transaction failed; it is rolled back", exc_info=True)
+        session.rollback()
+
+
 def register_database_engine_options(app: Flask) -> None:
     """Apply per-backend engine settings once the engine exists (SQLite pragmas, pool pre-ping)."""
     with app.app_context():
         engine = db.engine
         if engine.dialect.name == "sqlite":
             configure_sqlite(engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
+        elif not event.contains(engine, "before_cursor_execute", _note_write_outside_atomic):
+            # The mark belongs to one transaction: every transaction starts without it.
+            event.listen(engine, "begin", _forget_writes_of_the_last_transaction)
+            event.listen(engine, "before_cursor_execute", _note_write_outside_atomic)

@@ -22,12 +22,12 @@ from flask import current_app
 from sqlalchemy import Insert, bindparam, event, func, select
 from sqlalchemy.orm import Session
 
-from ..extensions import db, insert_rows, rows_insert_statement
+from ..extensions import PENDING_AUDIT_KEY, db, insert_rows, rows_insert_statement
 from ..models import AuditChainHead, AuditLog, after_utc_day, start_of_utc_day, utcnow
 from ..pagination import KeysetPage, keyset_page
 
 GENESIS_HASH = "0" * 64
-PENDING_KEY = "pending_audit_events"
+PENDING_KEY = PENDING_AUDIT_KEY
 ACTIONS = (
     "REGISTER_SUCCESS", "LOGIN_SUCCESS", "LOGIN_FAILURE", "LOGIN_THROTTLED", "LOGOUT",
     "PASSWORD_CHANGED", "PROFILE_UPDATED", "ACCOUNT_CREATED", "ACCOUNT_FROZEN", "ACCOUNT_UNFROZEN",

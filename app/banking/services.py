@@ -38,7 +38,7 @@ from ..errors import (
 from ..extensions import TryAgainError, atomic, db, insert_rows, retry_on_conflict
 from ..models import ACCOUNT_TYPES, ENTRY_TYPES, Account, Transaction, User, after_utc_day, start_of_utc_day, utcnow
 from ..money import ZERO, format_amount, quantize
-from ..pagination import PAGE_SIZE, KeysetPage, Page, keyset_page, numbered_page
+from ..pagination import PAGE_SIZE, KeysetPage, Page, fixed_limit, keyset_page, numbered_page
 from ..security import log_event, log_standalone_event
 
 RECENT_PER_ACCOUNT = 5
@@ -229,7 +229,7 @@ def recent_transactions(accounts: list[Account], per_account: int = RECENT_PER_A
 
     def newest(account_id) -> Select:
         return (select(Transaction.id).where(Transaction.account_id == account_id)
-                .order_by(Transaction.id.desc()).limit(per_account))
+                .order_by(Transaction.id.desc()).limit(fixed_limit(per_account)))
 
     if db.session.get_bind().dialect.name == "postgresql":
         # LATERAL: the account id is a parameter of each scan, so the planner always takes
