@@ -10,9 +10,11 @@ otherwise pick sequential scans whatever the indexes). Plans, not times: determi
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, timedelta
 
 import pytest
+from psycopg import sql
 from sqlalchemy import select
 
 from app.extensions import db
@@ -48,7 +50,25 @@ def _nodes(plan: dict, under_limit: bool = False):
         yield from _nodes(child, under_limit or plan["Node Type"] == "Limit")
 
 
-def unindexed_reads(connection, statement: str, parameters) -> list[str]:
+def generic_plan_explain(connection, statement: str, parameters) -> str:
+    """EXPLAIN of the generic plan of `statement` (pyformat placeholders, as the app sends it):
+    what PostgreSQL runs once it settles on one plan for a prepared statement, whatever the
+    values (the app's connections keep their prepared statements; app/extensions.py). The
+    statement is prepared with $n placeholders and explained with `plan_cache_mode =
+    force_generic_plan`; the values only fill the EXECUTE."""
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", statement)))
+    numbered = statement
+    for position, name in enumerate(names, start=1):
+        numbered = numbered.replace(f"%({name})s", f"${position}")
+    cursor = connection.cursor()
+    cursor.execute(sql.SQL("PREPARE plan_check AS {}").format(sql.SQL(numbered.replace("%%", "%"))))
+    cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+    values = sql.SQL(", ").join(sql.Literal(parameters[name]) for name in names)
+    return sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE plan_check ({})").format(values) if names else sql.SQL(
+        "EXPLAIN (FORMAT JSON) EXECUTE plan_check")
+
+
+def unindexed_reads(connection, statement: str, parameters, generic: bool = False) -> list[str]:
     """What in the plan of `statement` (seqscan disabled) reads a table without an index
     condition: a sequential scan, or an index walked from end to end only to filter its rows
     (an `Index Scan` with a Filter and no Index Cond, what a search no index serves gets when
@@ -56,8 +76,13 @@ def unindexed_reads(connection, statement: str, parameters) -> list[str]:
     stops early; on tables this small the planner prefers it to a composite index)."""
     cursor = connection.cursor()
     cursor.execute("SET LOCAL enable_seqscan = off")
-    cursor.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
+    if generic:
+        cursor.execute(generic_plan_explain(connection, statement, parameters))
+    else:
+        cursor.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
     plan = cursor.fetchone()[0]
+    if generic:
+        cursor.execute("DEALLOCATE plan_check")
     plan = json.loads(plan) if isinstance(plan, str) else plan
     found = []
     for node, under_limit in _nodes(plan[0]["Plan"]):
@@ -72,7 +97,8 @@ def unindexed_reads(connection, statement: str, parameters) -> list[str]:
 def test_every_page_query_is_served_by_an_index(app, sign_in, seeded, recorder):
     """Do the dashboard, the transactions list (every page, every filter), the auditor's views
     and the admin lists read through indexes only: no sequential scan, no index read end to end
-    just to filter it?"""
+    just to filter it? Both the plan for the request's own values and the generic plan a
+    prepared statement may settle on."""
     clients = {"customer": sign_in(HEAVY_EMAIL), "auditor": sign_in(AUDITOR_EMAIL), "admin": sign_in(ADMIN_EMAIL)}
     with app.app_context():
         number = db.session.scalar(select(Account.account_number).where(Account.id == 1))
@@ -81,16 +107,18 @@ def test_every_page_query_is_served_by_an_index(app, sign_in, seeded, recorder):
         url = path.format(account_number=number)
         with recorder.recording() as statements:
             assert clients[who].get(url).status_code == 200, url
-        selects = [(sql, params) for sql, params in statements if sql.lstrip().upper().startswith(("SELECT", "WITH"))]
+        selects = [(text, params) for text, params in statements if text.lstrip().upper().startswith(("SELECT", "WITH"))]
         assert selects, url
         with app.app_context():
             raw = db.engine.raw_connection()
             try:
-                for sql, params in selects:
-                    reads = unindexed_reads(raw.driver_connection, sql, params)
-                    if reads:
-                        found.append(f"{url}: {'; '.join(reads)} in\n    {' '.join(sql.split())[:300]}")
-                raw.driver_connection.rollback()
+                for statement, params in selects:
+                    for generic in (False, True):
+                        reads = unindexed_reads(raw.driver_connection, statement, params, generic)
+                        if reads:
+                            kind = "generic plan" if generic else "plan"
+                            found.append(f"{url} ({kind}): {'; '.join(reads)} in\n    {' '.join(statement.split())[:300]}")
+                        raw.driver_connection.rollback()
             finally:
                 raw.close()
     assert not found, "\n".join(found)
