@@ -200,7 +200,25 @@ class Account(db.Model):
         return self.status == "active"
 
 
-class Transaction(db.Model):
+class EntrySides:
+    """How a ledger entry reads from its account's side; shared by the Transaction model and the
+    plain rows the entry tables show (banking.services.LedgerEntry). Needs `type` ("debit" or
+    "credit"), `amount` (Decimal, positive), `sender_account` and `receiver_account`."""
+
+    __slots__ = ()
+
+    @property
+    def counterparty(self):
+        """The other side of the entry: the receiver of a debit, the sender of a credit."""
+        return self.receiver_account if self.type == "debit" else self.sender_account
+
+    @property
+    def signed_amount(self) -> Decimal:
+        """The amount as it affects this account: negative for a debit."""
+        return -self.amount if self.type == "debit" else self.amount
+
+
+class Transaction(db.Model, EntrySides):
     """One ledger entry: a debit or a credit of `amount` (Decimal > 0) on `account_id`.
 
     A transfer writes a debit on the sender and a credit on the receiver sharing one
@@ -241,16 +259,6 @@ class Transaction(db.Model):
     account: Mapped[Account] = relationship(foreign_keys=[account_id])
     sender_account: Mapped[Account | None] = relationship(foreign_keys=[sender_account_id])
     receiver_account: Mapped[Account | None] = relationship(foreign_keys=[receiver_account_id])
-
-    @property
-    def counterparty(self) -> Account | None:
-        """The other side of the entry: the receiver of a debit, the sender of a credit."""
-        return self.receiver_account if self.type == "debit" else self.sender_account
-
-    @property
-    def signed_amount(self) -> Decimal:
-        """The amount as it affects this account: negative for a debit."""
-        return -self.amount if self.type == "debit" else self.amount
 
 
 class SupportTicket(db.Model):

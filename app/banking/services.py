@@ -36,7 +36,17 @@ from ..errors import (
     ValidationRuleError,
 )
 from ..extensions import TryAgainError, atomic, db, insert_rows, retry_on_conflict
-from ..models import ACCOUNT_TYPES, ENTRY_TYPES, Account, Transaction, User, after_utc_day, start_of_utc_day, utcnow
+from ..models import (
+    ACCOUNT_TYPES,
+    ENTRY_TYPES,
+    Account,
+    EntrySides,
+    Transaction,
+    User,
+    after_utc_day,
+    start_of_utc_day,
+    utcnow,
+)
 from ..money import ZERO, format_amount, quantize
 from ..pagination import PAGE_SIZE, KeysetPage, Page, fixed_limit, keyset_page, numbered_page
 from ..security import log_event, log_standalone_event
@@ -144,8 +154,9 @@ class ShownAccount:
 
 
 @dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    """One ledger entry with its account and both sides' accounts, read as a plain row.
+class LedgerEntry(EntrySides):
+    """One ledger entry with its account and both sides' accounts, read as a plain row
+    (`counterparty` and `signed_amount` as on the Transaction model).
 
     amount: Decimal, two places, positive (the cents type converts it); timestamp: aware UTC
     datetime; type: "debit" or "credit". Read-only: the lists never write through it, and no
@@ -162,16 +173,6 @@ class LedgerEntry:
     account: ShownAccount
     sender_account: ShownAccount | None
     receiver_account: ShownAccount | None
-
-    @property
-    def counterparty(self) -> ShownAccount | None:
-        """The other side of the entry: the receiver of a debit, the sender of a credit."""
-        return self.receiver_account if self.type == "debit" else self.sender_account
-
-    @property
-    def signed_amount(self) -> Decimal:
-        """The amount as it affects this account: negative for a debit."""
-        return -self.amount if self.type == "debit" else self.amount
 
 
 _ENTRY = Transaction.__table__
