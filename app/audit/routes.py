@@ -17,9 +17,9 @@ from .forms import AuditLogFilterForm, AuditTransactionFilterForm
 SUBMITTED_VALUE_LIMIT = 32
 
 
-def _accept_and_log(view: str, form, before: int | None) -> bool:
+def _view_details(view: str, form, before: int | None) -> tuple[dict, bool]:
     """Validate `form` and the cursor `before` (from pagination.cursor: None when absent, 0 when
-    malformed), and write AUDIT_VIEWED either way; True when both are valid.
+    malformed); returns the AUDIT_VIEWED details of the visit and True when both are valid.
 
     Accepted: the filters applied (non-empty values only) and the cursor. Refused: the names of
     the fields in error and their raw values, each cut to 32 characters — a refused look at the
@@ -36,8 +36,15 @@ def _accept_and_log(view: str, form, before: int | None) -> bool:
         details["filters"] = {name: str(value) for name, value in form.filter_values().items() if value is not None}
         if before is not None:
             details["before"] = before
+    return details, not invalid
+
+
+def _accept_and_log(view: str, form, before: int | None) -> bool:
+    """_view_details, with its AUDIT_VIEWED row written (and committed) at once; True when the
+    filters and the cursor are valid."""
+    details, accepted = _view_details(view, form, before)
     log_standalone_event("AUDIT_VIEWED", details)
-    return not invalid
+    return accepted
 
 
 @audit_bp.route("/logs")
@@ -67,9 +74,20 @@ def verify():
 @roles_required("auditor", "admin")
 def transactions():
     """Every customer's ledger entries, newest first, 25 a page (`?before=<id>`), with the
-    customer filters plus `account_number`. A malformed filter or cursor: message, status 400."""
+    customer filters plus `account_number`. A malformed filter or cursor: message, status 400.
+
+    The page is read and rendered first and the AUDIT_VIEWED row written last (on PostgreSQL in
+    the transaction that read the page); the answer leaves only once that row has committed (an error gives a 500 and no
+    entries). /audit/logs writes first instead, so its list shows the visit's own row."""
     form, before = AuditTransactionFilterForm(request.args), cursor()
-    if not _accept_and_log("transactions", form, before):
-        return render_template("audit/transactions.html", form=form, page=None, cursor_invalid=before == 0), 400
-    page = list_all_transactions(TransactionFilters(**form.filter_values()), before)
-    return render_template("audit/transactions.html", form=form, page=page, cursor_invalid=False)
+    details, accepted = _view_details("transactions", form, before)
+    if accepted:
+        page = list_all_transactions(TransactionFilters(**form.filter_values()), before)
+        answer = render_template("audit/transactions.html", form=form, page=page, cursor_invalid=False), 200
+    else:
+        answer = render_template("audit/transactions.html", form=form, page=None, cursor_invalid=before == 0), 400
+    # The visit is logged last: nothing is sent unless
+    # its AUDIT_VIEWED row commits, the chain head is locked only for the append (DESIGN.md §4:
+    # as late as possible), and nothing is reloaded after the commit expires it.
+    log_standalone_event("AUDIT_VIEWED", details)
+    return answer

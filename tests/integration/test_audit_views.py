@@ -346,6 +346,30 @@ def test_verify_page_names_the_first_edited_row(client, app, monkeypatch, staff)
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("url", [LOGS, TRANSACTIONS])
+def test_an_audit_page_is_shown_only_once_its_audit_viewed_row_commits(client, app, monkeypatch, staff, url,
+                                                                        make_user, make_account):
+    """When the AUDIT_VIEWED row can't be written, is the visit answered 500 with none of the
+    log or the ledger in it, and nothing written? (/audit/transactions reads and renders its page
+    before it writes the row: the answer must still wait for the commit.)"""
+    owner = make_user(full_name="Carol Unseen")
+    _add_entries(app, make_account(owner, "0.00"), [(START, "credit", "77.00", "never shown")])
+    before = len(_audit_rows(app))
+
+    def refuse(*_args, **_kwargs):
+        raise RuntimeError("the audit log refused the row")
+
+    monkeypatch.setattr(audit_services, "queue_event", refuse)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    response = client.get(url)
+
+    body = response.get_data(as_text=True)
+    assert response.status_code == 500
+    assert "never shown" not in body and "Carol Unseen" not in body and "TX-AUDIT" not in body
+    assert "LOGIN_SUCCESS" not in body
+    assert len(_audit_rows(app)) == before
+
+
 @pytest.fixture
 def two_customers(app, make_user, make_account):
     """Two customers with one empty account each: (alice, alice's account, bob, bob's account)."""
