@@ -17,7 +17,7 @@ from argon2 import PasswordHasher, profiles
 from email_validator import EmailNotValidError, validate_email
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from flask import current_app
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from zxcvbn import zxcvbn
 
@@ -159,6 +159,11 @@ def get_user(user_id: int) -> User | None:
     return db.session.get(User, user_id)
 
 
+# The user loader's SELECT, built once: every signed-in request runs it, and a statement built
+# per call (as Session.get does) also pays for its construction and its cache key each time.
+_USER_BY_ID = select(User).where(User.id == bindparam("user_id"))
+
+
 def load_user(session_id: str) -> User | None:
     """Flask-Login user loader for ids of the form `"<user id>:<session token>"`.
 
@@ -169,7 +174,7 @@ def load_user(session_id: str) -> User | None:
     user_part, _, token = (session_id or "").partition(":")
     if not user_part.isascii() or not user_part.isdigit() or not token:
         return None
-    user = db.session.get(User, int(user_part))
+    user = db.session.execute(_USER_BY_ID, {"user_id": int(user_part)}).scalar_one_or_none()
     if user is None or not user.is_active:
         return None
     if not secrets.compare_digest(user.session_token.encode(), token.encode()):
