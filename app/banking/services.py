@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from flask import current_app
 from itsdangerous import Signer
@@ -134,15 +135,13 @@ def account_label(account: Account) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ShownOwner:
+class ShownOwner(NamedTuple):
     """The owner of an entry's account, as the staff tables show it: the name only."""
 
     full_name: str
 
 
-@dataclass(frozen=True, slots=True)
-class ShownAccount:
+class ShownAccount(NamedTuple):
     """The columns of an account that a table of entries shows: id, 12-digit number, owner id,
     status, and for staff views the owner's name (never a balance, a hash or an MFA key)."""
 
@@ -153,16 +152,7 @@ class ShownAccount:
     owner: ShownOwner | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerEntry(EntrySides):
-    """One ledger entry with its account and both sides' accounts, read as a plain row
-    (`counterparty` and `signed_amount` as on the Transaction model).
-
-    amount: Decimal, two places, positive (the cents type converts it); timestamp: aware UTC
-    datetime; type: "debit" or "credit". Read-only: the lists never write through it, and no
-    ORM object is built for a row that is only shown.
-    """
-
+class _LedgerEntryColumns(NamedTuple):
     id: int
     account_id: int
     timestamp: datetime
@@ -173,6 +163,19 @@ class LedgerEntry(EntrySides):
     account: ShownAccount
     sender_account: ShownAccount | None
     receiver_account: ShownAccount | None
+
+
+class LedgerEntry(_LedgerEntryColumns, EntrySides):
+    """One ledger entry with its account and both sides' accounts, read as a plain row
+    (`counterparty` and `signed_amount` as on the Transaction model).
+
+    amount: Decimal, two places, positive (the cents type converts it); timestamp: aware UTC
+    datetime; type: "debit" or "credit". Read-only (a named tuple, as are ShownAccount and
+    ShownOwner, which cost a fraction of a frozen dataclass to build): the lists never write
+    through it, and no ORM object is built for a row that is only shown.
+    """
+
+    __slots__ = ()
 
 
 _ENTRY = Transaction.__table__
@@ -204,15 +207,15 @@ _STAFF_ENTRIES = _entry_select(staff_view=True)
 
 
 def _shown_account(values: tuple, owner: ShownOwner | None = None) -> ShownAccount | None:
-    return None if values[0] is None else ShownAccount(*values, owner=owner)
+    return None if values[0] is None else ShownAccount(*values, owner)
 
 
 def _ledger_entry(row) -> LedgerEntry:
     """A LedgerEntry from a row of _entry_select (positional: see the column order there)."""
     values = tuple(row)
     owner = ShownOwner(values[19]) if len(values) > 19 else None
-    return LedgerEntry(*values[:7], account=_shown_account(values[7:11], owner),
-                       sender_account=_shown_account(values[11:15]), receiver_account=_shown_account(values[15:19]))
+    return LedgerEntry(*values[:7], _shown_account(values[7:11], owner), _shown_account(values[11:15]),
+                       _shown_account(values[15:19]))
 
 
 def recent_transactions(accounts: list[Account], per_account: int = RECENT_PER_ACCOUNT) -> dict[int, list[Transaction]]:
