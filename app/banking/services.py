@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import NamedTuple
 
 from flask import current_app
@@ -615,68 +616,113 @@ class TransactionFilters:
     account_number: str | None = None
 
 
-def apply_transaction_filters(stmt: Select, filters: TransactionFilters) -> Select:
-    """Add the WHERE clauses of `filters` to a statement selecting Transaction rows."""
+# The filters' WHERE clauses, each on a named bound parameter, so a statement built once per
+# combination of filters serves every request with those filters (transaction_filter_values
+# gives the values). Dates bound as aware UTC datetimes; amounts as Decimal, which the column's
+# type turns into cents.
+_FILTER_CLAUSES = {
+    "from_time": Transaction.timestamp >= bindparam("from_time"),
+    "until_time": Transaction.timestamp < bindparam("until_time"),
+    "entry_type": Transaction.type == bindparam("entry_type"),
+    "min_amount": Transaction.amount >= bindparam("min_amount"),
+    "max_amount": Transaction.amount <= bindparam("max_amount"),
+}
+
+
+def transaction_filter_values(filters: TransactionFilters) -> dict[str, object]:
+    """The bound values of the filters that apply, keyed by the parameter names of
+    _FILTER_CLAUSES, always in that order: `from_time` (midnight UTC starting date_from),
+    `until_time` (midnight UTC after date_to; absent for the last representable day),
+    `entry_type`, `min_amount`, `max_amount` (Decimal, two places)."""
+    values: dict[str, object] = {}
     if filters.date_from is not None:
-        stmt = stmt.where(Transaction.timestamp >= start_of_utc_day(filters.date_from))
+        values["from_time"] = start_of_utc_day(filters.date_from)
     if filters.date_to is not None and after_utc_day(filters.date_to) is not None:
-        stmt = stmt.where(Transaction.timestamp < after_utc_day(filters.date_to))
+        values["until_time"] = after_utc_day(filters.date_to)
     if filters.type in ENTRY_TYPES:
-        stmt = stmt.where(Transaction.type == filters.type)
+        values["entry_type"] = filters.type
     if filters.min_amount is not None:
-        stmt = stmt.where(Transaction.amount >= filters.min_amount)
+        values["min_amount"] = filters.min_amount
     if filters.max_amount is not None:
-        stmt = stmt.where(Transaction.amount <= filters.max_amount)
-    return stmt
+        values["max_amount"] = filters.max_amount
+    return values
 
 
-def _newest_entry_ids(owner_id: int, filters: TransactionFilters, offset: int, limit: int):
-    """Subquery of the ids of `owner_id`'s entries matching `filters`, newest first, rows
-    `offset` to `offset + limit - 1`.
+def _where_filters(stmt: Select, names) -> Select:
+    """`stmt` with the WHERE clauses of the filters `names` (keys of _FILTER_CLAUSES), unbound."""
+    return stmt.where(*(_FILTER_CLAUSES[name] for name in names)) if names else stmt
 
-    Each account's entries are read newest first through ix_transaction_account_id_id, at most
-    `offset + limit` of them, and only those few are merged and sorted: page 1 reads about 26
-    index entries per account however long the history, where one ORDER BY over all the
-    customer's entries would read and sort every one of them (and, with stale statistics,
-    PostgreSQL may instead walk the whole table backwards by id). PostgreSQL does it in one
-    statement with a LATERAL join over the customer's accounts; SQLite, which has no LATERAL,
-    with a UNION ALL of one such scan per account, which needs the account ids first (and gives
-    None when the customer has no account).
+
+def apply_transaction_filters(stmt: Select, filters: TransactionFilters) -> Select:
+    """Add the WHERE clauses of `filters`, with their values bound, to a statement selecting
+    Transaction rows."""
+    values = transaction_filter_values(filters)
+    return _where_filters(stmt, values).params(values) if values else stmt
+
+
+_OWNER_ACCOUNT_IDS = select(Account.id).where(Account.owner_id == bindparam("owner_id")).order_by(Account.id)
+
+
+@lru_cache(maxsize=256)
+def _customer_page_statement(dialect: str, filter_names: tuple[str, ...], account_count: int) -> Select:
+    """The statement of a page of a customer's entries for one combination of filters, built
+    once (and its SQLAlchemy cache key computed once). Bound parameters: the filters' values
+    (transaction_filter_values), `wanted` (entries read per account: the rows before the page
+    plus the page), `skip` and `take` (the page's rows in the merged list), and `owner_id` on
+    PostgreSQL or `account_0` ... `account_<account_count - 1>` on SQLite.
+
+    The page's ids come from each account's entries read newest first through
+    ix_transaction_account_id_id, at most `wanted` of them, and only those few are merged and
+    sorted: page 1 reads about 26 index entries per account however long the history, where one
+    ORDER BY over all the customer's entries would read and sort every one of them (and, with
+    stale statistics, PostgreSQL may instead walk the whole table backwards by id). PostgreSQL
+    does it in one statement with a LATERAL join over the customer's accounts; SQLite, which has
+    no LATERAL, with a UNION ALL of one such scan per account, whose ids it reads first. Then
+    those rows are read with their account and counterparties joined.
     """
-    wanted = offset + limit
-
     def newest(account_id) -> Select:
-        scan = select(Transaction.id).where(Transaction.account_id == account_id)
-        return apply_transaction_filters(scan, filters).order_by(Transaction.id.desc()).limit(wanted)
+        scan = _where_filters(select(Transaction.id).where(Transaction.account_id == account_id), filter_names)
+        return scan.order_by(Transaction.id.desc()).limit(bindparam("wanted", type_=BigInteger))
 
-    if db.session.get_bind().dialect.name == "postgresql":
+    if dialect == "postgresql":
         per_account = newest(Account.id).lateral("newest")
-        ids = select(per_account.c.id).select_from(Account).join(per_account, true()).where(Account.owner_id == owner_id)
+        ids = (select(per_account.c.id).select_from(Account).join(per_account, true())
+               .where(Account.owner_id == bindparam("owner_id")))
         id_column = per_account.c.id
     else:
-        account_ids = list(db.session.scalars(select(Account.id).where(Account.owner_id == owner_id)))
-        if not account_ids:
-            return None
-        merged = union_all(*(select(newest(account_id).subquery().c.id) for account_id in account_ids)).subquery()
+        scans = [select(newest(bindparam(f"account_{n}", type_=Account.id.type)).subquery().c.id)
+                 for n in range(account_count)]
+        merged = union_all(*scans).subquery()
         ids, id_column = select(merged.c.id), merged.c.id
-    return ids.order_by(id_column.desc()).offset(offset).limit(limit).subquery()
+    page_ids = (ids.order_by(id_column.desc()).offset(bindparam("skip", type_=BigInteger))
+                .limit(bindparam("take", type_=BigInteger)).subquery())
+    return _CUSTOMER_ENTRIES.join(page_ids, _ENTRY.c.id == page_ids.c.id).order_by(_ENTRY.c.id.desc())
 
 
 def list_customer_transactions(owner_id: int, filters: TransactionFilters, page: int) -> Page:
     """Page `page` (from 1; 25 rows, newest first) of the ledger entries of `owner_id`'s accounts.
 
     A page number below 1 or past the end gives an empty page, never an error (DESIGN.md §8).
-    The page's ids are found through the index of each account (_newest_entry_ids), then those
-    26 rows are read with their account and counterparties joined: one statement on PostgreSQL,
-    two on SQLite. The cost grows with the page number, not with the length of the history.
+    One statement on PostgreSQL, two on SQLite (_customer_page_statement); the cost grows with
+    the page number, not with the length of the history.
     """
     if page < 1:
         return Page([], page, False)
-    ids = _newest_entry_ids(owner_id, filters, (page - 1) * PAGE_SIZE, PAGE_SIZE + 1)
-    if ids is None:
-        return Page([], page, False)
-    stmt = _CUSTOMER_ENTRIES.join(ids, _ENTRY.c.id == ids.c.id).order_by(_ENTRY.c.id.desc())
-    rows = [_ledger_entry(row) for row in db.session.execute(stmt)]
+    dialect = db.session.get_bind().dialect.name
+    values = transaction_filter_values(filters)
+    params: dict[str, object] = values | {"wanted": page * PAGE_SIZE + 1, "skip": (page - 1) * PAGE_SIZE,
+                                          "take": PAGE_SIZE + 1}
+    if dialect == "postgresql":
+        params["owner_id"] = owner_id
+        account_count = 0
+    else:
+        account_ids = list(db.session.scalars(_OWNER_ACCOUNT_IDS, {"owner_id": owner_id}))
+        if not account_ids:
+            return Page([], page, False)
+        params |= {f"account_{n}": account_id for n, account_id in enumerate(account_ids)}
+        account_count = len(account_ids)
+    stmt = _customer_page_statement(dialect, tuple(values), account_count)
+    rows = [_ledger_entry(row) for row in db.session.execute(stmt, params)]
     return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
 
 
