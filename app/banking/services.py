@@ -219,33 +219,49 @@ def _ledger_entry(row) -> LedgerEntry:
                        _shown_account(values[15:19]))
 
 
-def recent_transactions(accounts: list[Account], per_account: int = RECENT_PER_ACCOUNT) -> dict[int, list[Transaction]]:
-    """The last `per_account` ledger entries of each account, newest first, keyed by account id.
+@lru_cache(maxsize=64)
+def _recent_entries_statement(dialect: str, per_account: int, account_count: int) -> Select:
+    """The dashboard's statement, built once per shape: the last `per_account` entries of each
+    account (bound parameters: `account_ids` on PostgreSQL, an expanding IN list;
+    `account_0` ... `account_<account_count - 1>` on SQLite), with both sides' accounts.
 
-    One statement whatever the number of accounts: the ids come from one
-    `ORDER BY id DESC LIMIT n` per account (each an index-only scan of
-    ix_transaction_account_id_id, so the cost does not grow with the account's history; a
-    LATERAL join on PostgreSQL, a UNION ALL on SQLite), and the rows with their counterparties'
-    accounts are read by those ids. accounts: the customer's Account rows.
+    Each account's ids come from one `ORDER BY id DESC LIMIT n` (an index-only scan of
+    ix_transaction_account_id_id, so the cost does not grow with the account's history): a
+    LATERAL join on PostgreSQL — the account id is a parameter of each scan, so the planner
+    always takes that index instead of betting on finding a busy account's entries early in a
+    backward walk of the whole table — and a UNION ALL on SQLite.
     """
-    recent: dict[int, list[Transaction]] = {account.id: [] for account in accounts}
-    if not accounts:
-        return recent
-
     def newest(account_id) -> Select:
         return (select(Transaction.id).where(Transaction.account_id == account_id)
                 .order_by(Transaction.id.desc()).limit(fixed_limit(per_account)))
 
-    if db.session.get_bind().dialect.name == "postgresql":
-        # LATERAL: the account id is a parameter of each scan, so the planner always takes
-        # ix_transaction_account_id_id instead of betting on finding an account's entries early
-        # in a backward walk of the whole table (which it does for busy accounts).
+    if dialect == "postgresql":
         per = newest(Account.id).lateral("newest")
-        ids = select(per.c.id).select_from(Account).join(per, true()).where(Account.id.in_(list(recent)))
+        ids = (select(per.c.id).select_from(Account).join(per, true())
+               .where(Account.id.in_(bindparam("account_ids", expanding=True))))
     else:
-        ids = union_all(*(select(newest(account_id).subquery().c.id) for account_id in recent))
-    stmt = _CUSTOMER_ENTRIES.where(_ENTRY.c.id.in_(ids)).order_by(_ENTRY.c.id.desc())
-    for row in db.session.execute(stmt):
+        ids = union_all(*(select(newest(bindparam(f"account_{n}", type_=Account.id.type)).subquery().c.id)
+                          for n in range(account_count)))
+    return _CUSTOMER_ENTRIES.where(_ENTRY.c.id.in_(ids)).order_by(_ENTRY.c.id.desc())
+
+
+def recent_transactions(accounts: list[Account], per_account: int = RECENT_PER_ACCOUNT) -> dict[int, list[LedgerEntry]]:
+    """The last `per_account` ledger entries of each account (LedgerEntry rows), newest first,
+    keyed by account id. accounts: the customer's Account rows.
+
+    One statement whatever the number of accounts (_recent_entries_statement), and the rows with
+    their counterparties' accounts are read by the ids it finds.
+    """
+    recent: dict[int, list[LedgerEntry]] = {account.id: [] for account in accounts}
+    if not accounts:
+        return recent
+    dialect = db.session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt, params = _recent_entries_statement(dialect, per_account, 0), {"account_ids": list(recent)}
+    else:
+        stmt = _recent_entries_statement(dialect, per_account, len(recent))
+        params = {f"account_{n}": account_id for n, account_id in enumerate(recent)}
+    for row in db.session.execute(stmt, params):
         entry = _ledger_entry(row)
         recent[entry.account_id].append(entry)
     return recent
