@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import request
-from sqlalchemy import Row, Select, literal
+from sqlalchemy import Row, Select, bindparam, literal
 
 from .extensions import db
 from .routing import MAX_ID
@@ -90,27 +90,54 @@ def numbered_page(stmt: Select, number: int, size: int = PAGE_SIZE) -> Page:
     return Page(rows[:size], number, len(rows) > size)
 
 
-def keyset_page(stmt: Select, id_column, before: int | None, size: int,
-                row: Callable[[Row], Any] | None = None) -> KeysetPage:
-    """Run `stmt` (filtered, not yet ordered) as a newest-first page of rows with id < `before`.
+def keyset_statements(stmt: Select, id_column, size: int, with_cursor: bool) -> tuple[Select, Select | None]:
+    """The statements of a newest-first keyset page of `stmt` (filtered, not yet ordered):
+    (the page, the ids just above it) when `with_cursor`, else (the first page, None).
 
-    id_column: the integer primary key the cursor walks. row: None when `stmt` selects one ORM
-    entity (the items are those objects), else what turns each result row into an item with an
-    `id`. Two small indexed queries: the page itself and the ids just above it (to build the
-    link to the newer page).
+    Bound parameters: `before` (the cursor, exclusive) and `top` (the newest id on the page).
+    Built once by callers whose `stmt` is a constant of theirs, they are run with
+    run_keyset_page, and SQLAlchemy computes their cache keys once.
     """
     page_stmt = stmt.order_by(id_column.desc()).limit(fixed_limit(size + 1))
+    if not with_cursor:
+        return page_stmt, None
+    page_stmt = page_stmt.where(id_column < bindparam("before", type_=id_column.type))
+    newer = (stmt.with_only_columns(id_column).where(id_column > bindparam("top", type_=id_column.type))
+             .order_by(id_column.asc()).limit(fixed_limit(size + 1)))
+    return page_stmt, newer
+
+
+def run_keyset_page(statements: tuple[Select, Select | None], before: int | None, size: int,
+                    row: Callable[[Row], Any] | None = None, params: dict[str, Any] | None = None) -> KeysetPage:
+    """Run keyset_statements(..., with_cursor=before is not None) for the rows with id < `before`.
+
+    row: None when the statements select one ORM entity (the items are those objects), else what
+    turns each result row into an item with an `id`. params: the values of `stmt`'s own bound
+    parameters. Two small indexed queries: the page itself and, past the first page, the ids
+    just above it (to build the link to the newer page).
+    """
+    page_stmt, newer_stmt = statements
+    params = dict(params or {})
     if before is not None:
-        page_stmt = page_stmt.where(id_column < before)
-    rows = list(db.session.scalars(page_stmt)) if row is None else [row(found) for found in db.session.execute(page_stmt)]
+        params["before"] = before
+    result = db.session.execute(page_stmt, params)
+    rows = list(result.scalars()) if row is None else [row(found) for found in result]
     items = rows[:size]
     next_before = items[-1].id if len(rows) > size else None
     prev_before = None
-    if before is not None:
-        top = items[0].id if items else before - 1
-        newer = list(db.session.scalars(
-            stmt.with_only_columns(id_column).where(id_column > top).order_by(id_column.asc()).limit(fixed_limit(size + 1))
-        ))
+    if before is not None and newer_stmt is not None:
+        params["top"] = items[0].id if items else before - 1
+        newer = list(db.session.scalars(newer_stmt, params))
         if newer:
             prev_before = newer[size] if len(newer) > size else 0
     return KeysetPage(items, next_before, prev_before)
+
+
+def keyset_page(stmt: Select, id_column, before: int | None, size: int,
+                row: Callable[[Row], Any] | None = None) -> KeysetPage:
+    """Run `stmt` (filtered, not yet ordered) as a newest-first page of rows with id < `before`
+    (keyset_statements and run_keyset_page in one call, for a statement built per request).
+
+    id_column: the integer primary key the cursor walks. row: as for run_keyset_page.
+    """
+    return run_keyset_page(keyset_statements(stmt, id_column, size, before is not None), before, size, row)

@@ -50,7 +50,7 @@ from ..models import (
     utcnow,
 )
 from ..money import ZERO, format_amount, quantize
-from ..pagination import PAGE_SIZE, KeysetPage, Page, fixed_limit, keyset_page, numbered_page
+from ..pagination import PAGE_SIZE, KeysetPage, Page, fixed_limit, keyset_statements, numbered_page, run_keyset_page
 from ..security import log_event, log_standalone_event
 
 RECENT_PER_ACCOUNT = 5
@@ -745,18 +745,28 @@ def list_customer_transactions(owner_id: int, filters: TransactionFilters, page:
 ALL_TRANSACTIONS_PAGE_SIZE = 25
 
 
+@lru_cache(maxsize=128)
+def _staff_page_statements(filter_names: tuple[str, ...], with_cursor: bool) -> tuple[Select, Select | None]:
+    """keyset_statements of the staff list for one combination of filters (keys of
+    _FILTER_CLAUSES, plus `account_number`), built once: their values are bound by name."""
+    stmt = _where_filters(_STAFF_ENTRIES, [name for name in filter_names if name != "account_number"])
+    if "account_number" in filter_names:
+        stmt = stmt.where(_ENTRY_ACCOUNT.c.account_number == bindparam("account_number"))
+    return keyset_statements(stmt, _ENTRY.c.id, ALL_TRANSACTIONS_PAGE_SIZE, with_cursor)
+
+
 def list_all_transactions(filters: TransactionFilters, before: int | None) -> KeysetPage:
     """Every ledger entry (for auditors and admins), newest first, 25 per page, keyset-paginated.
 
     filters: as for customers plus `account_number` (exact, 12 digits). before: the cursor, an
     entry id (exclusive), None for the newest page, 0 for an empty page (malformed cursor).
+    The owner's name only is read: an auditor's list never reads password hashes or MFA keys.
     """
-    # The owner's name only: an auditor's list never reads password hashes or MFA keys.
-    stmt = _STAFF_ENTRIES
+    values = transaction_filter_values(filters)
     if filters.account_number:
-        stmt = stmt.where(_ENTRY_ACCOUNT.c.account_number == filters.account_number)
-    return keyset_page(apply_transaction_filters(stmt, filters), _ENTRY.c.id, before, ALL_TRANSACTIONS_PAGE_SIZE,
-                       row=_ledger_entry)
+        values["account_number"] = filters.account_number
+    statements = _staff_page_statements(tuple(values), before is not None)
+    return run_keyset_page(statements, before, ALL_TRANSACTIONS_PAGE_SIZE, row=_ledger_entry, params=values)
 
 
 # ---------------------------------------------------------------------------------------------
