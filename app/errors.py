@@ -137,7 +137,10 @@ def register_errorhandlers(app: Flask) -> None:
             from .security import log_standalone_event
 
             log_standalone_event("LOGIN_THROTTLED", {"reason": "request_rate_limit"})
-        return error_page(status if status in ERROR_TITLES else 500 if status >= 500 else 400)
+        body, shown = error_page(status if status in ERROR_TITLES else 500 if status >= 500 else 400)
+        # The exception's own headers go out with the page: `Allow` on a 405 (RFC 9110 §15.5.6).
+        headers = [(name, value) for name, value in exc.get_headers() if name.lower() != "content-type"]
+        return body, shown, headers
 
     @app.errorhandler(TryAgainError)
     def busy(exc: TryAgainError):

@@ -35,13 +35,14 @@ def build_secure_headers(production: bool) -> secure.Secure:
 
 
 def register_security_headers(app: Flask) -> None:
-    """Add the security headers, and `Cache-Control: no-store` on every page but static files."""
+    """Add the security headers, and `Cache-Control: no-store` on every answer but a static
+    file served (a refused or missing static path is an error page like any other)."""
     headers = build_secure_headers(app.config["APP_ENV"] == "production")
 
     @app.after_request
     def add_headers(response):
         headers.set_headers(response)
-        if not (request.endpoint or "").endswith("static"):
+        if not (request.endpoint or "").endswith("static") or response.status_code >= 400:
             response.headers["Cache-Control"] = "no-store"
             response.headers["Pragma"] = "no-cache"
         return response

@@ -132,11 +132,23 @@ def test_404_page_is_plain_and_carries_the_headers(client):
     assert "no-store" in response.headers["Cache-Control"]
 
 
+def test_missing_static_file_is_a_plain_404_with_no_store(client):
+    """Is a missing file under /static/ answered like any unknown page: plain 404, every
+    header, and no-store (only files actually served may be cached)?"""
+    response = client.get("/static/no-such-file.css")
+    assert_plain_error_page(response, 404)
+    assert_security_headers(response)
+    assert "no-store" in response.headers["Cache-Control"]
+
+
 def test_405_page_is_plain_and_carries_the_headers(client):
-    """Does a wrong method get a plain 405 page with every header?"""
+    """Does a wrong method get a plain 405 page with every header, and the `Allow` header
+    naming the methods the path accepts (RFC 9110 §15.5.6)?"""
     response = client.delete("/auth/login")
     assert_plain_error_page(response, 405)
     assert_security_headers(response)
+    assert sorted(method.strip() for method in response.headers["Allow"].split(",")) == ["GET", "HEAD", "OPTIONS", "POST"]
+    assert response.headers["Content-Type"].startswith("text/html")
 
 
 def test_403_page_is_plain_and_carries_the_headers(client, support_user):
