@@ -120,14 +120,16 @@ def run_keyset_page(statements: tuple[Select, Select | None], before: int | None
     params = dict(params or {})
     if before is not None:
         params["before"] = before
-    result = db.session.execute(page_stmt, params)
-    rows = list(result.scalars()) if row is None else [row(found) for found in result]
+    if row is None:
+        rows = list(db.session.scalars(page_stmt, params))
+    else:  # Core rows: read on the session's connection, without the ORM execution layer
+        rows = [row(found) for found in db.session.connection().execute(page_stmt, params)]
     items = rows[:size]
     next_before = items[-1].id if len(rows) > size else None
     prev_before = None
     if before is not None and newer_stmt is not None:
         params["top"] = items[0].id if items else before - 1
-        newer = list(db.session.scalars(newer_stmt, params))
+        newer = list(db.session.connection().scalars(newer_stmt, params))
         if newer:
             prev_before = newer[size] if len(newer) > size else 0
     return KeysetPage(items, next_before, prev_before)

@@ -261,7 +261,8 @@ def recent_transactions(accounts: list[Account], per_account: int = RECENT_PER_A
     else:
         stmt = _recent_entries_statement(dialect, per_account, len(recent))
         params = {f"account_{n}": account_id for n, account_id in enumerate(recent)}
-    for row in db.session.execute(stmt, params):
+    # Core rows, read on the session's connection: no ORM execution layer for a plain SELECT.
+    for row in db.session.connection().execute(stmt, params):
         entry = _ledger_entry(row)
         recent[entry.account_id].append(entry)
     return recent
@@ -732,13 +733,13 @@ def list_customer_transactions(owner_id: int, filters: TransactionFilters, page:
         params["owner_id"] = owner_id
         account_count = 0
     else:
-        account_ids = list(db.session.scalars(_OWNER_ACCOUNT_IDS, {"owner_id": owner_id}))
+        account_ids = list(db.session.connection().scalars(_OWNER_ACCOUNT_IDS, {"owner_id": owner_id}))
         if not account_ids:
             return Page([], page, False)
         params |= {f"account_{n}": account_id for n, account_id in enumerate(account_ids)}
         account_count = len(account_ids)
     stmt = _customer_page_statement(dialect, tuple(values), account_count)
-    rows = [_ledger_entry(row) for row in db.session.execute(stmt, params)]
+    rows = [_ledger_entry(row) for row in db.session.connection().execute(stmt, params)]
     return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
 
 

@@ -26,7 +26,7 @@ def test_a_database_failure_while_loading_the_user_is_a_plain_503(client, auth, 
     def unreachable(*args, **kwargs):
         raise OperationalError("SELECT user", {}, Exception(INTERNAL_DETAIL))
 
-    monkeypatch.setattr(db.session, "get", unreachable)
+    monkeypatch.setattr(db.session, "execute", unreachable)  # the user loader's SELECT is the first
     response = client.get("/banking/dashboard")
 
     body = response.get_data(as_text=True)
