@@ -17,7 +17,7 @@ from ..forms_common import (  # noqa: F401  (TransactionFilterForm is re-exporte
     single_line,
     strip_filter,
 )
-from ..models import ACCOUNT_TYPES, ROLES, Account, User
+from ..models import ACCOUNT_TYPES, ROLES, User
 from ..routing import parse_id
 from . import services
 
@@ -81,7 +81,7 @@ class _TransferForm(FlaskForm):
             return False
         return valid
 
-    def _setup(self, accounts: list[Account], reason_required: bool) -> None:
+    def _setup(self, accounts: list[services.AccountSummary], reason_required: bool) -> None:
         self.reason_required = reason_required
         self.source_account.choices = [SelectChoice(a.id, services.account_label(a)) for a in accounts]
         if not self.is_submitted():
@@ -94,7 +94,7 @@ class InternalTransferForm(_TransferForm):
     target_account = SelectField("To account", coerce=_coerce_id, validate_choice=True)
 
     @classmethod
-    def for_owner(cls, accounts: list[Account], *, reason_required: bool = False) -> InternalTransferForm:
+    def for_owner(cls, accounts: list[services.AccountSummary], *, reason_required: bool = False) -> InternalTransferForm:
         """Form listing `accounts` (the owner's, frozen ones included) in both selects."""
         form = cls()
         form._setup(accounts, reason_required)
@@ -112,7 +112,7 @@ class ExternalTransferForm(_TransferForm):
     )
 
     @classmethod
-    def for_owner(cls, accounts: list[Account], *, reason_required: bool = False) -> ExternalTransferForm:
+    def for_owner(cls, accounts: list[services.AccountSummary], *, reason_required: bool = False) -> ExternalTransferForm:
         """Form listing `accounts` (the owner's, frozen ones included) as sources."""
         form = cls()
         form._setup(accounts, reason_required)

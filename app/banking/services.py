@@ -98,12 +98,29 @@ def new_reference(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(8).upper()}"
 
 
-_OWNER_ACCOUNTS = select(Account).where(Account.owner_id == bindparam("owner_id")).order_by(Account.id)
+class AccountSummary(NamedTuple):
+    """An account as the dashboard and the transfer forms show it. balance: Decimal, two
+    places, in the account's currency. Read-only: no write goes through it (the transfer
+    services read and lock the rows they change themselves)."""
+
+    id: int
+    account_number: str
+    owner_id: int
+    type: str
+    balance: Decimal
+    status: str
 
 
-def list_accounts(owner_id: int) -> list[Account]:
-    """All accounts of user `owner_id`, oldest first, frozen and closed ones included."""
-    return list(db.session.scalars(_OWNER_ACCOUNTS, {"owner_id": owner_id}))
+_ACCOUNT = Account.__table__
+_OWNER_ACCOUNTS = (select(_ACCOUNT.c.id, _ACCOUNT.c.account_number, _ACCOUNT.c.owner_id, _ACCOUNT.c.type,
+                          _ACCOUNT.c.balance, _ACCOUNT.c.status)
+                   .where(_ACCOUNT.c.owner_id == bindparam("owner_id")).order_by(_ACCOUNT.c.id))
+
+
+def list_accounts(owner_id: int) -> list[AccountSummary]:
+    """All accounts of user `owner_id`, oldest first, frozen and closed ones included: plain
+    rows read on the session's connection (no ORM object is built for an account only shown)."""
+    return [AccountSummary(*row) for row in db.session.connection().execute(_OWNER_ACCOUNTS, {"owner_id": owner_id})]
 
 
 def list_active_customers() -> list[User]:
@@ -125,7 +142,7 @@ def find_customer(user_id: int | None) -> User | None:
     return user
 
 
-def account_label(account: Account) -> str:
+def account_label(account: AccountSummary | Account) -> str:
     """Text of an account option: full number, type, balance and any non-active status."""
     label = f"{account.account_number} · {account.type} · {format_amount(account.balance)}"
     return label if account.status == "active" else f"{label} ({account.status})"
@@ -245,9 +262,9 @@ def _recent_entries_statement(dialect: str, per_account: int, account_count: int
     return _CUSTOMER_ENTRIES.where(_ENTRY.c.id.in_(ids)).order_by(_ENTRY.c.id.desc())
 
 
-def recent_transactions(accounts: list[Account], per_account: int = RECENT_PER_ACCOUNT) -> dict[int, list[LedgerEntry]]:
+def recent_transactions(accounts: list[AccountSummary], per_account: int = RECENT_PER_ACCOUNT) -> dict[int, list[LedgerEntry]]:
     """The last `per_account` ledger entries of each account (LedgerEntry rows), newest first,
-    keyed by account id. accounts: the customer's Account rows.
+    keyed by account id. accounts: the customer's accounts (list_accounts).
 
     One statement whatever the number of accounts (_recent_entries_statement), and the rows with
     their counterparties' accounts are read by the ids it finds.
