@@ -312,7 +312,7 @@ def analysis(backend: str, v: dict, notes: list[str]) -> list[str]:
             f"16 clients a p50 is mostly the queue behind the other clients' requests, so the p50 ratio is the ratio of "
             f"CPU per request. The signed-in floor's p50 is {floor_p50:.1f} ms against the PK route's {pk_p50:.1f} ms; "
             f"transactions page 1 ({page:.1f} ms) is {page / floor_p50:.1f} floors: its own work is one or two "
-            f"indexed queries and the ORM rows they build, and the template — the filter form through Bootstrap-Flask's "
+            f"indexed queries and the plain rows they read, and the template — the filter form through Bootstrap-Flask's "
             f"`bootstrap5/` macros (DESIGN.md §5b) and 25 table rows. Workers' time on transactions page 1: "
             f"{_shares(_profile(notes, 'transactions page'))}.")
     login = med(get("login.p50"))
