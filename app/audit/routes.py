@@ -77,8 +77,9 @@ def transactions():
     customer filters plus `account_number`. A malformed filter or cursor: message, status 400.
 
     The page is read and rendered first and the AUDIT_VIEWED row written last (on PostgreSQL in
-    the transaction that read the page); the answer leaves only once that row has committed (an error gives a 500 and no
-    entries). /audit/logs writes first instead, so its list shows the visit's own row."""
+    the transaction that read the page); the answer leaves only once that row has committed (an
+    error gives a 500 and no entries). /audit/logs writes first instead, so its list shows the
+    visit's own row."""
     form, before = AuditTransactionFilterForm(request.args), cursor()
     details, accepted = _view_details("transactions", form, before)
     if accepted:
@@ -86,8 +87,8 @@ def transactions():
         answer = render_template("audit/transactions.html", form=form, page=page, cursor_invalid=False), 200
     else:
         answer = render_template("audit/transactions.html", form=form, page=None, cursor_invalid=before == 0), 400
-    # The visit is logged last: nothing is sent unless
-    # its AUDIT_VIEWED row commits, the chain head is locked only for the append (DESIGN.md §4:
-    # as late as possible), and nothing is reloaded after the commit expires it.
+    # The visit is logged last: nothing is sent unless its AUDIT_VIEWED row commits, the chain
+    # head is locked only for the append (DESIGN.md §4: as late as possible), and nothing is
+    # reloaded after the commit expires it.
     log_standalone_event("AUDIT_VIEWED", details)
     return answer
