@@ -763,14 +763,29 @@ def list_customer_transactions(owner_id: int, filters: TransactionFilters, page:
 ALL_TRANSACTIONS_PAGE_SIZE = 25
 
 
+# The id of the account with this number (NULL, so no entry, when there is none).
+_ACCOUNT_ID_BY_NUMBER = (select(Account.__table__.c.id)
+                         .where(Account.__table__.c.account_number == bindparam("account_number"))
+                         .scalar_subquery())
+
+
 @lru_cache(maxsize=128)
 def _staff_page_statements(filter_names: tuple[str, ...], with_cursor: bool) -> tuple[Select, Select | None]:
-    """keyset_statements of the staff list for one combination of filters (keys of
-    _FILTER_CLAUSES, plus `account_number`), built once: their values are bound by name."""
-    stmt = _where_filters(_STAFF_ENTRIES, [name for name in filter_names if name != "account_number"])
+    """The staff list's statements for one combination of filters (keys of _FILTER_CLAUSES,
+    plus `account_number`), built once: their values are bound by name.
+
+    The keyset (keyset_statements) runs on the ledger alone, and the page's 26 ids are then
+    joined to the accounts and owners. Joining first and limiting last made PostgreSQL's
+    generic plan expect a third of the ledger at each join and build Memoize hash tables sized
+    for it: on 1,000,000 rows that cost 1.3 ms of the server's CPU per page, for 26 rows.
+    """
+    keys = _where_filters(select(_ENTRY.c.id), [name for name in filter_names if name != "account_number"])
     if "account_number" in filter_names:
-        stmt = stmt.where(_ENTRY_ACCOUNT.c.account_number == bindparam("account_number"))
-    return keyset_statements(stmt, _ENTRY.c.id, ALL_TRANSACTIONS_PAGE_SIZE, with_cursor)
+        keys = keys.where(_ENTRY.c.account_id == _ACCOUNT_ID_BY_NUMBER)
+    page_keys, newer = keyset_statements(keys, _ENTRY.c.id, ALL_TRANSACTIONS_PAGE_SIZE, with_cursor)
+    page_ids = page_keys.subquery("page_ids")
+    page = _STAFF_ENTRIES.join(page_ids, page_ids.c.id == _ENTRY.c.id).order_by(_ENTRY.c.id.desc())
+    return page, newer
 
 
 def list_all_transactions(filters: TransactionFilters, before: int | None) -> KeysetPage:
