@@ -312,9 +312,21 @@ def analysis(backend: str, v: dict, notes: list[str]) -> list[str]:
             f"16 clients a p50 is mostly the queue behind the other clients' requests, so the p50 ratio is the ratio of "
             f"CPU per request. The signed-in floor's p50 is {floor_p50:.1f} ms against the PK route's {pk_p50:.1f} ms; "
             f"transactions page 1 ({page:.1f} ms) is {page / floor_p50:.1f} floors: its own work is one or two "
-            f"indexed queries and the plain rows they read, and the template — the filter form through Bootstrap-Flask's "
-            f"`bootstrap5/` macros (DESIGN.md §5b) and 25 table rows. Workers' time on transactions page 1: "
+            f"indexed queries and the plain rows they read, and the template — 25 table rows and the filter form "
+            f"(Bootstrap-Flask's `bootstrap5/` macros, DESIGN.md §5b, rendered once per set of filter values: "
+            f"app/fragments.py). Workers' time on transactions page 1: "
             f"{_shares(_profile(notes, 'transactions page'))}.")
+    hop_app, hop_db = med(get("page.hops.big.cpu_app_ms")), med(get("page.hops.big.cpu_db_ms"))
+    list_app, list_db = med(get("page.transactions.big.cpu_app_ms")), med(get("page.transactions.big.cpu_db_ms"))
+    if not any(math.isnan(x) for x in (hop_app, hop_db, list_app, list_db)):
+        where = ("in the app's processes, where SQLite runs" if backend == "sqlite"
+                 else f"{hop_db:.2f} ms of the database server's CPU against {list_db:.2f} ms for page 1")
+        out.append(
+            f"- **Audit hops** write where the other pages only read: DESIGN.md §4 makes every audit view append an "
+            f"`AUDIT_VIEWED` row to the hash chain, under the chain head's lock, and commit it durably before the page "
+            f"is answered. A hop costs {hop_app + hop_db:.2f} ms of CPU against {list_app + list_db:.2f} ms for "
+            f"transactions page 1 ({where}): the append, its commit and the page's own links to the newer and older "
+            f"pages.")
     login = med(get("login.p50"))
     hash_ms = med(get("hash_ms"))
     if not math.isnan(login) and not math.isnan(hash_ms):

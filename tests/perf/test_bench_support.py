@@ -162,3 +162,17 @@ def test_cpu_figures_come_from_proc_and_reach_the_report():
     table = "\n".join(report.cpu_table("postgresql", values))
     assert ("| a whole transfer (GET form + POST) | 12.00 (12.00–12.00) | 4.00 (4.00–4.00) | 16.00 (16.00–16.00) "
             "| 8.00 (8.00–8.00) |") in table
+
+
+def test_the_report_weighs_an_audit_hop_against_a_page_that_only_reads():
+    """Does the report's analysis name the audit write as what a hop adds, with this run's CPU
+    figures (the hop's and page 1's) on each backend?"""
+    from bench import report
+
+    values = {"page.hops.big.cpu_app_ms": [6.0, 6.5], "page.hops.big.cpu_db_ms": [1.5, 1.5],
+              "page.transactions.big.cpu_app_ms": [4.0, 4.0], "page.transactions.big.cpu_db_ms": [0.5, 0.5]}
+    text = "\n".join(report.analysis("postgresql", values, []))
+    assert "A hop costs 7.75 ms of CPU against 4.50 ms for transactions page 1" in text
+    assert "1.50 ms of the database server's CPU against 0.50 ms for page 1" in text
+    assert "where SQLite runs" in "\n".join(report.analysis("sqlite", values, []))
+    assert "Audit hops" not in "\n".join(report.analysis("postgresql", {}, []))
