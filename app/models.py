@@ -239,8 +239,9 @@ class Transaction(db.Model, EntrySides):
         UniqueConstraint(
             "initiated_by_user_id", "idempotency_key", name="uq_transaction_initiator_idempotency_key"
         ),
-        Index("ix_transaction_account_id_id", "account_id", "id"),
-        Index("ix_transaction_account_id_timestamp", "account_id", "timestamp"),
+        # An account's entries newest first, with what the filters test: the list and its
+        # filters walk it without visiting the table (migrations 0003).
+        Index("ix_transaction_account_id_id_timestamp_type_amount", "account_id", "id", "timestamp", "type", "amount"),
         Index("ix_transaction_timestamp", "timestamp"),
     )
 

@@ -243,7 +243,8 @@ def _recent_entries_statement(dialect: str, per_account: int, account_count: int
     `account_0` ... `account_<account_count - 1>` on SQLite), with both sides' accounts.
 
     Each account's ids come from one `ORDER BY id DESC LIMIT n` (an index-only scan of
-    ix_transaction_account_id_id, so the cost does not grow with the account's history): a
+    ix_transaction_account_id_id_timestamp_type_amount, so the cost does not grow with the
+    account's history): a
     LATERAL join on PostgreSQL — the account id is a parameter of each scan, so the planner
     always takes that index instead of betting on finding a busy account's entries early in a
     backward walk of the whole table — and a UNION ALL on SQLite.
@@ -706,7 +707,8 @@ def _customer_page_statement(dialect: str, filter_names: tuple[str, ...], accoun
     PostgreSQL or `account_0` ... `account_<account_count - 1>` on SQLite.
 
     The page's ids come from each account's entries read newest first through
-    ix_transaction_account_id_id, at most `wanted` of them, and only those few are merged and
+    ix_transaction_account_id_id_timestamp_type_amount (the filters are tested inside that
+    index, without visiting the table), at most `wanted` of them, and only those few are merged and
     sorted: page 1 reads about 26 index entries per account however long the history, where one
     ORDER BY over all the customer's entries would read and sort every one of them (and, with
     stale statistics, PostgreSQL may instead walk the whole table backwards by id). PostgreSQL
