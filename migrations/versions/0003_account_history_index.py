@@ -26,13 +26,33 @@ depends_on = None
 COVERING = 'ix_transaction_account_id_id_timestamp_type_amount'
 
 
+def _build(create: list[tuple[str, list[str]]], drop: list[str]) -> None:
+    """Create, then drop, indexes of `transaction`. On PostgreSQL each runs CONCURRENTLY, outside
+    a transaction, so transfers go on while the ledger is indexed (a plain CREATE INDEX would
+    hold off every write to it until the build ends); SQLite has one writer anyway. An
+    interrupted run on PostgreSQL keeps the steps it finished, and an interrupted build leaves
+    an INVALID index: drop it (DROP INDEX CONCURRENTLY) before running the migration again."""
+    concurrently = op.get_bind().dialect.name == "postgresql"
+
+    def run() -> None:
+        for name, columns in create:
+            op.create_index(name, 'transaction', columns, unique=False, postgresql_concurrently=concurrently)
+        for name in drop:
+            op.drop_index(name, table_name='transaction', postgresql_concurrently=concurrently)
+
+    if concurrently:
+        with op.get_context().autocommit_block():
+            run()
+    else:
+        run()
+
+
 def upgrade():
-    op.create_index(COVERING, 'transaction', ['account_id', 'id', 'timestamp', 'type', 'amount'], unique=False)
-    op.drop_index('ix_transaction_account_id_id', table_name='transaction')
-    op.drop_index('ix_transaction_account_id_timestamp', table_name='transaction')
+    _build(create=[(COVERING, ['account_id', 'id', 'timestamp', 'type', 'amount'])],
+           drop=['ix_transaction_account_id_id', 'ix_transaction_account_id_timestamp'])
 
 
 def downgrade():
-    op.create_index('ix_transaction_account_id_timestamp', 'transaction', ['account_id', 'timestamp'], unique=False)
-    op.create_index('ix_transaction_account_id_id', 'transaction', ['account_id', 'id'], unique=False)
-    op.drop_index(COVERING, table_name='transaction')
+    _build(create=[('ix_transaction_account_id_timestamp', ['account_id', 'timestamp']),
+                   ('ix_transaction_account_id_id', ['account_id', 'id'])],
+           drop=[COVERING])
