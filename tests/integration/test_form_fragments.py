@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from flask_wtf import FlaskForm
+from jinja2 import meta
 from wtforms import StringField
 
 from app.fragments import EXTENSION_KEY, FRAGMENT_CACHE_SIZE, render_form_fragment
@@ -96,3 +98,18 @@ def test_the_cache_is_bounded(app, client, logged_in_customer):
     info = app.extensions[EXTENSION_KEY].cache_info()
     assert info.maxsize == FRAGMENT_CACHE_SIZE
     assert info.currsize == FRAGMENT_CACHE_SIZE
+
+
+def test_cached_partials_read_nothing_but_their_form(app):
+    """A partial served from the shared cache must not read the request, the session, the user
+    or anything else that differs between clients (`request.host`, a CSRF token...): the first
+    client's would be served to the next (cache poisoning). Each template passed to
+    form_fragment may name no variable but `form`."""
+    templates = Path(app.root_path) / "templates"
+    used = set()
+    for page in templates.rglob("*.html"):
+        used |= set(re.findall(r"form_fragment\(\s*'([^']+)'", page.read_text(encoding="utf-8")))
+    assert used == {"banking/_transaction_filters.html", "audit/_transaction_filters.html"}
+    for name in sorted(used):
+        source = app.jinja_env.loader.get_source(app.jinja_env, name)[0]
+        assert meta.find_undeclared_variables(app.jinja_env.parse(source)) == {"form"}, name
