@@ -21,6 +21,9 @@ from markupsafe import Markup
 from wtforms import Form
 
 FRAGMENT_CACHE_SIZE = 256
+# Longer submitted values (no filter needs more than 12 characters) are rendered, never cached,
+# so the cache holds at most FRAGMENT_CACHE_SIZE small forms whatever clients send.
+FRAGMENT_VALUE_LIMIT = 64
 EXTENSION_KEY = "form_fragments"
 
 
@@ -45,6 +48,11 @@ def form_state(form: Form) -> tuple:
     )
 
 
+def _oversized(form: Form) -> bool:
+    """Whether any submitted value is longer than FRAGMENT_VALUE_LIMIT characters."""
+    return any(len(str(value)) > FRAGMENT_VALUE_LIMIT for item in form for value in (item.raw_data or ()))
+
+
 def _render(key: _FormState) -> Markup:
     """The partial rendered by Jinja with autoescaping, as the safe markup Jinja itself returns
     for a template module (nothing here marks a string safe by hand)."""
@@ -57,12 +65,13 @@ def render_form_fragment(template: str, form: Form) -> Markup:
     template: a template name, e.g. "banking/_transaction_filters.html". form: a validated (or
     not yet valid) GET filter form without CSRF token; a form carrying one is refused with
     ValueError, since its token is per session and must never be served to another client.
-    Returns the cached markup when the same template has rendered an equal state before.
+    Returns the cached markup when the same template has rendered an equal state before; a
+    state with a value longer than FRAGMENT_VALUE_LIMIT is rendered and not kept.
     """
     if getattr(form.meta, "csrf", False):
         raise ValueError("a form with a CSRF token is per session: its markup is never cached")
     cached: Callable[[_FormState], Markup] | None = current_app.extensions.get(EXTENSION_KEY)
-    if cached is None or current_app.jinja_env.auto_reload:
+    if cached is None or current_app.jinja_env.auto_reload or _oversized(form):
         return _render(_FormState(template, (), form))
     return cached(_FormState(template, form_state(form), form))
 

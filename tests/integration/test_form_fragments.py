@@ -10,7 +10,7 @@ from flask_wtf import FlaskForm
 from jinja2 import meta
 from wtforms import StringField
 
-from app.fragments import EXTENSION_KEY, FRAGMENT_CACHE_SIZE, render_form_fragment
+from app.fragments import EXTENSION_KEY, FRAGMENT_CACHE_SIZE, FRAGMENT_VALUE_LIMIT, render_form_fragment
 
 URL = "/banking/transactions"
 PARTIAL = "banking/_transaction_filters.html"
@@ -113,3 +113,17 @@ def test_cached_partials_read_nothing_but_their_form(app):
     for name in sorted(used):
         source = app.jinja_env.loader.get_source(app.jinja_env, name)[0]
         assert meta.find_undeclared_variables(app.jinja_env.parse(source)) == {"form"}, name
+
+
+def test_long_values_are_shown_but_never_kept(app, client, logged_in_customer):
+    """A value longer than any filter needs is rendered (with its message) but not cached, so
+    clients sending long query strings can't fill the process's memory with their pages."""
+    cache = app.extensions[EXTENSION_KEY]
+    long_value = "9" * (FRAGMENT_VALUE_LIMIT + 1)
+    before = cache.cache_info()
+    response = client.get(f"{URL}?min_amount={long_value}")
+    assert response.status_code == 400
+    assert _value_of(response.get_data(as_text=True), "min_amount") == long_value
+    assert cache.cache_info()[:2] == before[:2]
+    assert client.get(f"{URL}?min_amount={long_value[:FRAGMENT_VALUE_LIMIT]}").status_code == 400
+    assert cache.cache_info().misses == before.misses + 1
