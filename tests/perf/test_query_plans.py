@@ -137,15 +137,40 @@ LEDGER_PAGES = [
 JOIN_NODES = ("Nested Loop", "Hash Join", "Merge Join")
 
 
-def joins_under_a_limit(connection, statement: str, parameters) -> list[str]:
-    """The join nodes of `statement`'s generic plan that have a Limit above them: joins run
-    over more rows than the page shows, and planned for as many as the generic plan guesses."""
-    cursor = connection.cursor()
-    cursor.execute(generic_plan_explain(connection, statement, parameters))
-    plan = cursor.fetchone()[0]
-    cursor.execute("DEALLOCATE plan_check")
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-    return [f"{node['Node Type']} ({node.get('Join Type', '')})" for node, under_limit in _nodes(plan[0]["Plan"])
+def _recorded_selects(client, recorder, url: str, keep) -> list[tuple[str, dict]]:
+    """The SELECTs that `client` GETting `url` (status 200) sends and `keep(text)` accepts."""
+    with recorder.recording() as statements:
+        assert client.get(url).status_code == 200, url
+    kept = [(text, params) for text, params in statements if text.lstrip().upper().startswith("SELECT") and keep(text)]
+    assert kept, url
+    return kept
+
+
+def generic_plans(app, selects, settings: tuple[str, ...] = ()) -> list[dict]:
+    """The root node of each statement's generic plan (JSON), with `settings` (SET LOCAL ...)
+    applied first; every statement in its own transaction, rolled back."""
+    plans = []
+    with app.app_context():
+        raw = db.engine.raw_connection()
+        try:
+            for statement, params in selects:
+                cursor = raw.driver_connection.cursor()
+                for setting in settings:
+                    cursor.execute(f"SET LOCAL {setting}")
+                cursor.execute(generic_plan_explain(raw.driver_connection, statement, params))
+                plan = cursor.fetchone()[0]
+                cursor.execute("DEALLOCATE plan_check")
+                plans.append((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"])
+                raw.driver_connection.rollback()
+        finally:
+            raw.close()
+    return plans
+
+
+def joins_under_a_limit(plan: dict) -> list[str]:
+    """The join nodes of a plan that have a Limit above them: joins run over more rows than the
+    page shows, and planned for as many as the generic plan guesses."""
+    return [f"{node['Node Type']} ({node.get('Join Type', '')})" for node, under_limit in _nodes(plan)
             if under_limit and node["Node Type"] in JOIN_NODES and node.get("Join Type") != "Semi"
             and "Limit" not in {child["Node Type"] for child in node.get("Plans", [])}]
 
@@ -166,21 +191,10 @@ def test_ledger_pages_join_accounts_only_to_the_rows_they_show(app, sign_in, see
     found = []
     for who, path in LEDGER_PAGES:
         url = path.format(account_number=number)
-        with recorder.recording() as statements:
-            assert clients[who].get(url).status_code == 200, url
-        ledger_selects = [(text, params) for text, params in statements
-                          if text.lstrip().upper().startswith("SELECT") and " JOIN account" in text]
-        assert ledger_selects, url
-        with app.app_context():
-            raw = db.engine.raw_connection()
-            try:
-                for statement, params in ledger_selects:
-                    joins = joins_under_a_limit(raw.driver_connection, statement, params)
-                    if joins:
-                        found.append(f"{url}: {', '.join(joins)} under a Limit in\n    {' '.join(statement.split())[:300]}")
-                    raw.driver_connection.rollback()
-            finally:
-                raw.close()
+        selects = _recorded_selects(clients[who], recorder, url, lambda text: " JOIN account" in text)
+        for (statement, _params), plan in zip(selects, generic_plans(app, selects)):
+            if joins := joins_under_a_limit(plan):
+                found.append(f"{url}: {', '.join(joins)} under a Limit in\n    {' '.join(statement.split())[:300]}")
     assert not found, "\n".join(found)
 
 
@@ -215,24 +229,7 @@ def test_filtered_lists_walk_each_accounts_entries_newest_first(app, sign_in, se
     found = []
     for path in (f"/banking/transactions?{FILTERS}", f"/banking/transactions?{FILTERS}&page=2",
                  f"/banking/transactions?date_from={FILTERS.split('&')[0].split('=')[1]}"):
-        with recorder.recording() as statements:
-            assert client.get(path).status_code == 200, path
-        ledger = [(text, params) for text, params in statements
-                  if text.lstrip().upper().startswith("SELECT") and "timestamp >=" in text]
-        assert ledger, path
-        with app.app_context():
-            raw = db.engine.raw_connection()
-            try:
-                for statement, params in ledger:
-                    cursor = raw.driver_connection.cursor()
-                    cursor.execute("SET LOCAL enable_sort = off")
-                    cursor.execute("SET LOCAL enable_seqscan = off")
-                    cursor.execute(generic_plan_explain(raw.driver_connection, statement, params))
-                    plan = cursor.fetchone()[0]
-                    cursor.execute("DEALLOCATE plan_check")
-                    plan = json.loads(plan) if isinstance(plan, str) else plan
-                    found += [f"{path}: {walk}" for walk in _ledger_walks(plan[0]["Plan"])]
-                    raw.driver_connection.rollback()
-            finally:
-                raw.close()
+        selects = _recorded_selects(client, recorder, path, lambda text: "timestamp >=" in text)
+        for plan in generic_plans(app, selects, ("enable_sort = off", "enable_seqscan = off")):
+            found += [f"{path}: {walk}" for walk in _ledger_walks(plan)]
     assert not found, "\n".join(found)
