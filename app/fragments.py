@@ -3,7 +3,7 @@
 A filter form is a GET form without a CSRF token (nothing in it is secret or per user): its
 markup follows from the submitted values, the values read from them and the errors found in
 them, and nothing else. Rendered through Bootstrap-Flask's `render_field` macros (DESIGN.md
-section 5b), five or six fields cost about a third of a page's CPU, at every page of a list
+section 5b), five or six fields cost about a quarter of a page's CPU, at every page of a list
 whose filters don't change from one page to the next. So each app keeps the markup of the
 last FRAGMENT_CACHE_SIZE form states in an LRU cache, keyed by the fragment's template and
 that state; the values in the key are the client's own, and come back only to a request that
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Callable
 
 from flask import Flask, current_app
 from markupsafe import Markup
