@@ -181,7 +181,7 @@ def test_ledger_pages_join_accounts_only_to_the_rows_they_show(app, sign_in, see
 
     A join under the page's LIMIT is planned, in the generic plan a prepared statement settles
     on, for a third of the ledger: on 1,000,000 rows PostgreSQL built Memoize hash tables sized
-    for that at every page of /audit/transactions, 1.3 ms of the server's CPU for 26 rows
+    for that at every page of /audit/transactions, 2.2 ms of the server's CPU for 26 rows
     (bench/results.md). A lateral's per-account LIMIT inside a join is fine: that join reads
     only the few accounts of one customer.
     """
