@@ -1,4 +1,5 @@
-"""Template fragments rendered once per state: the transaction lists' filter forms.
+"""Template fragments rendered once per state: the transaction lists' filter forms, and the
+fields of a form that say nothing about who asks (the transfer forms' amount, description...).
 
 A filter form is a GET form without a CSRF token (nothing in it is secret or per user): its
 markup follows from the submitted values, the values read from them and the errors found in
@@ -8,6 +9,14 @@ whose filters don't change from one page to the next. So each app keeps the mark
 last FRAGMENT_CACHE_SIZE form states in an LRU cache, keyed by the fragment's template and
 that state; the values in the key are the client's own, and come back only to a request that
 sent the same values. Templates that reload (`TEMPLATES_AUTO_RELOAD`, debug) are never cached.
+
+A form with a CSRF token can't be cached whole, but most of its fields can, one at a time:
+`field_fragment(form.amount, inputmode="decimal")` is Bootstrap-Flask's `render_field` for that
+field alone, kept in a second LRU cache keyed by the field's class, name, id, label,
+description, flags, submitted strings, value, errors and choices, and the macro's options.
+Hidden fields (the CSRF token, the transfer forms' idempotency key) and password fields are
+refused: their values are per session or secret, and must neither be served to anyone else nor
+kept in a cache's keys.
 """
 
 from __future__ import annotations
@@ -18,13 +27,19 @@ from typing import Callable
 
 from flask import Flask, current_app
 from markupsafe import Markup
-from wtforms import Form
+from wtforms import Field, Form
+from wtforms.fields import HiddenField, PasswordField
 
 FRAGMENT_CACHE_SIZE = 256
 # Longer submitted values (no filter needs more than 12 characters) are rendered, never cached,
 # so the cache holds at most FRAGMENT_CACHE_SIZE small forms whatever clients send.
 FRAGMENT_VALUE_LIMIT = 64
 EXTENSION_KEY = "form_fragments"
+FIELD_EXTENSION_KEY = "field_fragments"
+# The one-field template behind field_fragment: Bootstrap-Flask's render_field, and nothing else.
+FIELD_TEMPLATE = "_field_fragment.html"
+# Fields never cached: the CSRF token and other hidden values are per session, passwords secret.
+UNCACHED_FIELDS = (HiddenField, PasswordField)
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,63 @@ def render_form_fragment(template: str, form: Form) -> Markup:
     return cached(_FormState(template, form_state(form), form))
 
 
+@dataclass(frozen=True)
+class _FieldState:
+    """What one field's markup depends on; the field and the macro's options ride along for a
+    cache miss only."""
+
+    state: tuple
+    item: Field = field(compare=False, hash=False)
+    options: dict = field(compare=False, hash=False)
+
+
+def field_state(item: Field) -> tuple:
+    """The state one field renders from: its class, name, id, label, description, render_kw
+    and flags (fixed by its form's class, but kept in the key should an instance change them),
+    the submitted strings, the value read from them (repr), its errors and its choices (repr,
+    for a select: the labels are the account texts). Equal states give equal markup."""
+    return (
+        type(item).__module__, type(item).__qualname__, item.name, item.id, str(item.label.text),
+        str(item.description), repr(item.render_kw), repr(sorted(vars(item.flags).items())),
+        None if item.raw_data is None else tuple(item.raw_data), repr(item.data),
+        tuple(str(error) for error in item.errors), repr(getattr(item, "choices", None)),
+    )
+
+
+def _render_field(key: _FieldState) -> Markup:
+    """FIELD_TEMPLATE rendered by Jinja with autoescaping, as for _render."""
+    return current_app.jinja_env.get_template(FIELD_TEMPLATE).make_module(
+        {"field": key.item, "options": key.options}).__html__()
+
+
+def render_field_fragment(item: Field, **options) -> Markup:
+    """Bootstrap-Flask's `render_field(item, **options)` markup, from the cache when an equal
+    field state with the same options was rendered before.
+
+    item: a bound WTForms field (e.g. `form.amount`). options: the macro's keyword arguments
+    (e.g. `inputmode="decimal"`, `button_style="primary"`), hashable values only; others render
+    uncached. Raises ValueError for a hidden field (the CSRF token, an idempotency key) or a
+    password field (OWASP ASVS 4.2.2, 8.3.1: never kept, never served to another client). A
+    submitted value longer than FRAGMENT_VALUE_LIMIT is rendered and not kept.
+    """
+    if isinstance(item, UNCACHED_FIELDS):
+        raise ValueError(f"field {item.name!r} is hidden or a password: its markup is never cached")
+    cached: Callable[[_FieldState], Markup] | None = current_app.extensions.get(FIELD_EXTENSION_KEY)
+    oversized = any(len(str(value)) > FRAGMENT_VALUE_LIMIT for value in (item.raw_data or ()))
+    key_options = tuple(sorted(options.items()))
+    try:
+        hash(key_options)
+    except TypeError:
+        cached = None
+    if cached is None or current_app.jinja_env.auto_reload or oversized:
+        return _render_field(_FieldState((), item, options))
+    return cached(_FieldState((field_state(item), key_options), item, options))
+
+
 def register_form_fragments(app: Flask) -> None:
-    """Give `app` its own fragment cache and the `form_fragment(template, form)` template global."""
+    """Give `app` its own fragment caches and the `form_fragment(template, form)` and
+    `field_fragment(field, **options)` template globals."""
     app.extensions[EXTENSION_KEY] = lru_cache(maxsize=FRAGMENT_CACHE_SIZE)(_render)
+    app.extensions[FIELD_EXTENSION_KEY] = lru_cache(maxsize=FRAGMENT_CACHE_SIZE)(_render_field)
     app.jinja_env.globals["form_fragment"] = render_form_fragment
+    app.jinja_env.globals["field_fragment"] = render_field_fragment

@@ -1,4 +1,5 @@
-"""The transaction lists' filter forms, rendered once per state (app/fragments.py)."""
+"""The transaction lists' filter forms and the transfer forms' plain fields, rendered once per
+state (app/fragments.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,17 @@ from pathlib import Path
 import pytest
 from flask_wtf import FlaskForm
 from jinja2 import meta
-from wtforms import StringField
+from wtforms import PasswordField, SelectField, StringField
 
-from app.fragments import EXTENSION_KEY, FRAGMENT_CACHE_SIZE, FRAGMENT_VALUE_LIMIT, render_form_fragment
+from app.fragments import (
+    EXTENSION_KEY,
+    FIELD_EXTENSION_KEY,
+    FIELD_TEMPLATE,
+    FRAGMENT_CACHE_SIZE,
+    FRAGMENT_VALUE_LIMIT,
+    render_field_fragment,
+    render_form_fragment,
+)
 
 URL = "/banking/transactions"
 PARTIAL = "banking/_transaction_filters.html"
@@ -113,6 +122,8 @@ def test_cached_partials_read_nothing_but_their_form(app):
     for name in sorted(used):
         source = app.jinja_env.loader.get_source(app.jinja_env, name)[0]
         assert meta.find_undeclared_variables(app.jinja_env.parse(source)) == {"form"}, name
+    source = app.jinja_env.loader.get_source(app.jinja_env, FIELD_TEMPLATE)[0]
+    assert meta.find_undeclared_variables(app.jinja_env.parse(source)) == {"field", "options"}
 
 
 def test_long_values_are_shown_but_never_kept(app, client, logged_in_customer):
@@ -127,3 +138,153 @@ def test_long_values_are_shown_but_never_kept(app, client, logged_in_customer):
     assert cache.cache_info()[:2] == before[:2]
     assert client.get(f"{URL}?min_amount={long_value[:FRAGMENT_VALUE_LIMIT]}").status_code == 400
     assert cache.cache_info().misses == before.misses + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# One field at a time: field_fragment, for the forms that carry a CSRF token
+# ---------------------------------------------------------------------------------------------
+
+EXTERNAL = "/banking/transfer/external"
+INTERNAL = "/banking/transfer/internal"
+# How the transfer templates render each plain field (options as in the templates).
+TRANSFER_FIELDS = {
+    EXTERNAL: ("{{ %s(form.target_account_number, inputmode='numeric', autocomplete='off') }}",
+               "{{ %s(form.amount, inputmode='decimal') }}", "{{ %s(form.description) }}",
+               "{{ %s(form.submit, button_style='primary') }}"),
+    INTERNAL: ("{{ %s(form.amount, inputmode='decimal') }}", "{{ %s(form.description) }}",
+               "{{ %s(form.submit, button_style='primary') }}"),
+}
+DIRECT = "{% from 'bootstrap5/form.html' import render_field %}"
+
+
+def _transfer_form(app, url: str, data: dict | None = None):
+    """The transfer form of `url` as its view builds it, for the signed-in client's user, after
+    validating `data` (a POST) when given."""
+    from flask_login import current_user
+
+    from app.banking import services
+    from app.banking.forms import ExternalTransferForm, InternalTransferForm
+
+    form_class = ExternalTransferForm if url == EXTERNAL else InternalTransferForm
+    form = form_class.for_owner(services.list_accounts(current_user.id))
+    if data is not None:
+        form.validate()
+    return form
+
+
+@pytest.mark.parametrize("url", [EXTERNAL, INTERNAL])
+@pytest.mark.parametrize("data", [None, {"amount": "abc", "description": "x" * 141, "target_account_number": "12"}])
+def test_each_cached_field_is_bootstrap_flasks_own_markup(app, customer, make_account, url, data):
+    """Is every field the transfer templates render with field_fragment the same markup as
+    Bootstrap-Flask's render_field gives it directly, blank and with errors, served from the
+    cache or not?"""
+    make_account(customer, "10.00")
+    method = "POST" if data else "GET"
+    with app.test_request_context(url, method=method, data=data or {}):
+        from flask_login import login_user
+
+        from app.extensions import db
+        from app.models import User
+
+        login_user(db.session.get(User, customer.id))
+        form = _transfer_form(app, url, data)
+        for call in TRANSFER_FIELDS[url]:
+            direct = app.jinja_env.from_string(DIRECT + call % "render_field").render(form=form)
+            cached = app.jinja_env.from_string(call % "field_fragment")
+            assert cached.render(form=form) == cached.render(form=form) == direct, call
+            if data:
+                assert "invalid-feedback" in direct or "submit" in call
+
+
+def test_the_transfer_forms_plain_fields_are_rendered_once(app, client, logged_in_customer, make_account):
+    """Is a second transfer form served its amount, description, target number and button from
+    the cache (four hits, no miss), while its per-session hidden fields are new on each page?"""
+    make_account(logged_in_customer, "10.00")
+    cache = app.extensions[FIELD_EXTENSION_KEY]
+    first = client.get(EXTERNAL).get_data(as_text=True)
+    before = cache.cache_info()
+    second = client.get(EXTERNAL).get_data(as_text=True)
+    after = cache.cache_info()
+    assert (after.hits - before.hits, after.misses - before.misses) == (4, 0)
+    key = re.compile(r'name="idempotency_key" type="hidden" value="([^"]*)"')
+    assert key.search(first).group(1) != key.search(second).group(1)
+
+
+def test_a_refused_transfer_shows_its_own_values_and_messages(app, client, logged_in_customer, make_account):
+    """Values and errors are part of a field's key: a refused amount comes back as typed with
+    its message, and a blank form after it shows neither."""
+    account = make_account(logged_in_customer, "10.00")
+    key = re.search(r'name="idempotency_key" type="hidden" value="([^"]*)"',
+                    client.get(EXTERNAL).get_data(as_text=True)).group(1)
+    data = {"source_account": str(account.id), "target_account_number": "000000000000", "description": "",
+            "idempotency_key": key}
+    first = client.post(EXTERNAL, data=data | {"amount": "abc"})
+    second = client.post(EXTERNAL, data=data | {"amount": "xyz"})
+    assert first.status_code == second.status_code == 400
+    assert _value_of(first.get_data(as_text=True), "amount") == "abc"
+    assert _value_of(second.get_data(as_text=True), "amount") == "xyz"
+    assert 'id="amount"' in second.get_data(as_text=True) and "invalid-feedback" in second.get_data(as_text=True)
+    blank = client.get(EXTERNAL).get_data(as_text=True)
+    assert _value_of(blank, "amount") in (None, "") and "invalid-feedback" not in blank
+
+
+class _FieldsForm(FlaskForm):
+    account = SelectField("Account", choices=[])
+    note = StringField("Note")
+    secret = PasswordField("Password")
+
+
+def test_a_select_is_keyed_by_its_choices(app):
+    """Two users' selects differ only in their choices (account numbers, balances): each must
+    get its own options, never the other's."""
+    template = app.jinja_env.from_string("{{ field_fragment(form.account) }}")
+    with app.test_request_context("/"):
+        first, second = _FieldsForm(meta={"csrf": False}), _FieldsForm(meta={"csrf": False})
+        first.account.choices = [("1", "111111111111 checking 10.00")]
+        second.account.choices = [("2", "222222222222 savings 99.00")]
+        shown_first, shown_second = template.render(form=first), template.render(form=second)
+    assert "111111111111" in shown_first and "222222222222" not in shown_first
+    assert "222222222222" in shown_second and "111111111111" not in shown_second
+
+
+def test_a_fields_options_are_part_of_its_key(app):
+    """The same field with other macro options (inputmode, a button style) is another markup."""
+    with app.test_request_context("/"):
+        form = _FieldsForm(meta={"csrf": False})
+        plain = str(render_field_fragment(form.note))
+        numeric = str(render_field_fragment(form.note, inputmode="numeric"))
+    assert 'inputmode="numeric"' in numeric and "inputmode" not in plain
+
+
+def test_hidden_and_password_fields_are_never_cached(app, customer, make_account):
+    """The CSRF token and the idempotency key are per session, a password is secret (OWASP ASVS
+    4.2.2, 8.3.1): none of them may be kept in, or served from, the shared cache."""
+    make_account(customer, "10.00")
+    with app.test_request_context(EXTERNAL):
+        from flask_login import login_user
+
+        from app.extensions import db
+        from app.models import User
+
+        login_user(db.session.get(User, customer.id))
+        form = _transfer_form(app, EXTERNAL)
+        with pytest.raises(ValueError, match="never cached"):
+            render_field_fragment(form.idempotency_key)
+        with pytest.raises(ValueError, match="never cached"):
+            render_field_fragment(_FieldsForm(meta={"csrf": True}).csrf_token)
+        with pytest.raises(ValueError, match="never cached"):
+            render_field_fragment(_FieldsForm(meta={"csrf": False}).secret)
+
+
+def test_long_field_values_are_shown_but_never_kept(app):
+    """A submitted value longer than FRAGMENT_VALUE_LIMIT is rendered, not cached."""
+    cache = app.extensions[FIELD_EXTENSION_KEY]
+    long_value = "n" * (FRAGMENT_VALUE_LIMIT + 1)
+    with app.test_request_context("/", method="POST", data={"note": long_value}):
+        form = _FieldsForm(meta={"csrf": False})
+        before = cache.cache_info()
+        assert _value_of(str(render_field_fragment(form.note)), "note") == long_value
+        assert cache.cache_info()[:2] == before[:2]
+    with app.test_request_context("/", method="POST", data={"note": long_value[:FRAGMENT_VALUE_LIMIT]}):
+        render_field_fragment(_FieldsForm(meta={"csrf": False}).note)
+        assert cache.cache_info().misses == before.misses + 1
