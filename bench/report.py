@@ -280,6 +280,21 @@ def _shares(profile: dict[str, float]) -> str:
     return ", ".join(f"{name} {share:.0f}%" for name, share in profile.items()) or "no profile in this run"
 
 
+def _cpu_spread(notes: list[str]) -> str:
+    """The transfer's GIL-held profile: by library, and its busiest single functions."""
+    import json
+
+    shares = _profile(notes, "transfer, GIL held")
+    top = next((json.loads(note.split(":", 2)[2]) for note in notes
+                if note.startswith("profile-top:transfer, GIL held:")), [])
+    if not shares or not top:
+        return ""
+    busiest = "; ".join(f"{function} {share:.1f}%" for function, share in top)
+    return (f" Counting only the samples in which a worker held the GIL (its Python CPU, without the waits for "
+            f"the database): {_shares(shares)}. The busiest single functions (innermost frame): {busiest} — the "
+            f"cost is spread over the whole stack, not in one place the app could take out.")
+
+
 def analysis(backend: str, v: dict, notes: list[str]) -> list[str]:
     """What bounds each figure, from this run's own measurements."""
     get = lambda key: v.get(key, [])  # noqa: E731
@@ -294,7 +309,7 @@ def analysis(backend: str, v: dict, notes: list[str]) -> list[str]:
             f"while the same SQL alone ran at {db_tps:,.0f}/s ({100 * app_tps / db_tps:.0f}% of it). Each transfer is two "
             f"requests through Flask, the session, CSRF, WTForms and the ORM; the PK route ({pk:,.0f} req/s) pays almost "
             f"none of that (the short text route: {text:,.0f} req/s). Where the workers' time went during transfers "
-            f"(py-spy, innermost library): {_shares(_profile(notes, 'transfer'))}.")
+            f"(py-spy, innermost library): {_shares(_profile(notes, 'transfer'))}.{_cpu_spread(notes)}")
     page = med(get("page.transactions.big.p50"))
     pk_p50 = med(get("ceiling.pk.16.p50"))
     floor_p50 = med(get("ceiling.floor.16.p50"))
@@ -303,7 +318,8 @@ def analysis(backend: str, v: dict, notes: list[str]) -> list[str]:
         out.append(
             f"- A whole transfer (form and POST) costs as much as {floor_rate / app_tps:.1f} signed-in floors "
             f"({floor_rate:,.0f} req/s at 16 clients): the floor is not what makes it dear, its own work is — the "
-            "accounts read for the form's choices, the form and its validation, and the POST's statements (8 on "
+            "accounts read for the form's choices, the form (its plain fields rendered once per state: "
+            "app/fragments.py) and its validation, and the POST's statements (8 on "
             "PostgreSQL, 10 on SQLite; tests/perf/test_statement_counts.py), each paying SQLAlchemy's and the "
             "driver's Python.")
     if not math.isnan(page) and not math.isnan(pk_p50):

@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import sqlite3
 import statistics
@@ -631,21 +632,28 @@ def profile(backend: str, server: Server, pop: Population, args, results: Result
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     heavy = sign_in(server, HEAVY_EMAIL)
-    for name, script, sessions in (
-        ("transfer", "transfer.lua", transfer_clients(server, pop, "uniform", 16)),
-        ("transactions page", "page.lua", [{"cookie": heavy, "path": "/banking/transactions"}] * 16),
-        ("login", "login.lua", [{"emails": ",".join(e for e, *_ in pop.clients[:50])}]),
+    # "transfer, GIL held": only the samples in which a worker thread held the GIL, i.e. ran
+    # Python: where the workers' CPU went, without the time they waited for the database.
+    for name, script, sessions, gil in (
+        ("transfer", "transfer.lua", transfer_clients(server, pop, "uniform", 16), False),
+        ("transfer, GIL held", "transfer.lua", transfer_clients(server, pop, "uniform", 16), True),
+        ("transactions page", "page.lua", [{"cookie": heavy, "path": "/banking/transactions"}] * 16, False),
+        ("login", "login.lua", [{"emails": ",".join(e for e, *_ in pop.clients[:50])}], False),
     ):
         spies = []
+        slug = name.replace(",", "").replace(" ", "-")
         for pid in server.worker_pids():
-            out = REPORTS / f"profile-{backend}-{name.replace(' ', '-')}-{pid}.txt"
+            out = REPORTS / f"profile-{backend}-{slug}-{pid}.txt"
             spies.append((out, subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(args.duration)), "-r", "200",
-                                                 "-f", "raw", "-o", str(out), "--nonblocking"],
+                                                 "-f", "raw", "-o", str(out), "--nonblocking", *(["--gil"] if gil else [])],
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
-        run_wrk(server, script, sessions, args.duration, f"{backend}-profile-{name.replace(' ', '-')}")
+        run_wrk(server, script, sessions, args.duration, f"{backend}-profile-{slug}")
         for _, spy_process in spies:
             spy_process.wait(timeout=60)
-        results.note(backend, f"profile:{name}:" + json.dumps(summarize_profile([out for out, _ in spies])))
+        paths = [out for out, _ in spies]
+        results.note(backend, f"profile:{name}:" + json.dumps(summarize_profile(paths)))
+        if gil:
+            results.note(backend, f"profile-top:{name}:" + json.dumps(busiest_functions(paths)))
 
 
 PROFILE_BUCKETS = (
@@ -682,6 +690,27 @@ def summarize_profile(paths: list[Path]) -> dict[str, float]:
             counts[bucket] = counts.get(bucket, 0) + int(count)
             total += int(count)
     return {name: round(100 * n / total, 1) for name, n in sorted(counts.items(), key=lambda kv: -kv[1])} if total else {}
+
+
+def busiest_functions(paths: list[Path], count: int = 3) -> list[list]:
+    """The functions most often innermost in py-spy's samples: [[function, share %], ...], the
+    busiest first. A function is its name and file, whatever the line ("LRUCache.get
+    (sqlalchemy/util/_collections.py)"): with --gil, the share of the workers' Python CPU spent
+    in that function's own code, a hotspot if one stands out."""
+    counts: dict[str, int] = {}
+    total = 0
+    for path in paths:
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            stack, _, samples = line.rpartition(" ")
+            if not samples.isdigit() or not stack:
+                continue
+            innermost = re.sub(r":\d+\)$", ")", stack.split(";")[-1])
+            counts[innermost] = counts.get(innermost, 0) + int(samples)
+            total += int(samples)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:count]
+    return [[function, round(100 * n / total, 1)] for function, n in ranked] if total else []
 
 
 # ---------------------------------------------------------------------------------------------

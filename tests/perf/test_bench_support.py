@@ -3,6 +3,7 @@ production, and its seeder writes data that keeps every invariant (DESIGN.md sec
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,25 @@ def test_the_report_weighs_an_audit_hop_against_a_page_that_only_reads():
     assert "1.50 ms of the database server's CPU against 0.50 ms for page 1" in text
     assert "where SQLite runs" in "\n".join(report.analysis("sqlite", values, []))
     assert "Audit hops" not in "\n".join(report.analysis("postgresql", {}, []))
+
+
+def test_the_report_shows_where_the_transfers_cpu_went(tmp_path):
+    """Does the GIL-held profile of transfers reach the report, by library and with its busiest
+    single functions, counted by function whatever the line?"""
+    from bench import report
+    from bench.run import busiest_functions, summarize_profile
+
+    samples = tmp_path / "profile.txt"
+    samples.write_text("handle (gunicorn/workers/gthread.py:553);get (sqlalchemy/util/_collections.py:502) 6\n"
+                       "handle (gunicorn/workers/gthread.py:553);get (sqlalchemy/util/_collections.py:510) 2\n"
+                       "handle (gunicorn/workers/gthread.py:553);dumps (itsdangerous/serializer.py:40) 2\n")
+    top = busiest_functions([samples, tmp_path / "missing.txt"], count=2)
+    assert top == [["get (sqlalchemy/util/_collections.py)", 80.0], ["dumps (itsdangerous/serializer.py)", 20.0]]
+    notes = ["profile:transfer, GIL held:" + json.dumps(summarize_profile([samples])),
+             "profile-top:transfer, GIL held:" + json.dumps(top)]
+    values = {"transfer.uniform.16.rate": [100.0], "ceiling.db.16": [900.0], "ceiling.pk.16.rate": [800.0],
+              "ceiling.text.16.rate": [2000.0]}
+    text = "\n".join(report.analysis("postgresql", values, notes))
+    assert "Counting only the samples in which a worker held the GIL" in text
+    assert "SQLAlchemy ORM and core 80%" in text and "get (sqlalchemy/util/_collections.py) 80.0%" in text
+    assert "held the GIL" not in "\n".join(report.analysis("postgresql", values, []))
