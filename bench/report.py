@@ -165,15 +165,15 @@ def render_backend(backend: str, v: dict, notes: list[str], errors: dict) -> lis
     out += safe(targets)(v, errors)
     out += safe(analysis)(backend, v, notes)
     out += safe(sweep_table)(v, errors)
-    checks = [n for n in notes if not n.startswith("profile:")]
+    checks = [n for n in notes if not n.startswith(("profile:", "profile-top:"))]
     if checks:
         out += ["### Checks after the run", ""] + [f"- {n}" for n in checks] + [""]
-    profiles = [n for n in notes if n.startswith("profile:")]
+    profiles = [n for n in notes if n.startswith(("profile:", "profile-top:"))]
     if profiles:
         out += ["### Where the workers' CPU goes (py-spy samples of running threads, all workers, by the innermost library)", ""]
         for note in profiles:
-            _, name, data = note.split(":", 2)
-            out.append(f"- {name}: {data}")
+            kind, name, data = note.split(":", 2)
+            out.append(f"- {name}{', busiest functions' if kind == 'profile-top' else ''}: {data}")
         out.append("")
     return out
 

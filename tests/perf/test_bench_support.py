@@ -199,3 +199,7 @@ def test_the_report_shows_where_the_transfers_cpu_went(tmp_path):
     assert "Counting only the samples in which a worker held the GIL" in text
     assert "SQLAlchemy ORM and core 80%" in text and "get (sqlalchemy/util/_collections.py) 80.0%" in text
     assert "held the GIL" not in "\n".join(report.analysis("postgresql", values, []))
+    page = "\n".join(report.render_backend("postgresql", values, notes + ["ledger rows added: consistent"], {}))
+    checks = page.split("### Checks after the run", 1)[1].split("###", 1)[0]
+    assert "ledger rows added: consistent" in checks and "profile" not in checks
+    assert "- transfer, GIL held, busiest functions: [[" in page
