@@ -77,8 +77,8 @@ def _build(kind: str, name: str, arguments: tuple, script_root: str) -> object:
         return url_for(name, **dict(arguments))
     if kind == "nav":
         return tuple(NavLink(label, endpoint, url_for(endpoint)) for label, endpoint in navigation_for(name))
-    bootstrap = current_app.extensions["bootstrap"]
-    return Markup(bootstrap.load_css() if name == "css" else bootstrap.load_js())
+    bootstrap = current_app.extensions["bootstrap"]  # both return Bootstrap-Flask's own Markup
+    return bootstrap.load_css() if name == "css" else bootstrap.load_js()
 
 
 def _cached(kind: str, name: str, arguments: tuple = ()) -> object:
