@@ -332,6 +332,18 @@ def analysis(backend: str, v: dict, notes: list[str]) -> list[str]:
             f"(Bootstrap-Flask's `bootstrap5/` macros, DESIGN.md §5b, rendered once per set of filter values: "
             f"app/fragments.py). Workers' time on transactions page 1: "
             f"{_shares(_profile(notes, 'transactions page'))}.")
+    pk_spread = get("ceiling.pk.16.client_spread")
+    page_spreads = [med(values) for key, values in sorted(v.items())
+                    if key.startswith("page.") and key.endswith(".big.client_spread") and values]
+    if pk_spread and page_spreads:
+        out.append(
+            f"- **A p50 at 16 clients depends on how the clients' connections split between the workers**: with "
+            f"keep-alive, each of wrk's 16 connections stays on the gunicorn worker that accepted it, and the two "
+            f"workers seldom get 8 each. The slowest client's p50 was {med(pk_spread):.1f} times the fastest one's on "
+            f"the PK route (median of the repetitions; {min(pk_spread):.1f} to {max(pk_spread):.1f}) and "
+            f"{min(page_spreads):.1f} to {max(page_spreads):.1f} times on the pages at 1,000,000 rows, so each p50 "
+            f"ratio above moves with two such draws from one repetition to the next; CPU per request (the table above) "
+            f"does not depend on them.")
     hop_app, hop_db = med(get("page.hops.big.cpu_app_ms")), med(get("page.hops.big.cpu_db_ms"))
     list_app, list_db = med(get("page.transactions.big.cpu_app_ms")), med(get("page.transactions.big.cpu_db_ms"))
     if not any(math.isnan(x) for x in (hop_app, hop_db, list_app, list_db)):

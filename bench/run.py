@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import random
@@ -246,6 +247,16 @@ class Sample:
     bad: dict[str, int]
     socket_errors: int
     cpu: dict[str, float] = field(default_factory=dict)  # seconds of CPU during the run: app, db
+    # Per label, each client's own p50 (ms): one wrk thread, one connection, one client.
+    client_p50s: dict[str, list[float]] = field(default_factory=dict)
+
+    def client_spread(self, label: str) -> float:
+        """The slowest client's p50 over the fastest one's: how unevenly the clients were
+        served. With keep-alive, each connection stays on the gunicorn worker that accepted it,
+        so a 10/6 split of 16 clients between two workers shows here (about 1.8), and moves
+        every p50 at 16 clients with it; CPU per request does not depend on it."""
+        p50s = [p for p in self.client_p50s.get(label, []) if p > 0]
+        return max(p50s) / min(p50s) if len(p50s) > 1 else float("nan")
 
     def rate(self, label: str) -> float:
         return len(self.latencies.get(label, [])) / self.duration
@@ -292,6 +303,33 @@ def _cpu_now(server: Server) -> dict[str, float]:
             "db": _cpu_seconds(_database_server_pids())}
 
 
+def read_client_files(tag: str) -> tuple[dict[str, list[float]], dict[str, dict[str, int]], dict[str, int],
+                                          dict[str, list[float]]]:
+    """What bench/wrk/common.lua wrote for run `tag`, one file per client (wrk thread), lines of
+    "label status ok ms": (latencies ms per label, answers per label and status, answers not the
+    expected one per label, each client's own p50 ms per label)."""
+    latencies: dict[str, list[float]] = {}
+    statuses: dict[str, dict[str, int]] = {}
+    bad: dict[str, int] = {}
+    client_p50s: dict[str, list[float]] = {}
+    for part in sorted(REPORTS.glob(f"wrk-{tag}.out.*")):
+        mine: dict[str, list[float]] = {}
+        for line in part.read_text().splitlines():
+            fields = line.split()
+            if len(fields) != 4:
+                continue
+            label, status, ok, ms = fields
+            latencies.setdefault(label, []).append(float(ms))
+            mine.setdefault(label, []).append(float(ms))
+            by_status = statuses.setdefault(label, {})
+            by_status[status] = by_status.get(status, 0) + 1
+            if ok != "1":
+                bad[label] = bad.get(label, 0) + 1
+        for label, values in mine.items():
+            client_p50s.setdefault(label, []).append(statistics.median(values))
+    return latencies, statuses, bad, client_p50s
+
+
 def run_wrk(server: Server, script: str, clients: list[dict[str, str]], duration: float, tag: str) -> Sample:
     REPORTS.mkdir(parents=True, exist_ok=True)
     clients_path = REPORTS / f"clients-{tag}.tsv"
@@ -308,9 +346,6 @@ def run_wrk(server: Server, script: str, clients: list[dict[str, str]], duration
     cpu_after = _cpu_now(server)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
-    latencies: dict[str, list[float]] = {}
-    statuses: dict[str, dict[str, int]] = {}
-    bad: dict[str, int] = {}
     duration_s, socket_errors = duration, 0
     for line in out_path.read_text().splitlines():
         kind, _, rest = line.partition(" ")
@@ -321,19 +356,9 @@ def run_wrk(server: Server, script: str, clients: list[dict[str, str]], duration
             # which sync workers do after every answer, so only the others count.
             connect, _read, write, timeout = (int(x) for x in rest.split())
             socket_errors = connect + write + timeout
-    for part in REPORTS.glob(f"wrk-{tag}.out.*"):
-        for line in part.read_text().splitlines():
-            fields = line.split()
-            if len(fields) != 4:
-                continue
-            label, status, ok, ms = fields
-            latencies.setdefault(label, []).append(float(ms))
-            by_status = statuses.setdefault(label, {})
-            by_status[status] = by_status.get(status, 0) + 1
-            if ok != "1":
-                bad[label] = bad.get(label, 0) + 1
+    latencies, statuses, bad, client_p50s = read_client_files(tag)
     sample = Sample(duration_s, latencies, statuses, bad, socket_errors,
-                    {k: cpu_after[k] - cpu_before[k] for k in cpu_after})
+                    {k: cpu_after[k] - cpu_before[k] for k in cpu_after}, client_p50s)
     if script == "transfer.lua":
         TRANSFER_TALLY["accepted"] += len(latencies.get("post", [])) - bad.get("post", 0)
         TRANSFER_TALLY["in_flight"] += n
@@ -482,6 +507,9 @@ def record(results: Results, backend: str, key: str, sample: Sample, label: str)
     results.add(backend, f"{key}.p50", sample.pct(label, 50))
     results.add(backend, f"{key}.p99", sample.pct(label, 99))
     results.add_errors(backend, key, sample.errors())
+    spread = sample.client_spread(label)
+    if not math.isnan(spread):
+        results.add(backend, f"{key}.client_spread", spread)
     done = len(sample.latencies.get(label, []))
     if sample.cpu and done:
         # CPU per answered operation: the app's processes and the database server's, from /proc.

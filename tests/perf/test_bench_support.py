@@ -4,6 +4,7 @@ production, and its seeder writes data that keeps every invariant (DESIGN.md sec
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,33 @@ def test_the_report_shows_where_the_transfers_cpu_went(tmp_path):
     checks = page.split("### Checks after the run", 1)[1].split("###", 1)[0]
     assert "ledger rows added: consistent" in checks and "profile" not in checks
     assert "- transfer, GIL held, busiest functions: [[" in page
+
+
+def test_each_clients_own_p50_shows_how_unevenly_the_clients_were_served(tmp_path, monkeypatch):
+    """Does a wrk run keep each client's own p50 (one output file per wrk thread), and does the
+    report turn the slowest over the fastest into its note on p50s at 16 clients?"""
+    from bench import report
+    from bench import run as bench_run
+
+    sample = bench_run.Sample(1.0, {"get": [10.0, 11.0, 30.0, 31.0]}, {}, {}, 0,
+                              client_p50s={"get": [10.0, 30.0]})
+    assert sample.client_spread("get") == 3.0
+    assert math.isnan(bench_run.Sample(1.0, {}, {}, {}, 0).client_spread("get"))
+
+    monkeypatch.setattr(bench_run, "REPORTS", tmp_path)
+    for n, lines in enumerate((["get 200 1 10.0", "get 200 1 12.0", "get 200 1 11.0"], ["get 200 1 40.0"]), 1):
+        (tmp_path / f"wrk-t.out.{n}").write_text("\n".join(lines) + "\n")
+    latencies, statuses, bad, client_p50s = bench_run.read_client_files("t")
+    assert latencies == {"get": [10.0, 12.0, 11.0, 40.0]} and statuses == {"get": {"200": 4}} and bad == {}
+    assert client_p50s == {"get": [11.0, 40.0]}
+    results = bench_run.Results()
+    parsed = bench_run.Sample(1.0, latencies, statuses, bad, 0, client_p50s=client_p50s)
+    bench_run.record(results, "postgresql", "ceiling.pk.16", parsed, "get")
+    assert results.values["postgresql"]["ceiling.pk.16.client_spread"] == [40.0 / 11.0]
+
+    values = {"ceiling.pk.16.client_spread": [1.2, 1.8, 1.5], "page.dashboard.big.client_spread": [1.9],
+              "page.hops.big.client_spread": [1.1], "page.dashboard.small.client_spread": [9.9]}
+    text = "\n".join(report.analysis("postgresql", values, []))
+    assert "The slowest client's p50 was 1.5 times the fastest one's on the PK route" in text
+    assert "(median of the repetitions; 1.2 to 1.8) and 1.1 to 1.9 times on the pages" in text
+    assert "split between the workers" not in "\n".join(report.analysis("postgresql", {}, []))
