@@ -339,7 +339,8 @@ def analysis(backend: str, v: dict, notes: list[str]) -> list[str]:
         out.append(
             f"- **A p50 at 16 clients depends on how the clients' connections split between the workers**: with "
             f"keep-alive, each of wrk's 16 connections stays on the gunicorn worker that accepted it, and the two "
-            f"workers seldom get 8 each. The slowest client's p50 was {med(pk_spread):.1f} times the fastest one's on "
+            f"workers seldom get 8 each (10/6 makes the slowest client's p50 about 1.8 times the fastest one's; 14/2, "
+            f"seen in these runs, about 7). The slowest client's p50 was {med(pk_spread):.1f} times the fastest one's on "
             f"the PK route (median of the repetitions; {min(pk_spread):.1f} to {max(pk_spread):.1f}) and "
             f"{min(page_spreads):.1f} to {max(page_spreads):.1f} times on the pages at 1,000,000 rows, so each p50 "
             f"ratio above moves with two such draws from one repetition to the next; CPU per request (the table above) "

@@ -218,10 +218,10 @@ def test_each_clients_own_p50_shows_how_unevenly_the_clients_were_served(tmp_pat
     assert math.isnan(bench_run.Sample(1.0, {}, {}, {}, 0).client_spread("get"))
 
     monkeypatch.setattr(bench_run, "REPORTS", tmp_path)
-    for n, lines in enumerate((["get 200 1 10.0", "get 200 1 12.0", "get 200 1 11.0"], ["get 200 1 40.0"]), 1):
+    for n, lines in enumerate((["get 200 1 10.0", "get 200 1 30.0", "get 200 1 11.0"], ["get 200 1 40.0"]), 1):
         (tmp_path / f"wrk-t.out.{n}").write_text("\n".join(lines) + "\n")
     latencies, statuses, bad, client_p50s = bench_run.read_client_files("t")
-    assert latencies == {"get": [10.0, 12.0, 11.0, 40.0]} and statuses == {"get": {"200": 4}} and bad == {}
+    assert latencies == {"get": [10.0, 30.0, 11.0, 40.0]} and statuses == {"get": {"200": 4}} and bad == {}
     assert client_p50s == {"get": [11.0, 40.0]}
     results = bench_run.Results()
     parsed = bench_run.Sample(1.0, latencies, statuses, bad, 0, client_p50s=client_p50s)
