@@ -40,6 +40,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -695,28 +696,33 @@ PROFILE_BUCKETS = (
 )
 
 
-def summarize_profile(paths: list[Path]) -> dict[str, float]:
-    """Share of py-spy samples (%) by the innermost frame's bucket."""
-    counts: dict[str, int] = {}
-    total = 0
+def _samples(paths: list[Path]) -> Iterator[tuple[list[str], int]]:
+    """py-spy's raw output ("frame;frame;... count" per line) of every existing file in `paths`:
+    (the frames, outermost first; the number of samples with that stack)."""
     for path in paths:
         if not path.exists():
             continue
         for line in path.read_text(errors="replace").splitlines():
             stack, _, count = line.rpartition(" ")
-            if not count.isdigit():
-                continue
-            frames = stack.split(";")
-            bucket = "other (app code, idle)"
-            for frame in reversed(frames):
-                hit = next((name for name, needles in PROFILE_BUCKETS if any(n in frame for n in needles)), None)
-                if hit:
-                    bucket = hit
-                    break
-            if any("accept" in f or "select (selectors" in f or "sleep (gunicorn" in f for f in frames[-2:]):
-                bucket = "idle (waiting for a request)"
-            counts[bucket] = counts.get(bucket, 0) + int(count)
-            total += int(count)
+            if count.isdigit():
+                yield stack.split(";"), int(count)
+
+
+def summarize_profile(paths: list[Path]) -> dict[str, float]:
+    """Share of py-spy samples (%) by the innermost frame's bucket."""
+    counts: dict[str, int] = {}
+    total = 0
+    for frames, count in _samples(paths):
+        bucket = "other (app code, idle)"
+        for frame in reversed(frames):
+            hit = next((name for name, needles in PROFILE_BUCKETS if any(n in frame for n in needles)), None)
+            if hit:
+                bucket = hit
+                break
+        if any("accept" in f or "select (selectors" in f or "sleep (gunicorn" in f for f in frames[-2:]):
+            bucket = "idle (waiting for a request)"
+        counts[bucket] = counts.get(bucket, 0) + count
+        total += count
     return {name: round(100 * n / total, 1) for name, n in sorted(counts.items(), key=lambda kv: -kv[1])} if total else {}
 
 
@@ -727,16 +733,12 @@ def busiest_functions(paths: list[Path], count: int = 3) -> list[list]:
     in that function's own code, a hotspot if one stands out."""
     counts: dict[str, int] = {}
     total = 0
-    for path in paths:
-        if not path.exists():
+    for frames, samples in _samples(paths):
+        if frames == [""]:
             continue
-        for line in path.read_text(errors="replace").splitlines():
-            stack, _, samples = line.rpartition(" ")
-            if not samples.isdigit() or not stack:
-                continue
-            innermost = re.sub(r":\d+\)$", ")", stack.split(";")[-1])
-            counts[innermost] = counts.get(innermost, 0) + int(samples)
-            total += int(samples)
+        innermost = re.sub(r":\d+\)$", ")", frames[-1])
+        counts[innermost] = counts.get(innermost, 0) + samples
+        total += samples
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:count]
     return [[function, round(100 * n / total, 1)] for function, n in ranked] if total else []
 
