@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Iterable
 
 from flask import Flask, current_app
 from markupsafe import Markup
@@ -63,9 +63,10 @@ def form_state(form: Form) -> tuple:
     )
 
 
-def _oversized(form: Form) -> bool:
-    """Whether any submitted value is longer than FRAGMENT_VALUE_LIMIT characters."""
-    return any(len(str(value)) > FRAGMENT_VALUE_LIMIT for item in form for value in (item.raw_data or ()))
+def _oversized(fields: Iterable[Field]) -> bool:
+    """Whether any value submitted to `fields` (a form, or some of its fields) is longer than
+    FRAGMENT_VALUE_LIMIT characters."""
+    return any(len(str(value)) > FRAGMENT_VALUE_LIMIT for item in fields for value in (item.raw_data or ()))
 
 
 def _render(key: _FormState) -> Markup:
@@ -133,13 +134,12 @@ def render_field_fragment(item: Field, **options) -> Markup:
     if isinstance(item, UNCACHED_FIELDS):
         raise ValueError(f"field {item.name!r} is hidden or a password: its markup is never cached")
     cached: Callable[[_FieldState], Markup] | None = current_app.extensions.get(FIELD_EXTENSION_KEY)
-    oversized = any(len(str(value)) > FRAGMENT_VALUE_LIMIT for value in (item.raw_data or ()))
     key_options = tuple(sorted(options.items()))
     try:
         hash(key_options)
     except TypeError:
         cached = None
-    if cached is None or current_app.jinja_env.auto_reload or oversized:
+    if cached is None or current_app.jinja_env.auto_reload or _oversized((item,)):
         return _render_field(_FieldState((), item, options))
     return cached(_FieldState((field_state(item), key_options), item, options))
 

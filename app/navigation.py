@@ -51,7 +51,7 @@ NAVIGATION: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 LAYOUT_CACHE_KEY = "layout_links"
-# Roles x script roots, and the layout's own links: a few dozen entries in any deployment.
+# The layout's links x script roots: a few dozen entries in any deployment.
 LAYOUT_CACHE_SIZE = 128
 
 
@@ -70,13 +70,11 @@ def navigation_for(role: str) -> list[tuple[str, str]]:
 
 
 def _build(kind: str, name: str, arguments: tuple, script_root: str) -> object:
-    """A layout item, built in the current request: kind "url" (url_for(name, **arguments)),
-    "nav" (the NavLinks of role `name`) or "asset" (Bootstrap-Flask's load_css or load_js).
-    `script_root` is part of the cache key only: url_for reads it from the request."""
+    """A layout item, built in the current request: kind "url" (url_for(name, **arguments)) or
+    "asset" (Bootstrap-Flask's load_css or load_js). `script_root` is part of the cache key
+    only: url_for reads it from the request."""
     if kind == "url":
         return url_for(name, **dict(arguments))
-    if kind == "nav":
-        return tuple(NavLink(label, endpoint, url_for(endpoint)) for label, endpoint in navigation_for(name))
     bootstrap = current_app.extensions["bootstrap"]  # both return Bootstrap-Flask's own Markup
     return bootstrap.load_css() if name == "css" else bootstrap.load_js()
 
@@ -96,9 +94,9 @@ def layout_url(endpoint: str, **values: str) -> str:
 
 
 def navigation_links(role: str) -> tuple[NavLink, ...]:
-    """The navbar of `role` (navigation_for) with each link's URL, built once per script root;
-    an unknown role has no links."""
-    return _cached("nav", role)  # type: ignore[return-value]
+    """The navbar of `role` (navigation_for) with each link's URL (layout_url); an unknown role
+    has no links."""
+    return tuple(NavLink(label, endpoint, layout_url(endpoint)) for label, endpoint in navigation_for(role))
 
 
 def bootstrap_asset(kind: str) -> Markup:
