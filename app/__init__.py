@@ -128,18 +128,20 @@ def register_security(app: Flask) -> None:
 
 def register_template_helpers(app: Flask) -> None:
     """Jinja filters for money and masked account numbers, pager links, the role-based navigation
-    and the layout's fixed links (app/navigation.py), and the cached form fragments
-    (app/fragments.py)."""
+    and the layout's fixed links (app/navigation.py), the cached form fragments
+    (app/fragments.py) and the forms' hidden inputs (app/widgets.py)."""
     from .fragments import register_form_fragments
     from .money import format_amount, mask_account_number
     from .navigation import navigation_for, register_layout_links
     from .pagination import page_url
+    from .widgets import register_widgets
 
     app.jinja_env.filters["money"] = format_amount
     app.jinja_env.filters["mask"] = mask_account_number
     app.jinja_env.globals["page_url"] = page_url
     register_form_fragments(app)
     register_layout_links(app)
+    register_widgets(app)
 
     @app.context_processor
     def inject_navigation() -> dict[str, Any]:

@@ -8,12 +8,13 @@ from decimal import Decimal
 
 from flask import current_app
 from flask_wtf import FlaskForm
-from wtforms import DateField, SelectField, StringField, SubmitField
+from wtforms import DateField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Optional, StopValidation, ValidationError
 
 from .models import ENTRY_TYPES
 from .money import InvalidAmountError, parse_amount
+from .widgets import SelectField
 
 PHONE_PATTERN = re.compile(r"[0-9 +\-()]{7,20}")
 # C0/C1 controls other than tab and line breaks; the bidirectional overrides and isolates that

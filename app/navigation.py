@@ -6,8 +6,11 @@ navbar's, the stylesheet and the scripts (Bootstrap-Flask's `load_css`/`load_js`
 Building each with `url_for` on every request cost about a twentieth of a list page's CPU, so
 each app keeps them in a small LRU cache keyed by what they depend on: the endpoint, its
 arguments (constants of the templates) and the request's script root (the prefix the app is
-mounted under). Nothing per user or per session is kept: the logout form's CSRF token and the
-user's name are rendered on every page as before.
+mounted under). The navbar's menu of links is kept rendered the same way, keyed by the role,
+the menu's entry for the current page (marked active; None on a page not in the menu) and the
+script root: building and rendering its links was another twentieth of a page. Nothing per user
+or per session is kept: the logout form's CSRF token and the user's name are rendered on every
+page as before.
 """
 
 from __future__ import annotations
@@ -51,8 +54,15 @@ NAVIGATION: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 LAYOUT_CACHE_KEY = "layout_links"
-# The layout's links x script roots: a few dozen entries in any deployment.
-LAYOUT_CACHE_SIZE = 128
+# The layout's links and menus x script roots: under a hundred entries per script root (four
+# roles' menus, each with one variant per menu entry plus one for every other page).
+LAYOUT_CACHE_SIZE = 256
+# The template of the navbar's menu (variables: `links`, NavLinks, and `current`, an endpoint).
+MENU_TEMPLATE = "_navigation_menu.html"
+# Per role, the endpoints its menu links to: any other page shows the menu with none active.
+MENU_ENDPOINTS: dict[str, frozenset[str]] = {
+    role: frozenset(endpoint for _, endpoint in links) for role, links in NAVIGATION.items()
+}
 
 
 class NavLink(NamedTuple):
@@ -70,11 +80,16 @@ def navigation_for(role: str) -> list[tuple[str, str]]:
 
 
 def _build(kind: str, name: str, arguments: tuple, script_root: str) -> object:
-    """A layout item, built in the current request: kind "url" (url_for(name, **arguments)) or
-    "asset" (Bootstrap-Flask's load_css or load_js). `script_root` is part of the cache key
-    only: url_for reads it from the request."""
+    """A layout item, built in the current request: kind "url" (url_for(name, **arguments)),
+    "menu" (MENU_TEMPLATE for role `name`, arguments `(("current", endpoint),)`) or "asset"
+    (Bootstrap-Flask's load_css or load_js). `script_root` is part of the cache key only:
+    url_for reads it from the request."""
     if kind == "url":
         return url_for(name, **dict(arguments))
+    if kind == "menu":
+        # Rendered by Jinja with autoescaping; the markup Jinja returns is kept as it is.
+        return current_app.jinja_env.get_template(MENU_TEMPLATE).make_module(
+            {"links": navigation_links(name), "current": dict(arguments)["current"]}).__html__()
     bootstrap = current_app.extensions["bootstrap"]  # both return Bootstrap-Flask's own Markup
     return bootstrap.load_css() if name == "css" else bootstrap.load_js()
 
@@ -99,6 +114,15 @@ def navigation_links(role: str) -> tuple[NavLink, ...]:
     return tuple(NavLink(label, endpoint, layout_url(endpoint)) for label, endpoint in navigation_for(role))
 
 
+def navigation_menu(role: str) -> Markup:
+    """The navbar's menu of `role` (MENU_TEMPLATE over navigation_links), the current page's
+    link marked active, rendered once per role, current menu entry and script root. An unknown
+    role gets an empty menu."""
+    endpoint = request.endpoint
+    current = endpoint if endpoint in MENU_ENDPOINTS.get(role, ()) else None
+    return _cached("menu", role, (("current", current),))  # type: ignore[return-value]
+
+
 def bootstrap_asset(kind: str) -> Markup:
     """Bootstrap-Flask's `load_css()` (kind "css") or `load_js()` (kind "js") markup, local files
     (BOOTSTRAP_SERVE_LOCAL, DESIGN.md section 5b), built once per script root. Raises
@@ -109,8 +133,8 @@ def bootstrap_asset(kind: str) -> Markup:
 
 
 def register_layout_links(app: Flask) -> None:
-    """Give `app` its layout-link cache and the `layout_url`, `navigation_links` and
-    `bootstrap_asset` template globals."""
+    """Give `app` its layout-link cache and the `layout_url`, `navigation_links`,
+    `navigation_menu` and `bootstrap_asset` template globals."""
     app.extensions[LAYOUT_CACHE_KEY] = lru_cache(maxsize=LAYOUT_CACHE_SIZE)(_build)
     app.jinja_env.globals.update(layout_url=layout_url, navigation_links=navigation_links,
-                                 bootstrap_asset=bootstrap_asset)
+                                 navigation_menu=navigation_menu, bootstrap_asset=bootstrap_asset)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 
 from flask_wtf import FlaskForm
-from wtforms import DateField, SelectField, StringField
+from wtforms import DateField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Optional, StopValidation
 
 from ..forms_common import TransactionFilterForm, ascii_date, strip_filter
 from ..routing import parse_id
+from ..widgets import SelectField
 from .services import ACTIONS
 
 USER_ID_PATTERN = re.compile(r"[0-9]{1,18}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, HiddenField, SelectField, StringField, SubmitField
+from wtforms import BooleanField, EmailField, HiddenField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, InputRequired, Length, Optional, Regexp
 
@@ -19,6 +19,7 @@ from ..forms_common import (  # noqa: F401  (TransactionFilterForm is re-exporte
 )
 from ..models import ACCOUNT_TYPES, ROLES, User
 from ..routing import parse_id
+from ..widgets import SelectField
 from . import services
 
 

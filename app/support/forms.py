@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import SelectField, StringField, SubmitField, TextAreaField
+from wtforms import StringField, SubmitField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length
 
 from ..forms_common import no_control_characters, single_line, strip_filter
 from ..models import TICKET_STATUSES
+from ..widgets import SelectField
 from . import services
 
 STATUS_CHOICES = [SelectChoice(status, services.status_label(status)) for status in TICKET_STATUSES]

@@ -71,3 +71,29 @@ def test_the_layout_links_are_built_once_and_are_bootstrap_flasks_own(app, clien
         with pytest.raises(ValueError):
             bootstrap_asset("fonts")
     assert re.search(r'<input type="hidden" name="csrf_token" value="[^"]+">', page)
+
+
+def _active(html: str) -> list[str]:
+    """Labels of the navbar links marked as the current page."""
+    navbar = html.split('<ul class="navbar-nav me-auto">', 1)[1].split("</ul>", 1)[0]
+    return [label.strip() for label in
+            re.findall(r'<a class="nav-link active"\s*aria-current="page"\s*href="[^"]*">([^<]*)</a>', navbar)]
+
+
+def test_the_menu_marks_the_page_shown_and_only_it(client, logged_in_customer):
+    """The current page is part of the menu's key: each page marks its own link, and a page
+    outside the menu marks none, whichever page's menu was rendered before."""
+    for url, expected in (("/banking/dashboard", ["Dashboard"]), ("/banking/transactions", ["My transactions"]),
+                          ("/auth/profile", []), ("/banking/dashboard", ["Dashboard"])):
+        assert _active(client.get(url).get_data(as_text=True)) == expected, url
+
+
+def test_pages_outside_the_menu_share_one_rendering(app, client, logged_in_customer):
+    """Pages the menu doesn't link to share one cached menu (none active), so the cache holds
+    at most one menu per role and menu entry, whatever pages are visited."""
+    cache = app.extensions[LAYOUT_CACHE_KEY]
+    client.get("/auth/profile")
+    before = cache.cache_info()
+    page = client.get("/auth/change-password").get_data(as_text=True)
+    assert _navbar(page) and _active(page) == []
+    assert cache.cache_info().misses == before.misses
