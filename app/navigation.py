@@ -133,8 +133,8 @@ def bootstrap_asset(kind: str) -> Markup:
 
 
 def register_layout_links(app: Flask) -> None:
-    """Give `app` its layout-link cache and the `layout_url`, `navigation_links`,
-    `navigation_menu` and `bootstrap_asset` template globals."""
+    """Give `app` its layout-link cache and the `layout_url`, `navigation_menu` and
+    `bootstrap_asset` template globals."""
     app.extensions[LAYOUT_CACHE_KEY] = lru_cache(maxsize=LAYOUT_CACHE_SIZE)(_build)
-    app.jinja_env.globals.update(layout_url=layout_url, navigation_links=navigation_links,
-                                 navigation_menu=navigation_menu, bootstrap_asset=bootstrap_asset)
+    app.jinja_env.globals.update(layout_url=layout_url, navigation_menu=navigation_menu,
+                                 bootstrap_asset=bootstrap_asset)
