@@ -120,7 +120,7 @@ _OWNER_ACCOUNTS = (select(_ACCOUNT.c.id, _ACCOUNT.c.account_number, _ACCOUNT.c.o
 def list_accounts(owner_id: int) -> list[AccountSummary]:
     """All accounts of user `owner_id`, oldest first, frozen and closed ones included: plain
     rows read on the session's connection (no ORM object is built for an account only shown)."""
-    return [AccountSummary(*row) for row in db.session.connection().execute(_OWNER_ACCOUNTS, {"owner_id": owner_id})]
+    return [AccountSummary(*row) for row in db.session.connection().execute(_OWNER_ACCOUNTS, {"owner_id": owner_id}).all()]
 
 
 def list_active_customers() -> list[User]:
@@ -279,7 +279,7 @@ def recent_transactions(accounts: list[AccountSummary], per_account: int = RECEN
         stmt = _recent_entries_statement(dialect, per_account, len(recent))
         params = {f"account_{n}": account_id for n, account_id in enumerate(recent)}
     # Core rows, read on the session's connection: no ORM execution layer for a plain SELECT.
-    for row in db.session.connection().execute(stmt, params):
+    for row in db.session.connection().execute(stmt, params).all():
         entry = _ledger_entry(row)
         recent[entry.account_id].append(entry)
     return recent
@@ -751,13 +751,13 @@ def list_customer_transactions(owner_id: int, filters: TransactionFilters, page:
         params["owner_id"] = owner_id
         account_count = 0
     else:
-        account_ids = list(db.session.connection().scalars(_OWNER_ACCOUNT_IDS, {"owner_id": owner_id}))
+        account_ids = db.session.connection().scalars(_OWNER_ACCOUNT_IDS, {"owner_id": owner_id}).all()
         if not account_ids:
             return Page([], page, False)
         params |= {f"account_{n}": account_id for n, account_id in enumerate(account_ids)}
         account_count = len(account_ids)
     stmt = _customer_page_statement(dialect, tuple(values), account_count)
-    rows = [_ledger_entry(row) for row in db.session.connection().execute(stmt, params)]
+    rows = [_ledger_entry(row) for row in db.session.connection().execute(stmt, params).all()]
     return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
 
 
