@@ -104,6 +104,11 @@ class AmountField(StringField):
             raise StopValidation(str(exc)) from exc
 
 
+# A date written as YYYY-MM-DD that the calendar doesn't have (2024-13-01, 2024-02-30); WTForms'
+# own message ("Not a valid date value.") doesn't say what is wrong with it.
+NO_SUCH_DATE_MESSAGE = "There is no such date; enter a real day as YYYY-MM-DD."
+
+
 def ascii_date(form, field) -> None:
     """Refuse dates not written as ASCII `YYYY-MM-DD` (strptime would accept other digits)."""
     raw = field.raw_data[0] if field.raw_data else ""
@@ -118,8 +123,10 @@ class TransactionFilterForm(FlaskForm):
     class Meta:
         csrf = False
 
-    date_from = DateField("From (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional()])
-    date_to = DateField("To (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional()])
+    date_from = DateField("From (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional()],
+                        invalid_value_message=NO_SUCH_DATE_MESSAGE)
+    date_to = DateField("To (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional()],
+                        invalid_value_message=NO_SUCH_DATE_MESSAGE)
     type = SelectField("Type", choices=[SelectChoice("", "Any")] + [SelectChoice(t, t.capitalize()) for t in ENTRY_TYPES],
                        validators=[Optional()])
     min_amount = AmountField("Min amount", allow_zero=True, optional=True)

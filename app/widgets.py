@@ -13,6 +13,8 @@ submitted key, an account label.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask
 from markupsafe import Markup
 from wtforms import Form
@@ -72,10 +74,22 @@ class OptionSelect(WTFormsSelect):
         return template % (choice.value, choice.label or choice.value)
 
 
+# WTForms' own message for a value its `coerce` can't convert ("Invalid Choice: could not
+# coerce.") speaks of the code, not of the form.
+UNCONVERTIBLE_CHOICE_MESSAGE = "Choose one of the listed options."
+
+
 class SelectField(WTFormsSelectField):
-    """WTForms' SelectField drawn by OptionSelect; every select of the app's forms is one."""
+    """WTForms' SelectField drawn by OptionSelect; every select of the app's forms is one.
+
+    A submitted value that `coerce` can't convert (text for an id, say) gets
+    UNCONVERTIBLE_CHOICE_MESSAGE unless the field names its own `invalid_value_message`."""
 
     widget = OptionSelect()
+
+    def __init__(self, *args: Any, invalid_value_message: str | None = UNCONVERTIBLE_CHOICE_MESSAGE,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, invalid_value_message=invalid_value_message, **kwargs)
 
 
 def register_widgets(app: Flask) -> None:

@@ -124,6 +124,28 @@ def test_page_past_the_end_or_malformed_is_an_empty_list(client, app, logged_in_
     assert "No transactions." in response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("page_number", ["3", "0", "abc", ""])
+def test_an_empty_page_links_back_to_the_first_with_the_filters_kept(client, app, logged_in_customer, account,
+                                                                     page_number):
+    """Does an empty page other than the first (past the end or malformed) offer one link, back to
+    page 1 of the same filters, instead of leaving the reader with no way on?"""
+    _add_entries(app, account, [(START + timedelta(minutes=i), "credit", "1.00", f"e{i}") for i in range(30)])
+
+    body = client.get(URL, query_string={"type": "credit", "page": page_number}).get_data(as_text=True)
+
+    assert 'href="/banking/transactions?type=credit&amp;page=1">Back to the first page</a>' in body
+    assert 'rel="next"' not in body and 'rel="prev"' not in body
+    first = client.get(URL, query_string={"type": "credit", "page": "1"}).get_data(as_text=True)
+    assert "Back to the first page" not in first and 'rel="next"' in first
+
+
+def test_an_empty_first_page_has_no_pager_links(client, app, logged_in_customer, account):
+    body = client.get(URL).get_data(as_text=True)
+
+    assert "No transactions." in body
+    assert "Back to the first page" not in body and 'rel="next"' not in body
+
+
 def test_date_filters_are_inclusive_utc_days(client, app, logged_in_customer, account):
     """Do date_from and date_to select whole UTC days, both inclusive, to the microsecond?"""
     day = datetime(2024, 3, 10, tzinfo=timezone.utc)
@@ -176,8 +198,8 @@ def test_filters_combine(client, app, logged_in_customer, account, foreign):
 
 
 @pytest.mark.parametrize(("query", "field_message"), [
-    ({"date_from": "2024-13-01"}, "Not a valid date value."),
-    ({"date_to": "2024-02-30"}, "Not a valid date value."),
+    ({"date_from": "2024-13-01"}, "There is no such date; enter a real day as YYYY-MM-DD."),
+    ({"date_to": "2024-02-30"}, "There is no such date; enter a real day as YYYY-MM-DD."),
     ({"date_from": "01/02/2024"}, "Enter the date as YYYY-MM-DD."),
     ({"date_to": "2024-03-10T00:00"}, "Enter the date as YYYY-MM-DD."),
     ({"type": "transfer"}, "Not a valid choice."),
