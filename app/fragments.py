@@ -17,6 +17,10 @@ description, flags, submitted strings, value, errors and choices, and the macro'
 Hidden fields (the CSRF token, the transfer forms' idempotency key) and password fields are
 refused: their values are per session or secret, and must neither be served to anyone else nor
 kept in a cache's keys.
+
+A select whose options change with every request (the transfer forms' accounts, labelled with
+their balances) keeps only its shell there: `select_fragment(form.source_account)` caches the
+macro's markup around an empty `<select>` and writes the options for each request.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from flask import Flask, current_app
 from markupsafe import Markup
 from wtforms import Field, Form
 from wtforms.fields import HiddenField, PasswordField
+
+from .widgets import OptionSelect
 
 FRAGMENT_CACHE_SIZE = 256
 # Longer submitted values (no filter needs more than 12 characters) are rendered, never cached,
@@ -144,10 +150,64 @@ def render_field_fragment(item: Field, **options) -> Markup:
     return cached(_FieldState((field_state(item), key_options), item, options))
 
 
+def select_shell_state(item: Field) -> tuple:
+    """field_state without what only the `<option>` list shows (the choices, the value read and
+    the strings submitted): what Bootstrap-Flask's markup around a select's options depends on."""
+    return (
+        type(item).__module__, type(item).__qualname__, item.name, item.id, str(item.label.text),
+        str(item.description), repr(item.render_kw), repr(sorted(vars(item.flags).items())),
+        tuple(str(error) for error in item.errors),
+    )
+
+
+def _with_options(head: Markup, item: Field) -> Markup:
+    """`head` followed by the `<option>` elements of `item`, each written by its OptionSelect
+    widget as its `<select>` writes them (values and labels escaped; Markup + Markup)."""
+    for choice in item.iter_choices():
+        head += item.widget.render_option(choice)
+    return head
+
+
+def render_select_fragment(item: Field, **options) -> Markup:
+    """Bootstrap-Flask's `render_field(item, **options)` for a select whose options change from
+    one request to the next (the transfer forms' accounts, whose labels carry balances).
+
+    The markup around the options (label, classes, errors, the `<select>` element itself) is
+    rendered once per select_shell_state and options, from the field with no choices,
+    and kept in the field cache; the `<option>` elements are written for each request by the
+    field's widget and put inside that empty `<select>`. So the cache never holds an option, a
+    label or a balance. A field that isn't a single-choice select drawn by OptionSelect without
+    groups (or whose shell holds anything but one `</select>`) is rendered whole, uncached.
+    Returns Markup equal to render_field's (tests/integration/test_form_fragments.py).
+    """
+    cached: Callable[[_FieldState], Markup] | None = current_app.extensions.get(FIELD_EXTENSION_KEY)
+    key_options = tuple(sorted(options.items()))
+    try:
+        hash(key_options)
+    except TypeError:
+        cached = None
+    widget = getattr(item, "widget", None)
+    if (cached is None or current_app.jinja_env.auto_reload or not isinstance(widget, OptionSelect)
+            or widget.multiple or item.has_groups()):
+        return _render_field(_FieldState((), item, options))
+    # The shell is rendered (on a cache miss) from the field itself with its choices taken away
+    # for that moment: the field belongs to this request's form, which nothing else reads meanwhile.
+    choices, item.choices = item.choices, []
+    try:
+        markup = cached(_FieldState(("select shell", select_shell_state(item), key_options), item, options))
+    finally:
+        item.choices = choices
+    head, end_tag, tail = markup.partition("</select>")
+    if not end_tag or "</select>" in tail:
+        return _render_field(_FieldState((), item, options))
+    return _with_options(head, item) + end_tag + tail
+
+
 def register_form_fragments(app: Flask) -> None:
     """Give `app` its own fragment caches and the `form_fragment(template, form)` and
-    `field_fragment(field, **options)` template globals."""
+    `field_fragment(field, **options)` and `select_fragment(field, **options)` template globals."""
     app.extensions[EXTENSION_KEY] = lru_cache(maxsize=FRAGMENT_CACHE_SIZE)(_render)
     app.extensions[FIELD_EXTENSION_KEY] = lru_cache(maxsize=FRAGMENT_CACHE_SIZE)(_render_field)
     app.jinja_env.globals["form_fragment"] = render_form_fragment
     app.jinja_env.globals["field_fragment"] = render_field_fragment
+    app.jinja_env.globals["select_fragment"] = render_select_fragment

@@ -17,9 +17,13 @@ from app.fragments import (
     FIELD_TEMPLATE,
     FRAGMENT_CACHE_SIZE,
     FRAGMENT_VALUE_LIMIT,
+    _FieldState,
     render_field_fragment,
     render_form_fragment,
+    render_select_fragment,
+    select_shell_state,
 )
+from app.widgets import SelectField as AppSelectField
 
 URL = "/banking/transactions"
 PARTIAL = "banking/_transaction_filters.html"
@@ -205,7 +209,8 @@ def test_the_transfer_forms_plain_fields_are_rendered_once(app, client, logged_i
     before = cache.cache_info()
     second = client.get(EXTERNAL).get_data(as_text=True)
     after = cache.cache_info()
-    assert (after.hits - before.hits, after.misses - before.misses) == (4, 0)
+    # amount, description, target number, button, and the account select's shell
+    assert (after.hits - before.hits, after.misses - before.misses) == (5, 0)
     key = re.compile(r'name="idempotency_key" type="hidden" value="([^"]*)"')
     assert key.search(first).group(1) != key.search(second).group(1)
 
@@ -288,3 +293,114 @@ def test_long_field_values_are_shown_but_never_kept(app):
     with app.test_request_context("/", method="POST", data={"note": long_value[:FRAGMENT_VALUE_LIMIT]}):
         render_field_fragment(_FieldsForm(meta={"csrf": False}).note)
         assert cache.cache_info().misses == before.misses + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Selects whose options change with every request: select_fragment
+# ---------------------------------------------------------------------------------------------
+
+# How the transfer templates render their account selects.
+TRANSFER_SELECTS = {EXTERNAL: ("source_account",), INTERNAL: ("source_account", "target_account")}
+
+
+@pytest.mark.parametrize("url", [EXTERNAL, INTERNAL])
+@pytest.mark.parametrize("data", [None, {"source_account": "abc", "target_account": "999999", "amount": "1"},
+                                  {"source_account": "{first}", "target_account": "{first}", "amount": "1"}])
+def test_each_select_is_bootstrap_flasks_own_markup(app, customer, make_account, url, data):
+    """Is each account select the transfer templates render with select_fragment the same markup
+    as Bootstrap-Flask's render_field gives it directly: blank, with an error, with a submitted
+    account selected, rendered afresh and from the cached shell?"""
+    first = make_account(customer, "10.00")
+    make_account(customer, "25.50", type="savings")
+    if data:
+        data = {name: value.replace("{first}", str(first.id)) for name, value in data.items()}
+    with app.test_request_context(url, method="POST" if data else "GET", data=data or {}):
+        from flask_login import login_user
+
+        from app.extensions import db
+        from app.models import User
+
+        login_user(db.session.get(User, customer.id))
+        form = _transfer_form(app, url, data)
+        for name in TRANSFER_SELECTS[url]:
+            direct = app.jinja_env.from_string(DIRECT + "{{ render_field(form.%s) }}" % name).render(form=form)
+            shared = app.jinja_env.from_string("{{ select_fragment(form.%s) }}" % name)
+            assert shared.render(form=form) == shared.render(form=form) == direct, name
+            assert direct.count("<option") == 2 and "25.50" in direct
+
+
+class _SelectForm(FlaskForm):
+    account = AppSelectField("Account", choices=[])
+
+
+def test_the_select_cache_holds_the_shell_and_never_an_option(app):
+    """Two users' selects share one cached shell (a hit, no miss, for the second), each shows only
+    its own options, and what the cache holds for that shell is an empty `<select>`: no option,
+    no account number, no balance is ever kept or served to anyone else."""
+    cache = app.extensions[FIELD_EXTENSION_KEY]
+    with app.test_request_context("/"):
+        first, second = _SelectForm(meta={"csrf": False}), _SelectForm(meta={"csrf": False})
+        first.account.choices = [("1", "111111111111 · checking · 10.00")]
+        second.account.choices = [("2", "222222222222 · savings · 99.00"), ("3", '<b>"&</b>')]
+        shown_first = str(render_select_fragment(first.account))
+        before = cache.cache_info()
+        shown_second = str(render_select_fragment(second.account))
+        after = cache.cache_info()
+        kept = str(cache(_FieldState(("select shell", select_shell_state(second.account), ()), second.account, {})))
+    assert (after.hits - before.hits, after.misses - before.misses) == (1, 0)
+    assert "111111111111" in shown_first and "222222222222" not in shown_first
+    assert "222222222222" in shown_second and "111111111111" not in shown_second
+    assert '<option value="3">&lt;b&gt;&#34;&amp;&lt;/b&gt;</option>' in shown_second
+    assert '<select class="form-select" id="account" name="account"></select>' in kept
+    assert "<option" not in kept and "111111111111" not in kept and "99.00" not in kept
+    assert first.account.choices and second.account.choices  # each field keeps its choices
+
+
+def test_a_select_with_errors_gets_its_own_shell(app):
+    """Errors are part of the shell's key: the same select refused after a clean render shows its
+    message and the invalid class, and the clean one after it neither."""
+    with app.test_request_context("/"):
+        clean, refused = _SelectForm(meta={"csrf": False}), _SelectForm(meta={"csrf": False})
+        for form in (clean, refused):
+            form.account.choices = [("1", "111111111111 · checking · 10.00")]
+        refused.account.errors = ["Choose one of the listed options."]
+        shown = [str(render_select_fragment(form.account)) for form in (clean, refused, clean)]
+    assert "is-invalid" in shown[1] and "Choose one of the listed options." in shown[1]
+    assert "is-invalid" not in shown[0] and shown[0] == shown[2]
+
+
+@pytest.mark.parametrize("kind", ["wtforms widget", "groups"])
+def test_other_selects_are_rendered_whole_and_uncached(app, kind):
+    """A select not drawn by the app's OptionSelect, or with option groups, is rendered by
+    render_field whole (its options included), without touching the cache."""
+    from wtforms import SelectField as WTFormsSelectField
+
+    class _OtherForm(FlaskForm):
+        account = (WTFormsSelectField if kind == "wtforms widget" else AppSelectField)("Account", choices=[])
+
+    cache = app.extensions[FIELD_EXTENSION_KEY]
+    with app.test_request_context("/"):
+        form = _OtherForm(meta={"csrf": False})
+        form.account.choices = ([("1", "one")] if kind == "wtforms widget" else {"Group": [("1", "one")]})
+        direct = app.jinja_env.from_string(DIRECT + "{{ render_field(form.account) }}").render(form=form)
+        before = cache.cache_info()
+        shown = str(render_select_fragment(form.account))
+        after = cache.cache_info()
+    assert shown == direct and ">one</option>" in shown
+    assert after[:2] == before[:2] and after.currsize == before.currsize
+
+
+def test_a_shell_holding_another_select_end_tag_is_rendered_whole(app):
+    """The options go in before the shell's only `</select>`; a shell with more than one (a label
+    given as markup that holds the tag: nothing in the app does) is rendered whole instead."""
+    from markupsafe import Markup
+
+    class _OddForm(FlaskForm):
+        account = AppSelectField(Markup("Account </select>"), choices=[])
+
+    with app.test_request_context("/"):
+        form = _OddForm(meta={"csrf": False})
+        form.account.choices = [("1", "one")]
+        direct = app.jinja_env.from_string(DIRECT + "{{ render_field(form.account) }}").render(form=form)
+        shown = str(render_select_fragment(form.account))
+    assert shown == direct and '<select class="form-select" id="account" name="account"><option value="1">' in shown
