@@ -127,6 +127,19 @@ def _render_field(key: _FieldState) -> Markup:
         {"field": key.item, "options": key.options}).__html__()
 
 
+def _field_cache(options: dict) -> tuple[Callable[[_FieldState], Markup] | None, tuple]:
+    """The app's field cache and the macro options as part of a key; no cache when the cache is
+    off (templates reload) or an option's value can't be hashed."""
+    key_options = tuple(sorted(options.items()))
+    try:
+        hash(key_options)
+    except TypeError:
+        return None, key_options
+    if current_app.jinja_env.auto_reload:
+        return None, key_options
+    return current_app.extensions.get(FIELD_EXTENSION_KEY), key_options
+
+
 def render_field_fragment(item: Field, **options) -> Markup:
     """Bootstrap-Flask's `render_field(item, **options)` markup, from the cache when an equal
     field state with the same options was rendered before.
@@ -139,13 +152,8 @@ def render_field_fragment(item: Field, **options) -> Markup:
     """
     if isinstance(item, UNCACHED_FIELDS):
         raise ValueError(f"field {item.name!r} is hidden or a password: its markup is never cached")
-    cached: Callable[[_FieldState], Markup] | None = current_app.extensions.get(FIELD_EXTENSION_KEY)
-    key_options = tuple(sorted(options.items()))
-    try:
-        hash(key_options)
-    except TypeError:
-        cached = None
-    if cached is None or current_app.jinja_env.auto_reload or _oversized((item,)):
+    cached, key_options = _field_cache(options)
+    if cached is None or _oversized((item,)):
         return _render_field(_FieldState((), item, options))
     return cached(_FieldState((field_state(item), key_options), item, options))
 
@@ -180,15 +188,9 @@ def render_select_fragment(item: Field, **options) -> Markup:
     groups (or whose shell holds anything but one `</select>`) is rendered whole, uncached.
     Returns Markup equal to render_field's (tests/integration/test_form_fragments.py).
     """
-    cached: Callable[[_FieldState], Markup] | None = current_app.extensions.get(FIELD_EXTENSION_KEY)
-    key_options = tuple(sorted(options.items()))
-    try:
-        hash(key_options)
-    except TypeError:
-        cached = None
+    cached, key_options = _field_cache(options)
     widget = getattr(item, "widget", None)
-    if (cached is None or current_app.jinja_env.auto_reload or not isinstance(widget, OptionSelect)
-            or widget.multiple or item.has_groups()):
+    if cached is None or not isinstance(widget, OptionSelect) or widget.multiple or item.has_groups():
         return _render_field(_FieldState((), item, options))
     # The shell is rendered (on a cache miss) from the field itself with its choices taken away
     # for that moment: the field belongs to this request's form, which nothing else reads meanwhile.
