@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import request
-from sqlalchemy import Row, Select, bindparam, literal_column
+from sqlalchemy import Select, bindparam, case, func, literal_column, select
 
 from .extensions import db
 from .routing import MAX_ID
@@ -92,54 +92,80 @@ def numbered_page(stmt: Select, number: int, size: int = PAGE_SIZE) -> Page:
     return Page(rows[:size], number, len(rows) > size)
 
 
-def keyset_statements(stmt: Select, id_column, size: int, with_cursor: bool) -> tuple[Select, Select | None]:
+def keyset_statements(stmt: Select, id_column, size: int, with_cursor: bool,
+                      around: Callable[[Select], Select] | None = None) -> tuple[Select, Select | None]:
     """The statements of a newest-first keyset page of `stmt` (filtered, not yet ordered):
-    (the page, the ids just above it) when `with_cursor`, else (the first page, None).
+    (the page, the newer page's cursor alone) when `with_cursor`, else (the first page, None).
 
-    Bound parameters: `before` (the cursor, exclusive) and `top` (the newest id on the page).
+    With a cursor the page statement carries, as its last column, the cursor of the page just
+    newer than it (newer_cursor_column), so one round trip answers both; the second statement
+    is that column alone, run only when the page comes back empty. around: what turns the
+    ordered, limited page of `stmt` into the statement that is run (a join to the rows shown,
+    say); it must keep the page's order. Bound parameters: `before` (the cursor, exclusive).
     Built once by callers whose `stmt` is a constant of theirs, they are run with
     run_keyset_page, and SQLAlchemy computes their cache keys once.
     """
     page_stmt = stmt.order_by(id_column.desc()).limit(fixed_limit(size + 1))
+    if with_cursor:
+        page_stmt = page_stmt.where(id_column < bindparam("before", type_=id_column.type))
+    if around is not None:
+        page_stmt = around(page_stmt)
     if not with_cursor:
         return page_stmt, None
-    page_stmt = page_stmt.where(id_column < bindparam("before", type_=id_column.type))
-    newer = (stmt.with_only_columns(id_column).where(id_column > bindparam("top", type_=id_column.type))
-             .order_by(id_column.asc()).limit(fixed_limit(size + 1)))
-    return page_stmt, newer
+    newer = newer_cursor_column(stmt, id_column, size)
+    return page_stmt.add_columns(newer), select(newer)
+
+
+def newer_cursor_column(stmt: Select, id_column, size: int):
+    """A scalar subquery: the `before` of the page just newer than the page cut at `before`,
+    as KeysetPage.prev_before has it — the id of the (size + 1)th row of `stmt` from `before`
+    upwards when there are that many, 0 (the first page) when there are fewer, NULL when none.
+
+    The rows above the page are those with id >= before: nothing between the page's newest id
+    and `before` matches `stmt`, so this is the same set as the ids above the page's first row,
+    known before the page is read. Uncorrelated, so both databases evaluate it once per
+    statement (an InitPlan on PostgreSQL): an index range of at most size + 1 ids.
+    """
+    above = (stmt.with_only_columns(id_column).where(id_column >= bindparam("before", type_=id_column.type))
+             .order_by(id_column.asc()).limit(fixed_limit(size + 1)).subquery("newer"))
+    newer_id, seen, zero = above.c[0], func.count(above.c[0]), literal_column("0")
+    return select(case((seen > literal_column(str(int(size))), func.max(newer_id)), (seen > zero, zero))).scalar_subquery()
 
 
 def run_keyset_page(statements: tuple[Select, Select | None], before: int | None, size: int,
-                    row: Callable[[Row], Any] | None = None, params: dict[str, Any] | None = None) -> KeysetPage:
+                    row: Callable[[Any], Any] | None = None, params: dict[str, Any] | None = None) -> KeysetPage:
     """Run keyset_statements(..., with_cursor=before is not None) for the rows with id < `before`.
 
     row: None when the statements select one ORM entity (the items are those objects), else what
-    turns each result row into an item with an `id`. params: the values of `stmt`'s own bound
-    parameters. Two small indexed queries: the page itself and, past the first page, the ids
-    just above it (to build the link to the newer page).
+    turns each result row (a tuple of the page's own columns, the cursor column left out) into
+    an item with an `id`. params: the values of `stmt`'s own bound parameters. One statement:
+    the page, with the newer page's cursor past the first page; a second one only when a page
+    past the first is empty, for its link back.
     """
     page_stmt, newer_stmt = statements
     params = dict(params or {})
-    if before is not None:
+    with_cursor = before is not None and newer_stmt is not None
+    if with_cursor:
         params["before"] = before
     # `.all()` reads the result with one fetchall; iterating it would fetch row by row.
-    if row is None:
-        rows = db.session.scalars(page_stmt, params).all()
+    if row is None and not with_cursor:
+        found = db.session.scalars(page_stmt, params).all()
+    elif row is None:  # ORM entities with the cursor column
+        found = db.session.execute(page_stmt, params).all()
     else:  # Core rows: read on the session's connection, without the ORM execution layer
-        rows = [row(found) for found in db.session.connection().execute(page_stmt, params).all()]
+        found = db.session.connection().execute(page_stmt, params).all()
+    prev_before = None
+    if with_cursor:
+        prev_before = found[0][-1] if found else db.session.connection().scalar(newer_stmt, params)
+        found = [values[:-1] for values in found] if row is not None else [values[0] for values in found]
+    rows = found if row is None else [row(values) for values in found]
     items = rows[:size]
     next_before = items[-1].id if len(rows) > size else None
-    prev_before = None
-    if before is not None and newer_stmt is not None:
-        params["top"] = items[0].id if items else before - 1
-        newer = db.session.connection().scalars(newer_stmt, params).all()
-        if newer:
-            prev_before = newer[size] if len(newer) > size else 0
     return KeysetPage(items, next_before, prev_before)
 
 
 def keyset_page(stmt: Select, id_column, before: int | None, size: int,
-                row: Callable[[Row], Any] | None = None) -> KeysetPage:
+                row: Callable[[Any], Any] | None = None) -> KeysetPage:
     """Run `stmt` (filtered, not yet ordered) as a newest-first page of rows with id < `before`
     (keyset_statements and run_keyset_page in one call, for a statement built per request).
 

@@ -785,10 +785,11 @@ def _staff_page_statements(filter_names: tuple[str, ...], with_cursor: bool) -> 
     keys = _where_filters(select(_ENTRY.c.id), [name for name in filter_names if name != "account_number"])
     if "account_number" in filter_names:
         keys = keys.where(_ENTRY.c.account_id == _ACCOUNT_ID_BY_NUMBER)
-    page_keys, newer = keyset_statements(keys, _ENTRY.c.id, ALL_TRANSACTIONS_PAGE_SIZE, with_cursor)
-    page_ids = page_keys.subquery("page_ids")
-    page = _STAFF_ENTRIES.join(page_ids, page_ids.c.id == _ENTRY.c.id).order_by(_ENTRY.c.id.desc())
-    return page, newer
+    def entries(page_keys: Select) -> Select:
+        page_ids = page_keys.subquery("page_ids")
+        return _STAFF_ENTRIES.join(page_ids, page_ids.c.id == _ENTRY.c.id).order_by(_ENTRY.c.id.desc())
+
+    return keyset_statements(keys, _ENTRY.c.id, ALL_TRANSACTIONS_PAGE_SIZE, with_cursor, around=entries)
 
 
 def list_all_transactions(filters: TransactionFilters, before: int | None) -> KeysetPage:

@@ -40,14 +40,14 @@ PAGES = [
     ("customer", "/support/my-tickets", 3),
     # user; AUDIT_VIEWED (chain head lock, then the audit INSERT carrying the head's UPDATE on
     # PostgreSQL, two statements on SQLite, which also begins its write transaction afresh); the
-    # reload of the user the commit expired; the page; the ids of the newer page (keyset, second
-    # page only)
+    # reload of the user the commit expired; the page (past the first, the newer page's cursor
+    # rides along as a scalar subquery: app/pagination.py, newer_cursor_column)
     ("auditor", "/audit/logs", {"postgresql": 5, "sqlite": 6}),
-    ("auditor", "/audit/logs?before={audit_cursor}", {"postgresql": 6, "sqlite": 7}),
-    # user; the page; the ids of the newer page (second page only); then AUDIT_VIEWED as above,
+    ("auditor", "/audit/logs?before={audit_cursor}", {"postgresql": 5, "sqlite": 6}),
+    # user; the page (with the newer page's cursor past the first); then AUDIT_VIEWED as above,
     # written last, so no reload of the user follows its commit
     ("auditor", "/audit/transactions", {"postgresql": 4, "sqlite": 5}),
-    ("auditor", "/audit/transactions?before={transaction_cursor}", {"postgresql": 5, "sqlite": 6}),
+    ("auditor", "/audit/transactions?before={transaction_cursor}", {"postgresql": 4, "sqlite": 5}),
     ("auditor", f"/audit/transactions?{FILTERS}", {"postgresql": 4, "sqlite": 5}),
     ("auditor", "/audit/transactions?account_number={account_number}", {"postgresql": 4, "sqlite": 5}),
     # user, one page of users / accounts with their owners joined
