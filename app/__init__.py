@@ -127,10 +127,11 @@ def register_security(app: Flask) -> None:
 
 
 def register_template_helpers(app: Flask) -> None:
-    """Jinja filters for money and masked account numbers, pager links, the role-based navigation
+    """Jinja filters for money, masked account numbers and UTC times, pager links, the role-based navigation
     and the layout's fixed links (app/navigation.py), the cached form fragments
     (app/fragments.py) and the forms' hidden inputs (app/widgets.py)."""
     from .fragments import register_form_fragments
+    from .models import format_utc_minute
     from .money import format_amount, mask_account_number
     from .navigation import navigation_for, register_layout_links
     from .pagination import page_url
@@ -138,6 +139,7 @@ def register_template_helpers(app: Flask) -> None:
 
     app.jinja_env.filters["money"] = format_amount
     app.jinja_env.filters["mask"] = mask_account_number
+    app.jinja_env.filters["utc_minute"] = format_utc_minute
     app.jinja_env.globals["page_url"] = page_url
     register_form_fragments(app)
     register_layout_links(app)

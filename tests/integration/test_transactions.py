@@ -255,13 +255,16 @@ def test_counterparty_is_masked_unless_it_is_the_users_own_account(client, app, 
 
 
 def test_amounts_are_formatted_with_sign_and_separators(client, app, logged_in_customer, account, foreign):
-    """Are amounts shown with two decimals and comma separators, debits with a leading minus?"""
+    """Are amounts shown with two decimals and comma separators, debits with a leading minus in
+    red and credits in green, each row's time to the minute in UTC?"""
     _add_entries(app, account, [(START, "credit", "1234567.80", "big in")])
-    _add_entries(app, account, [(START + timedelta(hours=1), "debit", "1234.50", "out")], counterparty=foreign)
+    _add_entries(app, account, [(START + timedelta(hours=1, minutes=5, seconds=59), "debit", "1234.50", "out")],
+                 counterparty=foreign)
 
-    body = client.get(URL).get_data(as_text=True)
+    debit, credit = _rows(client.get(URL))
 
-    assert "1,234,567.80" in body and "-1,234.50" in body
+    assert '<td class="text-end text-danger">-1,234.50</td>' in debit and "<td>2024-03-01 13:05</td>" in debit
+    assert '<td class="text-end text-success">1,234,567.80</td>' in credit and "<td>2024-03-01 12:00</td>" in credit
 
 
 def test_dashboard_shows_own_accounts_and_last_five_entries_each(client, app, logged_in_customer, make_account,
