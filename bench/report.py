@@ -355,8 +355,8 @@ def analysis(backend: str, v: dict, notes: list[str]) -> list[str]:
             f"`AUDIT_VIEWED` row to the hash chain, under the chain head's lock, and commit it durably before the page "
             f"is answered. A hop costs {hop_app + hop_db:.2f} ms of CPU against {list_app + list_db:.2f} ms for "
             f"transactions page 1 ({where}): its own page (25 entries with each entry's account, owner and "
-            f"counterparty, a larger filter form, and a second indexed query for the link to the newer page) as well "
-            f"as the append and its commit, which in-process instruction counts put at under a tenth of a hop.")
+            f"counterparty, the link to the newer page carried by the page's own query, and a larger filter form) as "
+            f"well as the append and its commit, which in-process instruction counts put at under a tenth of a hop.")
     login = med(get("login.p50"))
     hash_ms = med(get("hash_ms"))
     if not math.isnan(login) and not math.isnan(hash_ms):
