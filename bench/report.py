@@ -80,7 +80,7 @@ def render(meta: dict, values: dict, notes: dict, errors: dict) -> str:
         + (" (**quick mode: big database 10x smaller**)" if meta.get("quick") else ""),
         f"- machine: {m['cpu']}; {m['os']}",
         f"- load average (1 min) at start {meta['loadavg_start'][0]:.2f}, at end {meta['loadavg_end'][0]:.2f}; "
-        "per repetition below. Other engineers' test suites shared this machine.",
+        "per repetition below (the benchmark's own server, database and load tool count in it).",
         f"- gunicorn (gunicorn.conf.py): {meta['workers']} workers x {meta['threads']} threads "
         f"({'sync' if meta['threads'] == 1 else 'gthread'}); the load tool: {m['wrk']} with bench/wrk/*.lua, "
         "one connection per client, on the same machine",
