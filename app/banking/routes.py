@@ -20,6 +20,11 @@ def _transfer_limit() -> str:
     return current_app.config["TRANSFER_RATE_LIMIT"]
 
 
+# TRANSFER_RATE_LIMIT counts a user's transfer POSTs on both forms together: one shared scope,
+# so the internal and the external form don't each get the whole allowance.
+_transfer_posts = limiter.shared_limit(_transfer_limit, scope="transfer", key_func=rate_limit_key, methods=["POST"])
+
+
 def _transfer_owner():
     """Whose accounts the transfer form lists: the customer themself, or for an admin the
     active customer named by `?owner_user_id=` (None until one is chosen; 404 if not a customer)."""
@@ -99,7 +104,7 @@ def _transfer_view(form_class, template: str, kind: str, run):
 
 @banking_bp.route("/transfer/internal", methods=["GET", "POST"])
 @roles_required("customer", "admin")
-@limiter.limit(_transfer_limit, key_func=rate_limit_key, methods=["POST"])
+@_transfer_posts
 def transfer_internal():
     """Move money between two accounts of the same customer."""
     return _transfer_view(InternalTransferForm, "banking/transfer_internal.html", "internal", lambda form, owner:
@@ -110,7 +115,7 @@ def transfer_internal():
 
 @banking_bp.route("/transfer/external", methods=["GET", "POST"])
 @roles_required("customer", "admin")
-@limiter.limit(_transfer_limit, key_func=rate_limit_key, methods=["POST"])
+@_transfer_posts
 def transfer_external():
     """Move money to any active account, named by its 12-digit number."""
     return _transfer_view(ExternalTransferForm, "banking/transfer_external.html", "external", lambda form, owner:

@@ -67,6 +67,25 @@ def test_resource_exhaustion_transfers_are_limited_per_user(app, client, auth, c
 
 
 @pytest.mark.parametrize("app_overrides", [LIMITED])
+def test_resource_exhaustion_both_transfer_forms_share_one_allowance(app, client, auth, customer, other_customer,
+                                                                     make_account):
+    """Missing rate limiting (CWE-770): is TRANSFER_RATE_LIMIT a customer's allowance for
+    transfer POSTs on both forms together, so switching forms doesn't double it?"""
+    source = make_account(customer, "100.00")
+    own = make_account(customer, "0.00", type="savings")
+    other = make_account(other_customer, "0.00")
+    auth.login(customer.email)
+
+    statuses = [_transfer(client, app, customer, "/banking/transfer/internal", source, own).status_code,
+                _transfer(client, app, customer, "/banking/transfer/external", source, other).status_code,
+                _transfer(client, app, customer, "/banking/transfer/internal", source, own).status_code,
+                _transfer(client, app, customer, "/banking/transfer/external", source, other).status_code]
+
+    assert statuses == [302, 302, 429, 429]
+    assert _balance(app, source.id) == Decimal("98.00")
+
+
+@pytest.mark.parametrize("app_overrides", [LIMITED])
 def test_resource_exhaustion_transfer_limit_resets_after_its_window(app, client, auth, customer, make_account):
     """Missing rate limiting (CWE-770): is the limit a window, so transfers work again a minute
     later (the limit slows an attacker, it doesn't lock the customer out)?"""
