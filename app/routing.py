@@ -22,7 +22,13 @@ def parse_id(raw: str | int | None) -> int | None:
 
 class IdConverter(IntegerConverter):
     """`<id:name>`: a database id, 1 to MAX_ID in plain digits. Anything else (0, a sign, an id
-    too large for the database) does not match the route, so it is a 404, never a 500."""
+    too large for the database) does not match the route, so it is a 404, never a 500.
+
+    Plain digits means ASCII 0-9 without a leading zero: Werkzeug's own pattern matches any
+    script's digits (`٢`, `２`) and zero-padded numbers, so one object had many URLs. The id is
+    spelled one way, as parse_id requires of the ids in query strings."""
+
+    regex = r"[1-9][0-9]{0,9}"
 
     def __init__(self, map, **kwargs) -> None:  # noqa: A002 - Werkzeug's parameter name
         super().__init__(map, min=1, max=MAX_ID)

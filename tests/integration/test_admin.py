@@ -365,6 +365,18 @@ def test_ids_beyond_the_database_range_are_404(admin_client, path):
     assert admin_client.get(path).status_code == 404
 
 
+@pytest.mark.parametrize("spelling", ["\u0661", "\u0967", "\uff11", "01", "001", "1.0", " 1"],
+                         ids=["arabic-indic", "devanagari", "fullwidth", "leading zero", "two zeros", "decimal", "space"])
+def test_an_id_is_spelled_one_way_only(admin_client, admin, spelling):
+    """Is a path id written only in plain ASCII digits without leading zeros (app/routing.py)?
+    Other scripts' digits and zero-padded ids are other spellings of the same id: one URL per
+    object, the same rule as the query-string ids (parse_id), a 404 for anything else."""
+    assert admin.id == 1
+    assert admin_client.get("/banking/admin/users/1/edit").status_code == 200
+    assert admin_client.get(f"/banking/admin/users/{spelling}/edit").status_code == 404
+    assert admin_client.post(f"{ACCOUNTS}/{spelling}/freeze").status_code == 404
+
+
 @pytest.mark.parametrize("action", ["freeze", "unfreeze"])
 def test_freeze_of_an_id_beyond_the_database_range_is_404(admin_client, action):
     """Is freezing account 2**63 (or a longer number) a 404 rather than a 500?"""
