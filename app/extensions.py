@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 from flask import Flask, current_app, request
@@ -205,6 +205,27 @@ def rows_insert_statement(table: Table, names: tuple[str, ...], count: int) -> I
     return table.insert().from_select(list(names), union_all(*selects), include_defaults=False)
 
 
+SQLITE_FILE_SUFFIXES = ("", "-wal", "-shm")
+
+
+def private_database_file(path: str | None) -> None:
+    """Make the SQLite database at `path` readable and writable by its owner only (mode 0600),
+    creating it empty when it doesn't exist yet; None, "" and ":memory:" are left alone.
+
+    The file holds password hashes, personal details, encrypted MFA keys and the audit log
+    (OWASP ASVS 4.0.3 14.1.3, CWE-732). SQLite would create it with the process umask (0644 as
+    a rule, readable by every local user); it gives its -wal and -shm files the database file's
+    own permissions, and any of the three left broader by an earlier run is tightened here.
+    """
+    if not path or path == ":memory:" or path.startswith("file:") or not os.path.isdir(os.path.dirname(path) or "."):
+        return  # in memory, a URI, or a folder that isn't there (SQLite's own error will say so)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for suffix in SQLITE_FILE_SUFFIXES:
+        with suppress(FileNotFoundError):
+            if os.stat(f"{path}{suffix}").st_mode & 0o077:
+                os.chmod(f"{path}{suffix}", 0o600)
+
+
 def configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     """Make a SQLite engine safe for money: WAL, synchronous=FULL, foreign keys, busy timeout
     (durability first), plus a larger page cache, memory-mapped reads and in-memory sorts.
@@ -212,7 +233,9 @@ def configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     The driver's own transaction handling is switched off and SQLAlchemy emits BEGIN itself:
     `BEGIN IMMEDIATE` inside atomic() (writers queue for the lock), plain `BEGIN` elsewhere
     (readers never block). This is the recipe from SQLAlchemy's pysqlite documentation.
+    The database file is made private to its owner first (private_database_file).
     """
+    private_database_file(engine.url.database)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # pragma: no cover - driver callback
