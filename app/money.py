@@ -14,6 +14,8 @@ CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
 # ASCII digits only (`\d` would accept other scripts) and fullmatch (`$` would accept "\n").
 AMOUNT_PATTERN = re.compile(r"[0-9]{1,12}(\.[0-9]{1,2})?")
+# Plain digits, but more of them than any amount has: over every maximum, and said so.
+LONG_AMOUNT_PATTERN = re.compile(r"([0-9]{13,})(\.[0-9]{1,2})?")
 
 
 class InvalidAmountError(ValueError):
@@ -35,6 +37,9 @@ def parse_amount(text: str | None, *, maximum: Decimal, allow_zero: bool = False
     cleaned = text.strip(" ")
     if cleaned == "":
         raise InvalidAmountError("Enter an amount.")
+    too_long = LONG_AMOUNT_PATTERN.fullmatch(cleaned)
+    if too_long and len(too_long.group(1).lstrip("0")) > 12:
+        raise InvalidAmountError(f"The amount must not exceed {format_amount(maximum)}.")
     if not AMOUNT_PATTERN.fullmatch(cleaned):
         raise InvalidAmountError(
             "Enter the amount as digits with at most two decimals, for example 1250.00 "

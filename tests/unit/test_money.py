@@ -106,6 +106,21 @@ def test_parse_amount_names_the_maximum_when_exceeded():
         parse_amount("1000000.01", maximum=MAXIMUM)
 
 
+@pytest.mark.parametrize("text", ["9999999999999", "1234567890123.45", "1" + "0" * 40])
+def test_parse_amount_names_the_maximum_for_too_many_digits(text):
+    """Is a plain number with more digits than any amount refused as over the maximum, not as
+    badly written?"""
+    with pytest.raises(InvalidAmountError, match="must not exceed 1,000,000.00"):
+        parse_amount(text, maximum=MAXIMUM)
+
+
+def test_parse_amount_zero_padding_past_twelve_digits_is_still_a_notation_error():
+    """Is a small amount padded with zeros past twelve digits refused for its notation (as
+    before), not as over the maximum?"""
+    with pytest.raises(InvalidAmountError, match="at most two decimals"):
+        parse_amount("00000000000001", maximum=MAXIMUM)
+
+
 def test_parse_amount_accepts_the_maximum_itself():
     """Is the maximum inclusive?"""
     assert parse_amount("1000000.00", maximum=MAXIMUM) == MAXIMUM
