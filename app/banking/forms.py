@@ -96,10 +96,14 @@ class InternalTransferForm(_TransferForm):
 
     @classmethod
     def for_owner(cls, accounts: list[services.AccountSummary], *, reason_required: bool = False) -> InternalTransferForm:
-        """Form listing `accounts` (the owner's, frozen ones included) in both selects."""
+        """Form listing `accounts` (the owner's, frozen ones included) in both selects; a new
+        form preselects the second account as the target, so the two selects don't start on the
+        same account (which the form would refuse)."""
         form = cls()
         form._setup(accounts, reason_required)
         form.target_account.choices = list(form.source_account.choices)
+        if not form.is_submitted() and form.target_account.data is None and len(accounts) > 1:
+            form.target_account.data = accounts[1].id
         return form
 
 

@@ -163,6 +163,22 @@ def test_transfer_refuses_a_key_the_server_did_not_issue_to_this_user(client, ap
     assert after.balances == before.balances and after.ledger_rows == before.ledger_rows
 
 
+def _selected(page: str, name: str) -> list[str]:
+    """The values of the selected options of the select named `name` in `page`."""
+    select_html = re.search(rf'<select[^>]*name="{name}"[^>]*>(.*?)</select>', page, re.S).group(1)
+    return [re.search(r'value="([^"]*)"', tag).group(1) for tag in re.findall(r"<option[^>]*>", select_html)
+            if re.search(r"\sselected[\s>=]", tag)]
+
+
+def test_internal_form_starts_with_two_different_accounts(client, logged_in_customer, checking, savings):
+    """Does a new internal transfer form preselect the first account as the source and the second
+    as the target, so sending it as it comes doesn't fail with "Choose two different accounts"?"""
+    page = client.get(INTERNAL).get_data(as_text=True)
+
+    assert _selected(page, "target_account") == [str(savings.id)]
+    assert _selected(page, "source_account") in ([], [str(checking.id)])
+
+
 def test_internal_transfer_moves_money_with_one_debit_and_one_credit(client, app, logged_in_customer, checking, savings):
     """Does an internal transfer move the amount, write a debit and a credit sharing one reference,
     log TRANSFER_CREATED and redirect to the dashboard with a message?"""
