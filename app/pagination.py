@@ -147,18 +147,15 @@ def run_keyset_page(statements: tuple[Select, Select | None], before: int | None
     with_cursor = before is not None and newer_stmt is not None
     if with_cursor:
         params["before"] = before
-    # `.all()` reads the result with one fetchall; iterating it would fetch row by row.
-    if row is None and not with_cursor:
-        found = db.session.scalars(page_stmt, params).all()
-    elif row is None:  # ORM entities with the cursor column
-        found = db.session.execute(page_stmt, params).all()
-    else:  # Core rows: read on the session's connection, without the ORM execution layer
-        found = db.session.connection().execute(page_stmt, params).all()
+    # ORM entities through the session; Core rows on the session's connection, without the ORM
+    # execution layer. `.all()` reads with one fetchall; iterating would fetch row by row.
+    read = db.session.execute if row is None else db.session.connection().execute
+    found = read(page_stmt, params).all()
     prev_before = None
-    if with_cursor:
+    if with_cursor:  # the cursor column comes last; an empty page asks for it alone
         prev_before = found[0][-1] if found else db.session.connection().scalar(newer_stmt, params)
-        found = [values[:-1] for values in found] if row is not None else [values[0] for values in found]
-    rows = found if row is None else [row(values) for values in found]
+        found = [values[:-1] for values in found]
+    rows = [values[0] for values in found] if row is None else [row(values) for values in found]
     items = rows[:size]
     next_before = items[-1].id if len(rows) > size else None
     return KeysetPage(items, next_before, prev_before)
