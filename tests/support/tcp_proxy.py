@@ -61,11 +61,11 @@ class _Link:
                 self._close_locked()
 
     def cut_here(self) -> None:
-        """The server keeps what it was sent (FIN after it); the client is disconnected."""
+        """The server keeps what it was sent (FIN after it); the client is disconnected. The
+        link was marked `cut` before the armed chunk went out, so no answer got through."""
         with self.lock:
             if self.closed:
                 return
-            self.cut = True
             _shutdown(self.upstream, socket.SHUT_WR)
             _shutdown(self.client, socket.SHUT_RDWR)
 
@@ -99,6 +99,9 @@ class _Link:
                 if not data:
                     break
                 cut = self.proxy._take_cut(data)
+                if cut:
+                    with self.lock:
+                        self.cut = True  # from here on, the server's answers are thrown away
                 try:
                     self.upstream.sendall(data)
                 except OSError:
@@ -279,11 +282,13 @@ class TcpProxy:
             return False
 
     def _go_down_after_cut(self, link: _Link) -> None:
-        """Called by `link`'s client-to-server pump right after forwarding the armed chunk."""
+        """Called by `link`'s client-to-server pump right after forwarding the armed chunk.
+        `cut_happened` is set before the client's socket closes, so a client that sees its
+        connection drop also sees the flag."""
         self._stopping.set()  # the accept thread closes the listener within POLL_SECONDS
-        link.cut_here()
         with self._lock:
             others = [other for other in self._links if other is not link]
         for other in others:
             other.kill()
         self.cut_happened.set()
+        link.cut_here()
