@@ -117,6 +117,26 @@ def ascii_date(form, field) -> None:
         raise StopValidation("Enter the date as YYYY-MM-DD.")
 
 
+# A range whose end comes before its start matches nothing: said so, rather than shown as an
+# empty list that reads as "no such entries".
+REVERSED_DATES_MESSAGE = "The end date is before the start date; put the earlier day first."
+REVERSED_AMOUNTS_MESSAGE = "The maximum is below the minimum; put the smaller amount first."
+
+
+def date_range_in_order(form, field) -> None:
+    """Validator of a `date_to` field: not before the form's `date_from` when both are valid days."""
+    start = form.date_from.data
+    if field.data is not None and start is not None and field.data < start:
+        raise ValidationError(REVERSED_DATES_MESSAGE)
+
+
+def amount_range_in_order(form, field) -> None:
+    """Validator of a `max_amount` field: not below the form's `min_amount` when both are valid."""
+    low = form.min_amount.data
+    if field.data is not None and low is not None and field.data < low:
+        raise ValidationError(REVERSED_AMOUNTS_MESSAGE)
+
+
 class TransactionFilterForm(FlaskForm):
     """Query-string filters: date_from, date_to (YYYY-MM-DD, inclusive), type, min/max amount."""
 
@@ -125,12 +145,12 @@ class TransactionFilterForm(FlaskForm):
 
     date_from = DateField("From (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional()],
                         invalid_value_message=NO_SUCH_DATE_MESSAGE)
-    date_to = DateField("To (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional()],
+    date_to = DateField("To (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional(), date_range_in_order],
                         invalid_value_message=NO_SUCH_DATE_MESSAGE)
     type = SelectField("Type", choices=[SelectChoice("", "Any")] + [SelectChoice(t, t.capitalize()) for t in ENTRY_TYPES],
                        validators=[Optional()])
     min_amount = AmountField("Min amount", allow_zero=True, optional=True)
-    max_amount = AmountField("Max amount", allow_zero=True, optional=True)
+    max_amount = AmountField("Max amount", [amount_range_in_order], allow_zero=True, optional=True)
 
     def filter_values(self) -> dict:
         """The validated values as keyword arguments of banking's TransactionFilters."""

@@ -9,7 +9,7 @@ from wtforms import DateField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Optional, StopValidation
 
-from ..forms_common import NO_SUCH_DATE_MESSAGE, TransactionFilterForm, ascii_date, strip_filter
+from ..forms_common import NO_SUCH_DATE_MESSAGE, TransactionFilterForm, ascii_date, date_range_in_order, strip_filter
 from ..routing import parse_id
 from ..widgets import SelectField
 from .services import ACTIONS
@@ -46,7 +46,7 @@ class AuditLogFilterForm(FlaskForm):
                           validators=[Optional(), _pattern(USER_ID_PATTERN, "A user id is digits only.")])
     date_from = DateField("From (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional()],
                         invalid_value_message=NO_SUCH_DATE_MESSAGE)
-    date_to = DateField("To (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional()],
+    date_to = DateField("To (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional(), date_range_in_order],
                         invalid_value_message=NO_SUCH_DATE_MESSAGE)
 
     def filter_values(self) -> dict:

@@ -240,6 +240,7 @@ def test_filters_combine_and_paging_keeps_them(client, app, monkeypatch, staff, 
     ({"date_to": "2024-02-30"}, "There is no such date; enter a real day as YYYY-MM-DD."),
     ({"date_from": "01/02/2024"}, "Enter the date as YYYY-MM-DD."),
     ({"date_to": "\uff12\uff10\uff12\uff14-01-01"}, "Enter the date as YYYY-MM-DD."),
+    ({"date_from": "2024-03-02", "date_to": "2024-03-01"}, "The end date is before the start date"),
     ({"before": "abc"}, "The page link is not valid."),
     ({"before": "-5"}, "The page link is not valid."),
     ({"before": "0"}, "The page link is not valid."),
@@ -446,6 +447,8 @@ def test_all_transactions_pages_of_25_by_keyset(client, app, staff, two_customer
     {"date_from": "2024-13-01"},
     {"type": "transfer"},
     {"min_amount": "1e3"},
+    {"min_amount": "5", "max_amount": "4.99"},
+    {"date_from": "2024-03-02", "date_to": "2024-03-01"},
     {"before": "abc"},
 ])
 def test_all_transactions_malformed_filter_is_a_400_with_a_message(client, app, staff, two_customers, query):

@@ -209,6 +209,8 @@ def test_filters_combine(client, app, logged_in_customer, account, foreign):
     ({"max_amount": "NaN"}, "Enter the amount as digits"),
     ({"min_amount": "9" * 5000}, "The amount must not exceed"),
     ({"date_from": "\uff12\uff10\uff12\uff14-01-01"}, "Enter the date as YYYY-MM-DD."),
+    ({"date_from": "2024-03-11", "date_to": "2024-03-10"}, "The end date is before the start date"),
+    ({"min_amount": "20.00", "max_amount": "19.99"}, "The maximum is below the minimum"),
 ])
 def test_malformed_filter_is_a_400_with_a_message(client, app, logged_in_customer, account, query, field_message):
     """Is a malformed date, amount or unknown type answered with status 400 and a message on the
@@ -313,6 +315,18 @@ def test_descriptions_are_escaped(client, app, logged_in_customer, account):
         assert "&lt;script&gt;" in body
 
 
+def test_a_range_with_equal_ends_is_valid(client, app, logged_in_customer, account):
+    """Is a range whose start and end are the same day or the same amount a valid filter (only a
+    reversed range is refused)?"""
+    _add_entries(app, account, [(datetime(2024, 3, 10, 12, tzinfo=timezone.utc), "credit", "10.00", "that day")])
+
+    response = client.get(URL, query_string={"date_from": "2024-03-10", "date_to": "2024-03-10",
+                                             "min_amount": "10", "max_amount": "10.00"})
+
+    assert response.status_code == 200
+    assert _descriptions(response) == ["that day"]
+
+
 @pytest.mark.parametrize("query", ["date_to=9999-12-31", "date_from=9999-12-31&date_to=9999-12-31",
                                    "date_from=0001-01-01"])
 def test_extreme_dates_are_answered_without_error(client, app, logged_in_customer, account, query):
@@ -331,6 +345,22 @@ def test_internal_transfer_with_one_account_explains_what_is_needed(client, logg
     page = client.get("/banking/transfer/internal").get_data(as_text=True)
 
     assert "A transfer between accounts needs two accounts." in page
+
+
+def test_external_transfer_without_accounts_explains_what_is_needed(client, logged_in_customer):
+    """Does a customer with no account see, on the external transfer form, that one is needed
+    and where to open it?"""
+    page = client.get("/banking/transfer/external").get_data(as_text=True)
+
+    assert "A transfer needs an account to send the money from." in page
+    assert 'href="/banking/open-account"' in page
+
+
+def test_external_transfer_with_an_account_has_no_such_note(client, logged_in_customer, account):
+    """Is that note shown only when there is no account to send from?"""
+    page = client.get("/banking/transfer/external").get_data(as_text=True)
+
+    assert "A transfer needs an account to send the money from." not in page
 
 
 def _naive_page_ids(owner_id: int, filters, page: int) -> list[int]:
