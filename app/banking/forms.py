@@ -161,5 +161,6 @@ class AccountSearchForm(FlaskForm):
 
     account_number = StringField(
         "Account number", filters=[strip_filter],
-        validators=[Optional(), Length(max=12), Regexp(r"^[0-9]*$", message="Use digits only.")],
+        validators=[Optional(), Length(max=12, message="An account number has 12 digits; enter at most 12."),
+                    Regexp(r"^[0-9]*$", message="Use digits only.")],
     )

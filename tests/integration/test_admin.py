@@ -253,12 +253,19 @@ def test_accounts_list_shows_owner_status_balance_and_searches_by_number(admin_c
     assert one.account_number in only_one and two.account_number not in only_one
 
 
-@pytest.mark.parametrize("query", ["12ab", "1" * 13, "' OR 1=1 --"])
-def test_malformed_account_search_is_a_400_message(admin_client, query):
-    """Is a search that is not up to 12 digits a 400 with a message, never a 500?"""
+@pytest.mark.parametrize(("query", "field_message"), [
+    ("12ab", "Use digits only."),
+    ("1" * 13, "An account number has 12 digits; enter at most 12."),
+    ("' OR 1=1 --", "Use digits only."),
+])
+def test_malformed_account_search_is_a_400_message(admin_client, query, field_message):
+    """Is a search that is not up to 12 digits a 400 with a message saying what is wrong with
+    it, never a 500?"""
     response = admin_client.get(ACCOUNTS, query_string={"account_number": query})
 
-    assert response.status_code == 400 and "The search is not valid" in response.get_data(as_text=True)
+    body = response.get_data(as_text=True)
+    assert response.status_code == 400 and "The search is not valid" in body
+    assert field_message in body
 
 
 def test_freeze_and_unfreeze_change_status_and_are_audited(app, admin_client, admin, customer, make_account):
