@@ -230,9 +230,12 @@ def mfa_disable():
 
 
 @auth_bp.route("/logout", methods=["GET", "POST"])
-@login_required
 def logout():
-    """GET shows a confirm button; POST (CSRF-checked) ends every session of the user."""
+    """GET shows a confirm button; POST (CSRF-checked) ends every session of the user.
+    Someone not signed in goes to the login page with no `next` (login_required would bring
+    them back here, to sign out again, right after signing in)."""
+    if not current_user.is_authenticated:
+        return redirect(url_for("auth.login"))
     form = EmptyForm()
     if form.validate_on_submit():
         services.logout(current_user)

@@ -336,6 +336,18 @@ def test_anonymous_user_is_sent_to_login(client, path):
     assert "/auth/login" in response.headers["Location"]
 
 
+def test_anonymous_logout_leads_to_a_plain_login(client, customer):
+    """Is a visitor who is not signed in sent from /auth/logout to the login page with no
+    `next` back to it, so that signing in then lands on the dashboard, not on the sign-out
+    page?"""
+    response = client.get("/auth/logout")
+    login_page = response.headers["Location"]
+    signed_in = client.post(login_page, data={"email": customer.email, "password": DEFAULT_PASSWORD})
+
+    assert response.status_code == 302 and login_page == "/auth/login"
+    assert signed_in.status_code == 302 and signed_in.headers["Location"] == "/banking/dashboard"
+
+
 def test_login_upgrades_a_hash_made_with_other_parameters(client, app, customer):
     """Is a password hash with outdated Argon2 parameters replaced at the next sign-in?"""
     old_hash = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1, hash_len=16, salt_len=8).hash(DEFAULT_PASSWORD)
