@@ -5,7 +5,6 @@ SECRET_KEY, ...) come from the environment as usual (DESIGN.md section 7); only 
 process serves HTTP is decided here. Each worker builds its own app, engine and connection pool.
 """
 
-import gc
 import os
 
 # The WSGI callable: `app` in run.py, the same factory call `flask --app run.py` uses.
@@ -39,18 +38,6 @@ raw_env = [f"{name}={value}" for name, value in (("DATABASE_POOL_SIZE", threads)
 # Every worker imports the app itself (no preload), so no database connection or pool is ever
 # created in the master and shared across fork().
 preload_app = False
-
-
-def post_worker_init(worker):
-    """Once the worker has built its app: move every object that exists now (the modules, the
-    app, its SQLAlchemy mappings and forms: about 110,000 objects, alive for the worker's
-    lifetime) out of the cyclic garbage collector's reach (gc.freeze). A full collection, which
-    Python runs as a worker's long-lived objects grow, then walks only the objects made since:
-    measured in-process on the benchmark's small data set, the collector's time per transfer
-    (GET form + POST, about 8 ms of CPU) fell from 0.24 ms to 0.06 ms. Nothing is freed early:
-    frozen objects are never collected, and they live as long as the worker."""
-    gc.freeze()
-
 
 # A worker silent for 60 s is killed and replaced. The longest legitimate request waits on the
 # database: SQLite's busy timeout (SQLITE_BUSY_TIMEOUT_MS, 15 s) or PostgreSQL's lock_timeout
