@@ -23,7 +23,7 @@ from zxcvbn import zxcvbn
 
 from ..errors import DomainError, ValidationRuleError
 from ..extensions import atomic, db
-from ..models import ROLES, LoginAttempt, User, new_session_token, utcnow
+from ..models import ROLES, Account, LoginAttempt, User, new_session_token, utcnow
 from . import mfa
 from ..pagination import Page, numbered_page
 from ..security import log_event, log_standalone_event
@@ -397,6 +397,20 @@ def _active_admin_ids_locked() -> list[int]:
     ))
 
 
+HOLDS_ACCOUNTS_MESSAGE = ("This customer holds accounts, so they stay a customer: "
+                          "give the staff role to a separate user without accounts.")
+
+
+def _holds_accounts_locked(user_id: int) -> bool:
+    """Whether the user owns an account that is not closed, their row locked (FOR UPDATE on
+    PostgreSQL) until commit: open_account takes the same lock and re-reads the owner's role,
+    so an account can't be opened for them while they become staff."""
+    db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    held = db.session.scalar(select(func.count(Account.id)).where(Account.owner_id == user_id,
+                                                                  Account.status != "closed"))
+    return held > 0
+
+
 def update_user(actor: User, user_id: int, *, full_name: str, email: str, phone: str, role: str,
                 is_active: bool) -> list[str]:
     """Change a user's details, role and active state as an administrator; commits once.
@@ -405,9 +419,13 @@ def update_user(actor: User, user_id: int, *, full_name: str, email: str, phone:
     ROLE_CHANGED with the old and new role; other changes log USER_UPDATED with the field names
     (never values of secrets). A role change or a deactivation rotates the user's session token,
     so their open sessions end at their next request (OWASP ASVS 3.3.1, 4.1.3).
+    A customer who holds accounts keeps the customer role: staff (support, auditor, admin) hold
+    no accounts, so no one audits or administers money of their own and no account is left
+    that neither its owner (who has lost the customer pages) nor an admin (who acts only for
+    customers) can move money out of (segregation of duties; PCI DSS 7.2).
     Raises UserNotFoundError (404), DuplicateEmailError, ValidationRuleError (unknown role),
     UserUpdateRefusedError when an admin would change their own role or deactivate themself,
-    or when no active admin would be left.
+    when no active admin would be left, or when a customer holding accounts would become staff.
     """
     if actor.role != "admin":
         raise UserUpdateRefusedError("Only administrators manage users.")
@@ -425,6 +443,8 @@ def update_user(actor: User, user_id: int, *, full_name: str, email: str, phone:
             removes_admin = user.role == "admin" and user.is_active and (role != "admin" or not is_active)
             if removes_admin and [i for i in _active_admin_ids_locked() if i != user.id] == []:
                 raise UserUpdateRefusedError("The last active administrator cannot be demoted or deactivated.")
+            if user.role == "customer" and role != "customer" and _holds_accounts_locked(user.id):
+                raise UserUpdateRefusedError(HOLDS_ACCOUNTS_MESSAGE)
             if email != user.email and find_user_by_email(email) is not None:
                 raise DuplicateEmailError()
             wanted = {"full_name": full_name.strip(), "email": email, "phone": phone.strip(),

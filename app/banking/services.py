@@ -308,8 +308,9 @@ def open_account(actor: User, account_type: str, opening_deposit: Decimal, owner
     ignored); an admin must name an active customer in `owner_user_id` — decided by role, never
     by whether the field was sent (spec section 10). opening_deposit: Decimal, two places,
     0.00 to MAX_OPENING_DEPOSIT; above zero it is recorded as a ledger credit with no sender.
-    Logs ACCOUNT_CREATED. Raises AccountNotFoundError (no such customer), LimitExceededError
-    (MAX_ACCOUNTS_PER_CUSTOMER or MAX_OPENING_DEPOSIT), ValidationRuleError (bad type or role).
+    Logs ACCOUNT_CREATED. Raises AccountNotFoundError (no such active customer, or the owner
+    stopped being one meanwhile), LimitExceededError (MAX_ACCOUNTS_PER_CUSTOMER or
+    MAX_OPENING_DEPOSIT), ValidationRuleError (bad type or role).
     """
     config = current_app.config
     if account_type not in ACCOUNT_TYPES:
@@ -329,8 +330,15 @@ def open_account(actor: User, account_type: str, opening_deposit: Decimal, owner
 
     def attempt() -> Account:
         with atomic():
-            # Lock the owner row so two concurrent openings can't both pass the count (PostgreSQL).
-            db.session.execute(select(User.id).where(User.id == owner_id).with_for_update())
+            # Lock the owner row so two concurrent openings can't both pass the count (PostgreSQL),
+            # and re-read its role and state under the lock: an admin's user edit takes the same
+            # lock to refuse making a customer with accounts staff, so no account is opened for a
+            # user who has just stopped being an active customer.
+            owner_now = db.session.execute(
+                select(User.role, User.is_active).where(User.id == owner_id).with_for_update()
+            ).one_or_none()
+            if owner_now is None or owner_now.role != "customer" or not owner_now.is_active:
+                raise AccountNotFoundError("Choose an active customer to own the account.")
             held = db.session.scalar(
                 select(func.count(Account.id)).where(Account.owner_id == owner_id, Account.status != "closed")
             )

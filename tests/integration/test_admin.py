@@ -127,6 +127,47 @@ def test_role_change_logs_old_and_new_role_and_ends_the_users_sessions(app, admi
     assert customer_client.get("/banking/dashboard").headers["Location"].startswith("/auth/login")
 
 
+@pytest.mark.parametrize("role", ["support", "auditor", "admin"])
+def test_a_customer_holding_accounts_stays_a_customer(app, admin_client, customer, make_account, role):
+    """Is making a customer who holds an account staff refused (400, with the reason; role,
+    audit log and sessions as before), so no account is left that neither its owner nor an admin
+    can move money out of, and no staff member holds money of their own?"""
+    make_account(customer, "141.50")
+    customer_client = _client_for(app, customer)
+
+    response = admin_client.post(_edit_url(customer.id), data=_form(customer, role=role))
+
+    assert response.status_code == 400
+    assert identity.HOLDS_ACCOUNTS_MESSAGE in html.unescape(response.get_data(as_text=True))
+    assert _user(app, customer.id).role == "customer"
+    assert _audit(app, "ROLE_CHANGED") == [] and _audit(app, "USER_UPDATED") == []
+    assert customer_client.get("/banking/dashboard").status_code == 200
+
+
+def test_a_customer_whose_accounts_are_all_closed_can_become_staff(app, admin_client, customer, make_account):
+    """Does only an account that is not closed keep a customer from a staff role?"""
+    make_account(customer, "0.00", status="closed")
+
+    response = admin_client.post(_edit_url(customer.id), data=_form(customer, role="support"))
+
+    assert response.status_code == 302 and _user(app, customer.id).role == "support"
+
+
+def test_no_account_is_opened_for_a_user_who_stopped_being_a_customer(app, customer):
+    """When a customer becomes staff while their request to open an account is under way (the
+    signed-in user read before the change), is the account refused inside the transaction, with
+    nothing written?"""
+    with app.app_context():
+        stale = db.session.get(User, customer.id)
+        db.session.expunge(stale)
+        db.session.execute(update(User).where(User.id == customer.id).values(role="support"))
+        db.session.commit()
+        with pytest.raises(banking.AccountNotFoundError):
+            banking.open_account(stale, "checking", Decimal("10.00"))
+        assert db.session.scalar(select(Account.id).where(Account.owner_id == customer.id)) is None
+    assert _audit(app, "ACCOUNT_CREATED") == []
+
+
 def test_deactivation_ends_sessions_and_blocks_sign_in(app, admin_client, customer):
     """Does unchecking is_active deactivate the user, end their open session, and make their
     correct password fail with the generic message?"""
