@@ -7,6 +7,7 @@ own their transaction through `atomic()`.
 
 from __future__ import annotations
 
+import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
@@ -93,6 +94,27 @@ def normalize_password(password: str | None) -> str:
     return unicodedata.normalize("NFKC", password or "")
 
 
+_NOT_LETTER_OR_DIGIT = re.compile(r"[\W_]+")
+
+
+def _made_of_context_words(password: str, sources: tuple[str, ...]) -> bool:
+    """Whether `password`, lower-cased and without spaces or punctuation, is nothing but words
+    of `sources` (the email's parts, the name's, the bank's), each any number of times and in any
+    order: "race@example.com Race Person" for Race Person at race@example.com. zxcvbn scores such
+    a string by its length and separators, and can let it through (NIST SP 800-63B 5.1.1.2:
+    context-specific words, the username and derivatives). Words of one character are ignored."""
+    words = {word for source in sources for word in _NOT_LETTER_OR_DIGIT.split((source or "").casefold())
+             if len(word) > 1}
+    text = _NOT_LETTER_OR_DIGIT.sub("", password.casefold())
+    if not text or not words:
+        return False
+    reachable = [True] + [False] * len(text)  # reachable[i]: text[:i] is made of words
+    for end in range(1, len(text) + 1):
+        reachable[end] = any(reachable[end - len(word)] and text.endswith(word, 0, end)
+                             for word in words if len(word) <= end)
+    return reachable[-1]
+
+
 def password_problem(password: str | None, *, email: str = "", full_name: str = "") -> str | None:
     """Return why `password` is refused, or None when it meets the policy.
 
@@ -109,6 +131,9 @@ def password_problem(password: str | None, *, email: str = "", full_name: str = 
     if any(unicodedata.category(ch) == "Cc" for ch in normalized):
         return "Use printable characters only (no tabs, line breaks or other control characters)."
     bank_name = current_app.config["BANK_NAME"]
+    if _made_of_context_words(normalized, (email, full_name, bank_name, "bank")):
+        return ("This password is too easy to guess. It is made only of words from your name, your email "
+                "address or the bank's name; add words of your own.")
     context = [part for part in (email, *(full_name or "").split(), bank_name, *bank_name.split(), "bank") if part]
     if email and "@" in email:
         context.append(email.split("@", 1)[0])

@@ -131,6 +131,29 @@ def test_policy_refuses_a_password_made_of_the_bank_name(policy_app):
     assert problem(password) is None
 
 
+@pytest.mark.parametrize("password", [
+    "margaret.thistlewood@example.com Margaret Thistlewood",
+    "Thistlewood Margaret Thistlewood Margaret",
+    "example.com margaret thistlewood!",
+    "Quokkaridge Savings quokkaridge savings bank",
+    "Savings-Bank-Margaret-Savings",
+])
+def test_policy_refuses_a_password_made_only_of_the_users_and_the_banks_words(policy_app, password):
+    """Is a password made of nothing but the words of the user's email, name and the bank's
+    name, repeated, reordered or separated by spaces and punctuation, refused with a message
+    that says so, even where zxcvbn alone would score it as strong?"""
+    message = problem(password)
+
+    assert message is not None and "made only of words from your name" in message
+
+
+def test_the_users_words_with_words_of_ones_own_are_judged_by_zxcvbn_alone(policy_app):
+    """Does a passphrase that mixes the user's words with words of its own pass when strong (the
+    rule above refuses only a password made of nothing else)?"""
+    assert problem("Margaret prefers violet harbour lanterns") is None
+    assert problem("margaret thistlewood", email="someone@example.com", full_name="Other Person") is None
+
+
 def test_policy_message_for_guessable_password_says_why(policy_app):
     """Does the refusal for a guessable password say it is too easy to guess, in a sentence?"""
     message = problem("password1234")
