@@ -16,7 +16,7 @@ def _name_field() -> StringField:
     return StringField(
         "Full name",
         filters=[strip_filter],
-        validators=[DataRequired("Enter your full name."), Length(min=1, max=100), no_control_characters, single_line],
+        validators=[DataRequired("Enter your full name."), Length(min=1, max=100, message="Use at most 100 characters."), no_control_characters, single_line],
     )
 
 
@@ -31,7 +31,7 @@ class RegisterForm(FlaskForm):
     email = EmailField(
         "Email",
         filters=[strip_filter],
-        validators=[DataRequired("Enter your email address."), Length(max=254), printable_only,
+        validators=[DataRequired("Enter your email address."), Length(max=254, message="Use at most 254 characters."), printable_only,
                     Email("Enter a valid email address.", check_deliverability=False)],
     )
     phone = _phone_field()
@@ -56,7 +56,7 @@ class LoginForm(FlaskForm):
     """Sign-in: email and password. No format check on email, so every failure looks the same."""
 
     email = StringField("Email", filters=[strip_filter],
-                        validators=[DataRequired("Enter your email."), Length(max=320), printable_only])
+                        validators=[DataRequired("Enter your email."), Length(max=320, message="Use at most 320 characters."), printable_only])
     password = PasswordField("Password", validators=[InputRequired("Enter your password."), PASSWORD_LENGTH])
     submit = SubmitField("Log in")
 

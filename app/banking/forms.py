@@ -139,11 +139,11 @@ class UserEditForm(FlaskForm):
 
     full_name = StringField(
         "Full name", filters=[strip_filter],
-        validators=[DataRequired("Enter the full name."), Length(min=1, max=100), no_control_characters, single_line],
+        validators=[DataRequired("Enter the full name."), Length(min=1, max=100, message="Use at most 100 characters."), no_control_characters, single_line],
     )
     email = EmailField(
         "Email", filters=[strip_filter],
-        validators=[DataRequired("Enter the email address."), Length(max=254), printable_only,
+        validators=[DataRequired("Enter the email address."), Length(max=254, message="Use at most 254 characters."), printable_only,
                     Email("Enter a valid email address.", check_deliverability=False)],
     )
     phone = StringField("Phone", filters=[strip_filter], validators=[DataRequired("Enter a phone number."),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from datetime import timedelta
@@ -193,6 +194,26 @@ def test_register_refuses_each_field_outside_its_limits(client, app, changes):
     assert 'name="full_name"' in response.get_data(as_text=True)
     with app.app_context():
         assert db.session.scalar(select(func.count(User.id))) == 0
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"full_name": "N" * 101}, "Use at most 100 characters."),
+    ({"email": LONG_EMAIL_255}, "Use at most 254 characters."),
+])
+def test_an_over_long_field_says_its_limit_in_the_banks_words(client, changes, message):
+    """Does a name or email over its limit get the bank's own message naming the limit, not
+    the form library's ("Field must be between 1 and 100 characters long.")?"""
+    body = html.unescape(client.post("/auth/register", data=registration(**changes)).get_data(as_text=True))
+
+    assert message in body and "Field " not in body
+
+
+def test_an_over_long_login_email_says_its_limit(client):
+    """Is a login email over 320 characters answered with the bank's message naming the limit?"""
+    response = client.post("/auth/login", data={"email": "a" * 321, "password": "whatever it is"})
+    body = html.unescape(response.get_data(as_text=True))
+
+    assert response.status_code == 400 and "Use at most 320 characters." in body and "Field " not in body
 
 
 GUESSABLE = {
