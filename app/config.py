@@ -189,6 +189,9 @@ class BaseConfig:
     REGISTER_RATE_LIMIT = os.environ.get("REGISTER_RATE_LIMIT", "10 per hour")
     TRANSFER_RATE_LIMIT = os.environ.get("TRANSFER_RATE_LIMIT", "60 per minute")
     TICKET_RATE_LIMIT = os.environ.get("TICKET_RATE_LIMIT", "10 per hour")
+    # Pages refused to a signed-in user for their role, each an ACCESS_DENIED audit row: past
+    # this, the refusal is a 429 without a row, so a script can't fill the audit log.
+    ACCESS_DENIED_RATE_LIMIT = os.environ.get("ACCESS_DENIED_RATE_LIMIT", "30 per minute")
 
     # Password hashing: argon2-cffi's RFC 9106 low-memory profile (above OWASP's minimum).
     ARGON2_PROFILE = "RFC_9106_LOW_MEMORY"

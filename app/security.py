@@ -13,10 +13,11 @@ from urllib.parse import urlsplit
 
 from flask import abort, current_app, has_request_context, request
 from flask_login import current_user
+from limits import parse as parse_rate_limit
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .audit import services as audit_services
-from .extensions import atomic, db, login_manager
+from .extensions import atomic, db, limiter, login_manager, rate_limit_key
 from .models import ROLES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,11 +53,24 @@ def log_standalone_event(action: str, details: dict[str, Any] | None = None, *, 
         audit_services.queue_event(db.session, action, details, user_id, client_ip())
 
 
+def _refusal_within_limit() -> bool:
+    """Count one refusal by role against ACCESS_DENIED_RATE_LIMIT for the signed-in user, in the
+    rate limiter's storage (shared by every process when it is Redis); False once over it.
+    Always True when request rate limits are off (RATELIMIT_ENABLED)."""
+    if not limiter.enabled:
+        return True
+    config = current_app.config
+    return limiter.limiter.hit(parse_rate_limit(config["ACCESS_DENIED_RATE_LIMIT"]),
+                               config["RATELIMIT_KEY_PREFIX"], "access-denied", rate_limit_key())
+
+
 def roles_required(*roles: str) -> Callable[[F], F]:
     """Allow the view only to logged-in users whose role (read from the database) is in `roles`.
 
     Anonymous users are sent to the login page; a logged-in user with another role gets 403 and
-    an ACCESS_DENIED audit row naming the path (OWASP ASVS 4.1.1, 4.1.3, 7.2.2).
+    an ACCESS_DENIED audit row naming the path (OWASP ASVS 4.1.1, 4.1.3, 7.2.2), or, past
+    ACCESS_DENIED_RATE_LIMIT refusals for that user, 429 and no row (ASVS 11.1.4: the audit log
+    is not a sink any signed-in user can fill at will).
     Raises ValueError at import time for a role name that does not exist.
     """
     unknown = set(roles) - set(ROLES)
@@ -69,6 +83,8 @@ def roles_required(*roles: str) -> Callable[[F], F]:
             if not current_user.is_authenticated:
                 return login_manager.unauthorized()
             if current_user.role not in roles:
+                if not _refusal_within_limit():
+                    abort(429)
                 log_standalone_event(
                     "ACCESS_DENIED",
                     {"path": request.path[:200], "method": request.method, "role": current_user.role},

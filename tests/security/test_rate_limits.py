@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.factories import issued_key
+from tests.factories import DEFAULT_PASSWORD, issued_key
 from tests.integration.test_headers_and_errors import assert_security_headers
 from tests.security.test_session_lifetime import MINUTE
 
@@ -118,5 +118,38 @@ def test_resource_exhaustion_limits_are_on_by_default():
     from app.config import BaseConfig, ProductionConfig
 
     assert BaseConfig.RATELIMIT_ENABLED is True and ProductionConfig.RATELIMIT_ENABLED is True
-    for name in ("LOGIN_RATE_LIMIT", "REGISTER_RATE_LIMIT", "TRANSFER_RATE_LIMIT", "TICKET_RATE_LIMIT"):
+    for name in ("LOGIN_RATE_LIMIT", "REGISTER_RATE_LIMIT", "TRANSFER_RATE_LIMIT", "TICKET_RATE_LIMIT",
+                 "ACCESS_DENIED_RATE_LIMIT"):
         assert " per " in getattr(ProductionConfig, name), name
+
+
+def _denied_rows(app) -> list[int]:
+    from sqlalchemy import select
+
+    from app.extensions import db
+    from app.models import AuditLog
+
+    with app.app_context():
+        return list(db.session.scalars(select(AuditLog.user_id).where(AuditLog.action == "ACCESS_DENIED")))
+
+
+@pytest.mark.parametrize("app_overrides", [{"RATELIMIT_ENABLED": True, "ACCESS_DENIED_RATE_LIMIT": "3 per minute"}])
+def test_resource_exhaustion_refusals_by_role_cannot_fill_the_audit_log(app, client, auth, customer, other_customer):
+    """Audit log flooding (CWE-779): with ACCESS_DENIED_RATE_LIMIT at 3 a minute, does a customer
+    opening staff pages get 403 and an ACCESS_DENIED row three times, then a plain 429 that
+    writes no row, while another customer's refusals are still recorded, and their own allowed
+    pages still open?"""
+    auth.login(customer.email)
+    statuses = [client.get("/audit/logs").status_code for _ in range(5)]
+    refused = client.get("/support/tickets")
+
+    assert statuses == [403, 403, 403, 429, 429] and refused.status_code == 429
+    assert RATE_LIMIT_MESSAGE in refused.get_data(as_text=True)
+    assert_security_headers(refused)
+    assert _denied_rows(app) == [customer.id] * 3
+    assert client.get("/banking/dashboard").status_code == 200
+
+    other = app.test_client()
+    other.post("/auth/login", data={"email": other_customer.email, "password": DEFAULT_PASSWORD})
+    assert other.get("/audit/logs").status_code == 403
+    assert _denied_rows(app) == [customer.id] * 3 + [other_customer.id]
