@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask_login import UserMixin
 from sqlalchemy import (
@@ -24,6 +24,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
+    select,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -209,6 +211,32 @@ class Account(db.Model):
     def is_active(self) -> bool:
         """True when the account may send and receive money."""
         return self.status == "active"
+
+
+class AccountHolder(NamedTuple):
+    """A user as the rules on holding accounts read them: role, is_active, and `accounts_held`
+    (accounts not closed, the ones the per-customer limit counts)."""
+
+    role: str
+    is_active: bool
+    accounts_held: int
+
+
+def lock_account_holder(user_id: int) -> AccountHolder | None:
+    """Lock user `user_id`'s row (FOR UPDATE on PostgreSQL; SQLite's write transaction
+    serializes anyway) until the transaction ends, and read their role, active state and how
+    many accounts they hold; None when there is no such user. Opening an account and an admin's
+    change of role both go through this lock, so neither decides on a state the other is
+    changing (a customer holding accounts stays a customer: auth.services.update_user)."""
+    state = db.session.execute(
+        select(User.role, User.is_active).where(User.id == user_id).with_for_update()
+    ).one_or_none()
+    if state is None:
+        return None
+    held = db.session.scalar(
+        select(func.count(Account.id)).where(Account.owner_id == user_id, Account.status != "closed")
+    )
+    return AccountHolder(state.role, state.is_active, held)
 
 
 class EntrySides:

@@ -24,7 +24,7 @@ from zxcvbn import zxcvbn
 
 from ..errors import DomainError, ValidationRuleError
 from ..extensions import atomic, db
-from ..models import ROLES, Account, LoginAttempt, User, new_session_token, utcnow
+from ..models import ROLES, LoginAttempt, User, lock_account_holder, new_session_token, utcnow
 from . import mfa
 from ..pagination import Page, numbered_page
 from ..security import log_event, log_standalone_event
@@ -426,16 +426,6 @@ HOLDS_ACCOUNTS_MESSAGE = ("This customer holds accounts, so they stay a customer
                           "give the staff role to a separate user without accounts.")
 
 
-def _holds_accounts_locked(user_id: int) -> bool:
-    """Whether the user owns an account that is not closed, their row locked (FOR UPDATE on
-    PostgreSQL) until commit: open_account takes the same lock and re-reads the owner's role,
-    so an account can't be opened for them while they become staff."""
-    db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
-    held = db.session.scalar(select(func.count(Account.id)).where(Account.owner_id == user_id,
-                                                                  Account.status != "closed"))
-    return held > 0
-
-
 def update_user(actor: User, user_id: int, *, full_name: str, email: str, phone: str, role: str,
                 is_active: bool) -> list[str]:
     """Change a user's details, role and active state as an administrator; commits once.
@@ -468,7 +458,7 @@ def update_user(actor: User, user_id: int, *, full_name: str, email: str, phone:
             removes_admin = user.role == "admin" and user.is_active and (role != "admin" or not is_active)
             if removes_admin and [i for i in _active_admin_ids_locked() if i != user.id] == []:
                 raise UserUpdateRefusedError("The last active administrator cannot be demoted or deactivated.")
-            if user.role == "customer" and role != "customer" and _holds_accounts_locked(user.id):
+            if user.role == "customer" and role != "customer" and lock_account_holder(user.id).accounts_held:
                 raise UserUpdateRefusedError(HOLDS_ACCOUNTS_MESSAGE)
             if email != user.email and find_user_by_email(email) is not None:
                 raise DuplicateEmailError()

@@ -46,6 +46,7 @@ from ..models import (
     Transaction,
     User,
     after_utc_day,
+    lock_account_holder,
     start_of_utc_day,
     utcnow,
 )
@@ -330,19 +331,13 @@ def open_account(actor: User, account_type: str, opening_deposit: Decimal, owner
 
     def attempt() -> Account:
         with atomic():
-            # Lock the owner row so two concurrent openings can't both pass the count (PostgreSQL),
-            # and re-read its role and state under the lock: an admin's user edit takes the same
-            # lock to refuse making a customer with accounts staff, so no account is opened for a
-            # user who has just stopped being an active customer.
-            owner_now = db.session.execute(
-                select(User.role, User.is_active).where(User.id == owner_id).with_for_update()
-            ).one_or_none()
+            # The owner's row locked, so two concurrent openings can't both pass the count, and
+            # their role re-read under the lock an admin's change of role also takes: no account
+            # is opened for a user who has just stopped being an active customer.
+            owner_now = lock_account_holder(owner_id)
             if owner_now is None or owner_now.role != "customer" or not owner_now.is_active:
                 raise AccountNotFoundError("Choose an active customer to own the account.")
-            held = db.session.scalar(
-                select(func.count(Account.id)).where(Account.owner_id == owner_id, Account.status != "closed")
-            )
-            if held >= config["MAX_ACCOUNTS_PER_CUSTOMER"]:
+            if owner_now.accounts_held >= config["MAX_ACCOUNTS_PER_CUSTOMER"]:
                 raise LimitExceededError(
                     f"A customer may hold at most {config['MAX_ACCOUNTS_PER_CUSTOMER']} accounts."
                 )
