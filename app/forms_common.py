@@ -10,7 +10,7 @@ from flask import current_app
 from flask_wtf import FlaskForm
 from wtforms import DateField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import Optional, StopValidation, ValidationError
+from wtforms.validators import Length, Optional, StopValidation, ValidationError
 
 from .models import ENTRY_TYPES
 from .money import InvalidAmountError, parse_amount
@@ -37,6 +37,13 @@ class EmptyForm(FlaskForm):
 def strip_filter(value: str | None) -> str | None:
     """Trim surrounding white space from text input."""
     return value.strip() if isinstance(value, str) else value
+
+
+def at_most(limit: int, *, shortest: int = -1) -> Length:
+    """WTForms' Length(min=`shortest`, max=`limit`), in characters, with the bank's message,
+    "Use at most 140 characters.", instead of the library's "Field cannot be longer than 140
+    characters."; the field renders with the matching maxlength (and minlength) attributes."""
+    return Length(min=shortest, max=limit, message=f"Use at most {limit} characters.")
 
 
 def no_control_characters(form, field) -> None:

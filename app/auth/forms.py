@@ -6,7 +6,7 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField, SubmitField
 from wtforms.validators import DataRequired, Email, EqualTo, InputRequired, Length, Regexp, ValidationError
 
-from ..forms_common import no_control_characters, phone_number, printable_only, single_line, strip_filter
+from ..forms_common import at_most, no_control_characters, phone_number, printable_only, single_line, strip_filter
 from . import services
 
 PASSWORD_LENGTH = Length(max=services.PASSWORD_MAX_LENGTH * 4, message="That password is far too long.")
@@ -16,12 +16,12 @@ def _name_field() -> StringField:
     return StringField(
         "Full name",
         filters=[strip_filter],
-        validators=[DataRequired("Enter your full name."), Length(min=1, max=100, message="Use at most 100 characters."), no_control_characters, single_line],
+        validators=[DataRequired("Enter your full name."), at_most(100, shortest=1), no_control_characters, single_line],
     )
 
 
 def _phone_field() -> StringField:
-    return StringField("Phone", filters=[strip_filter], validators=[DataRequired("Enter a phone number."), Length(max=20, message="Use at most 20 characters."), phone_number])
+    return StringField("Phone", filters=[strip_filter], validators=[DataRequired("Enter a phone number."), at_most(20), phone_number])
 
 
 class RegisterForm(FlaskForm):
@@ -31,7 +31,7 @@ class RegisterForm(FlaskForm):
     email = EmailField(
         "Email",
         filters=[strip_filter],
-        validators=[DataRequired("Enter your email address."), Length(max=254, message="Use at most 254 characters."), printable_only,
+        validators=[DataRequired("Enter your email address."), at_most(254), printable_only,
                     Email("Enter a valid email address.", check_deliverability=False)],
     )
     phone = _phone_field()
@@ -56,7 +56,7 @@ class LoginForm(FlaskForm):
     """Sign-in: email and password. No format check on email, so every failure looks the same."""
 
     email = StringField("Email", filters=[strip_filter],
-                        validators=[DataRequired("Enter your email."), Length(max=320, message="Use at most 320 characters."), printable_only])
+                        validators=[DataRequired("Enter your email."), at_most(320), printable_only])
     password = PasswordField("Password", validators=[InputRequired("Enter your password."), PASSWORD_LENGTH])
     submit = SubmitField("Log in")
 

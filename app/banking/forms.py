@@ -11,6 +11,7 @@ from wtforms.validators import DataRequired, Email, InputRequired, Length, Optio
 from ..forms_common import (  # noqa: F401  (TransactionFilterForm is re-exported for the routes)
     AmountField,
     TransactionFilterForm,
+    at_most,
     no_control_characters,
     phone_number,
     printable_only,
@@ -60,7 +61,7 @@ class _TransferForm(FlaskForm):
     amount = AmountField("Amount", maximum_setting="MAX_TRANSFER_AMOUNT")
     description = StringField(
         "Description", filters=[strip_filter],
-        validators=[Optional(), Length(max=140, message="Use at most 140 characters."), no_control_characters, single_line],
+        validators=[Optional(), at_most(140), no_control_characters, single_line],
     )
     idempotency_key = HiddenField(
         validators=[DataRequired("The form is incomplete; reload the page and try again."),
@@ -139,15 +140,15 @@ class UserEditForm(FlaskForm):
 
     full_name = StringField(
         "Full name", filters=[strip_filter],
-        validators=[DataRequired("Enter the full name."), Length(min=1, max=100, message="Use at most 100 characters."), no_control_characters, single_line],
+        validators=[DataRequired("Enter the full name."), at_most(100, shortest=1), no_control_characters, single_line],
     )
     email = EmailField(
         "Email", filters=[strip_filter],
-        validators=[DataRequired("Enter the email address."), Length(max=254, message="Use at most 254 characters."), printable_only,
+        validators=[DataRequired("Enter the email address."), at_most(254), printable_only,
                     Email("Enter a valid email address.", check_deliverability=False)],
     )
     phone = StringField("Phone", filters=[strip_filter], validators=[DataRequired("Enter a phone number."),
-                                                              Length(max=20, message="Use at most 20 characters."), phone_number])
+                                                              at_most(20), phone_number])
     role = SelectField("Role", choices=[SelectChoice(r, r.capitalize()) for r in ROLES], validate_choice=True)
     is_active = BooleanField("Active (may sign in)")
     submit = SubmitField("Save")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from wtforms import StringField, SubmitField, TextAreaField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, InputRequired, Length
+from wtforms.validators import DataRequired, InputRequired
 
-from ..forms_common import no_control_characters, single_line, strip_filter
+from ..forms_common import at_most, no_control_characters, single_line, strip_filter
 from ..models import TICKET_STATUSES
 from ..widgets import SelectField
 from . import services
@@ -27,13 +27,13 @@ class TicketForm(FlaskForm):
     subject = StringField(
         "Subject", filters=[strip_filter],
         validators=[DataRequired("Enter a subject."),
-                    Length(max=services.SUBJECT_MAX_LENGTH, message="Use at most 120 characters."),
+                    at_most(services.SUBJECT_MAX_LENGTH),
                     no_control_characters, single_line],
     )
     description = TextAreaField(
         "Describe your request", filters=[normalize_newlines, strip_filter],
         validators=[DataRequired("Describe your request."),
-                    Length(max=services.DESCRIPTION_MAX_LENGTH, message="Use at most 5000 characters."),
+                    at_most(services.DESCRIPTION_MAX_LENGTH),
                     no_control_characters],
     )
     submit = SubmitField("Send to support")
@@ -46,7 +46,7 @@ class TicketUpdateForm(FlaskForm):
     status = SelectField("Status", choices=STATUS_CHOICES, validators=[InputRequired("Choose a status.")])
     note = TextAreaField(
         "Reply to the customer (optional)", filters=[normalize_newlines, strip_filter],
-        validators=[Length(max=services.NOTE_MAX_LENGTH, message="Use at most 2000 characters."),
+        validators=[at_most(services.NOTE_MAX_LENGTH),
                     no_control_characters],
     )
     submit = SubmitField("Save")
