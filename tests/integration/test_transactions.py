@@ -376,18 +376,27 @@ def _naive_page_ids(owner_id: int, filters, page: int) -> list[int]:
     return list(db.session.scalars(stmt.offset((page - 1) * 25).limit(25)))
 
 
+# Uneven shares of the entries, one account without any: four accounts, and eight, more than
+# the scans PostgreSQL merges one per account (services.MERGED_ACCOUNT_SCANS), so the entries
+# of the accounts past those (closed ones, or a lowered limit) come through the further scan.
+ACCOUNT_WEIGHTS = {4: [5, 1, 3, 0], 8: [5, 1, 0, 2, 1, 4, 3, 2]}
+
+
+@pytest.mark.parametrize("account_count", sorted(ACCOUNT_WEIGHTS))
 def test_per_account_paging_gives_the_same_pages_as_one_plain_query(app, logged_in_customer, other_customer,
-                                                                     make_account):
+                                                                     make_account, account_count):
     """Does the page-finding of the transactions list (each account's newest entries through its
     own index, then merged) give exactly the pages and the "next" flag of one plain ORDER BY over
-    all the customer's entries, for every page and every filter, with entries of three accounts
-    interleaved unevenly, one account without entries, and another customer's entries between?"""
+    all the customer's entries, for every page and every filter, with entries of several accounts
+    interleaved unevenly, one account without entries, and another customer's entries between,
+    whether the customer holds fewer accounts than the merged scans or more?"""
     import random
 
-    accounts = [make_account(logged_in_customer, "0.00") for _ in range(4)]
+    assert max(ACCOUNT_WEIGHTS) > services.MERGED_ACCOUNT_SCANS
+    accounts = [make_account(logged_in_customer, "0.00") for _ in range(account_count)]
     foreign = make_account(other_customer, "0.00")
     rng = random.Random(20261129)
-    weights = [5, 1, 3, 0]  # the fourth account never gets an entry
+    weights = ACCOUNT_WEIGHTS[account_count]
     for n in range(180):
         owner_account = rng.choices(accounts + [foreign], weights=weights + [2])[0]
         entry_type = rng.choice(["debit", "credit"])

@@ -29,7 +29,8 @@ PAGES = [
     # user, accounts, the last 5 entries of every account with both sides' accounts (one UNION ALL)
     ("customer", "/banking/dashboard", 3),
     # user, one page of entries with account and counterparties joined, its ids found per account
-    # (LATERAL on PostgreSQL; on SQLite a UNION ALL, which needs the account ids first)
+    # (on PostgreSQL each account's id found inside the statement; on SQLite a UNION ALL, which
+    # needs the account ids first)
     ("customer", "/banking/transactions", {"postgresql": 2, "sqlite": 3}),
     ("customer", "/banking/transactions?page=3", {"postgresql": 2, "sqlite": 3}),
     ("customer", f"/banking/transactions?{FILTERS}", {"postgresql": 2, "sqlite": 3}),
