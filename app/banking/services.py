@@ -711,8 +711,7 @@ _OWNER_ACCOUNT_IDS = select(Account.id).where(Account.owner_id == bindparam("own
 def _owner_account_id(position: int):
     """The id of the `owner_id` customer's account at `position` (from 0) in id order, NULL when
     they hold fewer: a scalar subquery on ix_account_owner_id_id."""
-    return (select(Account.id).where(Account.owner_id == bindparam("owner_id")).order_by(Account.id)
-            .offset(fixed_limit(position)).limit(fixed_limit(1)).scalar_subquery())
+    return _OWNER_ACCOUNT_IDS.offset(fixed_limit(position)).limit(fixed_limit(1)).scalar_subquery()
 
 
 @lru_cache(maxsize=256)
