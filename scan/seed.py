@@ -36,6 +36,10 @@ def seed(password: str) -> dict:
         # The user the admin's edit form is scanned against, so no scan user loses its role.
         edit_target = register_customer("Scan Edit Target", "scan-edit-target@example.com", "+44 20 7946 0003",
                                         password)
+        # The customer the admin's transfer forms act for: no scanner run changes it (see
+        # run_scan.wapiti_start), so those pages read the same from one probe to the next.
+        transfer_owner = register_customer("Scan Transfer Owner", "scan-transfer-owner@example.com",
+                                           "+44 20 7946 0004", password)
         staff = {}
         for role in ("support", "auditor", "admin"):
             user = User(full_name=f"Scan {role.capitalize()}", email=f"scan-{role}@example.com",
@@ -49,6 +53,8 @@ def seed(password: str) -> dict:
         savings = open_account(customer, "savings", Decimal("2500.00"))
         other = open_account(customer2, "checking", Decimal("1000.00"))
         edit_target_account = open_account(edit_target, "checking", Decimal("100.00"))
+        owner_checking = open_account(transfer_owner, "checking", Decimal("500.00"))
+        owner_savings = open_account(transfer_owner, "savings", Decimal("250.00"))
         for amount, text in (("120.50", "Rainy day"), ("35.00", "Groceries"), ("9.99", "Books")):
             transfer_internal(customer, customer.id, checking.id, savings.id, Decimal(amount), text,
                               new_idempotency_key(customer.id))
@@ -58,7 +64,8 @@ def seed(password: str) -> dict:
                           new_idempotency_key(customer2.id))
         ticket = create_ticket(customer, "Card not arriving", "My new card has not arrived yet.")
 
-        users = {"customer": customer, "customer2": customer2, "edit_target": edit_target, **staff}
+        users = {"customer": customer, "customer2": customer2, "edit_target": edit_target,
+                 "transfer_owner": transfer_owner, **staff}
         return {
             "users": {name: {"id": user.id, "email": user.email, "role": user.role} for name, user in users.items()},
             "accounts": {
@@ -66,6 +73,8 @@ def seed(password: str) -> dict:
                 "savings": {"id": savings.id, "number": savings.account_number},
                 "customer2": {"id": other.id, "number": other.account_number},
                 "edit_target": {"id": edit_target_account.id, "number": edit_target_account.account_number},
+                "transfer_owner_checking": {"id": owner_checking.id, "number": owner_checking.account_number},
+                "transfer_owner_savings": {"id": owner_savings.id, "number": owner_savings.account_number},
             },
             "ticket_id": ticket.id,
         }
