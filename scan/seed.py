@@ -53,8 +53,8 @@ def seed(password: str) -> dict:
         savings = open_account(customer, "savings", Decimal("2500.00"))
         other = open_account(customer2, "checking", Decimal("1000.00"))
         edit_target_account = open_account(edit_target, "checking", Decimal("100.00"))
-        owner_checking = open_account(transfer_owner, "checking", Decimal("500.00"))
-        owner_savings = open_account(transfer_owner, "savings", Decimal("250.00"))
+        open_account(transfer_owner, "checking", Decimal("500.00"))
+        open_account(transfer_owner, "savings", Decimal("250.00"))
         for amount, text in (("120.50", "Rainy day"), ("35.00", "Groceries"), ("9.99", "Books")):
             transfer_internal(customer, customer.id, checking.id, savings.id, Decimal(amount), text,
                               new_idempotency_key(customer.id))
@@ -73,8 +73,6 @@ def seed(password: str) -> dict:
                 "savings": {"id": savings.id, "number": savings.account_number},
                 "customer2": {"id": other.id, "number": other.account_number},
                 "edit_target": {"id": edit_target_account.id, "number": edit_target_account.account_number},
-                "transfer_owner_checking": {"id": owner_checking.id, "number": owner_checking.account_number},
-                "transfer_owner_savings": {"id": owner_savings.id, "number": owner_savings.account_number},
             },
             "ticket_id": ticket.id,
         }
