@@ -376,7 +376,14 @@ def open_account(actor: User, account_type: str, opening_deposit: Decimal, owner
 
 @dataclass(frozen=True)
 class TransferRequest:
-    """A transfer as the form gave it; `amount` is Decimal (two places), the rest plain values."""
+    """A transfer as the form gave it; `amount` is Decimal (two places), the rest plain values.
+
+    `actor_id` and `acting_role` are the actor's id and role as the request loaded (and
+    authorized) them, taken when the request is made: inside the transaction they are only
+    written (ledger rows, audit rows), and on SQLite reading them from `actor` there would
+    reload the user, expired by the commit that ends the read transaction, inside the write
+    lock (one more statement per transfer, and no rule re-checked by it).
+    """
 
     actor: User
     owner_id: int
@@ -388,6 +395,12 @@ class TransferRequest:
     target_id: int | None = None
     target_account_number: str | None = None
     details: dict = field(default_factory=dict)
+    actor_id: int = field(init=False)
+    acting_role: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "actor_id", self.actor.id)
+        object.__setattr__(self, "acting_role", self.actor.role)
 
 
 def _find_by_idempotency_key(actor_id: int, key: str) -> Transaction | None:
@@ -514,7 +527,7 @@ def _execute_transfer(req: TransferRequest) -> str:
                 _credit(target, req.amount, req.kind)
         reference = new_reference("TX")
         common = dict(sender_account_id=source.id, receiver_account_id=target.id, amount=req.amount,
-                      description=req.description, reference=reference, initiated_by_user_id=req.actor.id,
+                      description=req.description, reference=reference, initiated_by_user_id=req.actor_id,
                       timestamp=utcnow())
         # Both rows in one cached INSERT, straight to the table: nothing reads them back as
         # objects. (One statement, not executemany, whose PostgreSQL pipeline would log a
@@ -524,10 +537,10 @@ def _execute_transfer(req: TransferRequest) -> str:
             dict(account_id=target.id, type="credit", idempotency_key=None, **common),
         ]))
         details = _audit_details(req) | {"reference": reference}
-        log_event("TRANSFER_CREATED", details, user_id=req.actor.id)
+        log_event("TRANSFER_CREATED", details, user_id=req.actor_id)
         if req.amount > current_app.config["SUSPICIOUS_TRANSFER_THRESHOLD"]:
             log_event("SUSPICIOUS_TRANSFER", details | {"threshold": str(current_app.config["SUSPICIOUS_TRANSFER_THRESHOLD"])},
-                      user_id=req.actor.id)
+                      user_id=req.actor_id)
         return reference
 
 
@@ -535,13 +548,13 @@ def _audit_details(req: TransferRequest) -> dict:
     """Who moved what from where to where, and why (PCI DSS 10.2.2); admins' reasons included."""
     target = {"target_account_id": req.target_id} if req.kind == "internal" else {
         "target_account_number": (req.target_account_number or "")[:32]}
-    reason = {"reason_given": req.description} if req.actor.role == "admin" else {}
+    reason = {"reason_given": req.description} if req.acting_role == "admin" else {}
     return {
         "kind": req.kind,
         "amount": str(req.amount),
         "source_account_id": req.source_id,
         "source_owner_id": req.owner_id,
-        "acting_role": req.actor.role,
+        "acting_role": req.acting_role,
         **target,
         **reason,
         **req.details,
@@ -559,14 +572,14 @@ def _run_transfer(req: TransferRequest) -> str:
             raise LimitExceededError(f"The amount must not exceed {format_amount(config['MAX_TRANSFER_AMOUNT'])}.")
         if len(req.description) > 140:
             raise ValidationRuleError("The description may be at most 140 characters.")
-        if not is_issued_idempotency_key(req.actor.id, req.idempotency_key):
+        if not is_issued_idempotency_key(req.actor_id, req.idempotency_key):
             raise ValidationRuleError("The form is invalid or was issued to someone else; reload the page and try again.")
         _check_actor(req.actor, req.owner_id, req.description)
         try:
             return retry_on_conflict(lambda: _execute_transfer(req))
         except IntegrityError:
             # A concurrent request with the same idempotency key committed first.
-            existing = _find_by_idempotency_key(req.actor.id, req.idempotency_key)
+            existing = _find_by_idempotency_key(req.actor_id, req.idempotency_key)
             if existing is None:
                 raise
             raise DuplicateTransferError(existing.reference) from None
@@ -578,11 +591,11 @@ def _run_transfer(req: TransferRequest) -> str:
         # A replay of a transfer that went through is refused by the rules when the money has
         # since moved (an emptied or frozen account): it is still a replay, not a failure. Only a
         # key can make a replay: without one (None would match every row without a key) it isn't.
-        existing = _find_by_idempotency_key(req.actor.id, req.idempotency_key) if req.idempotency_key else None
+        existing = _find_by_idempotency_key(req.actor_id, req.idempotency_key) if req.idempotency_key else None
         if existing is not None:
             raise DuplicateTransferError(existing.reference) from None
         log_standalone_event(
-            "TRANSFER_FAILED", _audit_details(req) | {"reason": type(exc).__name__}, user_id=req.actor.id
+            "TRANSFER_FAILED", _audit_details(req) | {"reason": type(exc).__name__}, user_id=req.actor_id
         )
         raise
 
