@@ -320,7 +320,7 @@ def analysis(backend: str, v: dict, notes: list[str]) -> list[str]:
             f"({floor_rate:,.0f} req/s at 16 clients): the floor is not what makes it dear, its own work is — the "
             "accounts read for the form's choices, the form (its plain fields rendered once per state: "
             "app/fragments.py) and its validation, and the POST's statements (8 on "
-            "PostgreSQL, 10 on SQLite; tests/perf/test_statement_counts.py), each paying SQLAlchemy's and the "
+            "PostgreSQL, 9 on SQLite; tests/perf/test_statement_counts.py), each paying SQLAlchemy's and the "
             "driver's Python.")
     if not math.isnan(page) and not math.isnan(pk_p50):
         out.append(
