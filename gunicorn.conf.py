@@ -27,6 +27,11 @@ bind = [os.environ.get("BIND") or "127.0.0.1:8000"]
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)
 threads = int(os.environ.get("WEB_THREADS") or 2)
 worker_class = "gthread" if threads > 1 else "sync"
+# How many connections a gthread worker holds open at once (gunicorn's default, 1000); past it
+# the worker stops accepting and leaves new connections to the others. `make bench` sets it to
+# its 16 clients divided among the workers, so its keep-alive connections split evenly between
+# them (bench/README.md); a deployment keeps the default.
+worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS") or 1000)
 
 # Each worker's connection pool holds exactly what the worker can use at once: one connection
 # per thread, no overflow (no request ever needs a second connection), so workers x threads

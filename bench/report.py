@@ -337,14 +337,14 @@ def analysis(backend: str, v: dict, notes: list[str]) -> list[str]:
                     if key.startswith("page.") and key.endswith(".big.client_spread") and values]
     if pk_spread and page_spreads:
         out.append(
-            f"- **A p50 at 16 clients depends on how the clients' connections split between the workers**: with "
-            f"keep-alive, each of wrk's 16 connections stays on the gunicorn worker that accepted it, and the two "
-            f"workers seldom get 8 each (10/6 makes the slowest client's p50 about 1.8 times the fastest one's; 14/2, "
-            f"seen in these runs, about 7). The slowest client's p50 was {med(pk_spread):.1f} times the fastest one's on "
-            f"the PK route (median of the repetitions; {min(pk_spread):.1f} to {max(pk_spread):.1f}) and "
-            f"{min(page_spreads):.1f} to {max(page_spreads):.1f} times on the pages at 1,000,000 rows, so each p50 "
-            f"ratio above moves with two such draws from one repetition to the next; CPU per request (the table above) "
-            f"does not depend on them.")
+            f"- **Each worker serves an equal share of the 16 clients**: with keep-alive, each of wrk's connections "
+            f"stays on the gunicorn worker that accepted it, and the benchmark's gunicorn lets each worker hold at "
+            f"most 16 ÷ workers of them (bench/run.py, worker_connections), so they split evenly instead of by which "
+            f"worker woke first (a 14/2 split, seen before the cap, made one client's p50 seven times another's). The "
+            f"slowest client's p50 was {med(pk_spread):.1f} times the fastest one's on the PK route (median of the "
+            f"repetitions; {min(pk_spread):.1f} to {max(pk_spread):.1f}) and {min(page_spreads):.1f} to "
+            f"{max(page_spreads):.1f} times on the pages at 1,000,000 rows: a p50 ratio at 16 clients follows the "
+            f"ratio of CPU per request (the table above), the machine's other load aside.")
     hop_app, hop_db = med(get("page.hops.big.cpu_app_ms")), med(get("page.hops.big.cpu_db_ms"))
     list_app, list_db = med(get("page.transactions.big.cpu_app_ms")), med(get("page.transactions.big.cpu_db_ms"))
     if not any(math.isnan(x) for x in (hop_app, hop_db, list_app, list_db)):

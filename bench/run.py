@@ -189,13 +189,31 @@ class Server:
         stop_process_group(self.process, grace_seconds=20)
 
 
+def worker_connections(workers: int, threads: int) -> int:
+    """gunicorn's `worker_connections` for the benchmark: each worker holds at most its share
+    of the PAGE_CLIENTS connections (rounded up), so wrk's keep-alive connections, each served
+    to the end by the worker that accepted it, split evenly instead of by which worker woke
+    first (a 14/2 split made one client's p50 seven times another's). At least threads + 1:
+    a gthread worker closes a connection after its answer once `worker_connections - threads`
+    others are idle, and none may be left to keep alive."""
+    return max(math.ceil(PAGE_CLIENTS / workers), threads + 1)
+
+
+def gunicorn_env(url: str, port: int, workers: int, threads: int) -> dict[str, str]:
+    """The environment of the benchmark's gunicorn: the app on `url`, bound to 127.0.0.1:`port`,
+    `workers` x `threads` through gunicorn.conf.py's own variables, each worker holding at most
+    worker_connections(workers, threads) connections."""
+    return base_env(url, BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY=str(workers), WEB_THREADS=str(threads),
+                    WEB_WORKER_CONNECTIONS=str(worker_connections(workers, threads)))
+
+
 @contextmanager
 def gunicorn(name: str, url: str, folder: Path, workers: int, threads: int):
     """bench.wsgi:app under `gunicorn -c gunicorn.conf.py`, `workers` x `threads` through the
     config's own variables (WEB_CONCURRENCY, WEB_THREADS; the pool follows the threads), on a
     free port; yields once every worker answers."""
     port = free_port()
-    env = base_env(url, BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY=str(workers), WEB_THREADS=str(threads))
+    env = gunicorn_env(url, port, workers, threads)
     out_path, err_path = folder / f"{name}.access.log", folder / f"{name}.error.log"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "bench.wsgi:app"],

@@ -147,6 +147,23 @@ def test_connection_pool_is_sized_to_the_worker(monkeypatch):
     assert settings["raw_env"] == ["DATABASE_MAX_OVERFLOW=0"]
 
 
+def test_the_benchmark_splits_its_connections_evenly_and_a_deployment_keeps_the_default(monkeypatch):
+    """Does a deployment keep gunicorn's default worker_connections (1000), while the benchmark's
+    gunicorn caps each worker at its share of the 16 clients (8 each for 2 x 2), with room for
+    every client and never so few that a gthread worker has no connection left to keep alive?"""
+    from bench.run import PAGE_CLIENTS, SWEEP, gunicorn_env, worker_connections
+
+    monkeypatch.delenv("WEB_WORKER_CONNECTIONS", raising=False)
+    assert _gunicorn_settings(monkeypatch)["worker_connections"] == 1000
+    env = gunicorn_env("sqlite:///bench.db", 8123, 2, 2)
+    assert (env["WEB_CONCURRENCY"], env["WEB_THREADS"], env["WEB_WORKER_CONNECTIONS"]) == ("2", "2", "8")
+    assert _gunicorn_settings(monkeypatch, WEB_WORKER_CONNECTIONS=env["WEB_WORKER_CONNECTIONS"])["worker_connections"] == 8
+    for workers, threads in SWEEP:
+        cap = worker_connections(workers, threads)
+        assert workers * cap >= PAGE_CLIENTS, (workers, threads, cap)
+        assert cap - threads >= 1, (workers, threads, cap)
+
+
 def test_cpu_figures_come_from_proc_and_reach_the_report():
     """Does the benchmark read a process's CPU time from /proc (growing as it works), and does the
     report turn per-operation CPU into a table with the ratio to the PK route?"""
