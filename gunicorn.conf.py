@@ -28,9 +28,11 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)
 threads = int(os.environ.get("WEB_THREADS") or 2)
 worker_class = "gthread" if threads > 1 else "sync"
 # How many connections a gthread worker holds open at once (gunicorn's default, 1000); past it
-# the worker stops accepting and leaves new connections to the others. `make bench` sets it to
-# its 16 clients divided among the workers, so its keep-alive connections split evenly between
-# them (bench/README.md); a deployment keeps the default.
+# the worker stops accepting and leaves new connections to the others. It also bounds the idle
+# keep-alive connections a worker keeps (this value minus the threads; past that, an answer
+# closes its connection). `make bench` sets it to each worker's share of its 16 clients, so its
+# keep-alive connections split evenly between the workers (bench/README.md); a deployment keeps
+# the default.
 worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS") or 1000)
 
 # Each worker's connection pool holds exactly what the worker can use at once: one connection

@@ -82,7 +82,9 @@ def render(meta: dict, values: dict, notes: dict, errors: dict) -> str:
         f"- load average (1 min) at start {meta['loadavg_start'][0]:.2f}, at end {meta['loadavg_end'][0]:.2f}; "
         "per repetition below (the benchmark's own server, database and load tool count in it).",
         f"- gunicorn (gunicorn.conf.py): {meta['workers']} workers x {meta['threads']} threads "
-        f"({'sync' if meta['threads'] == 1 else 'gthread'}); the load tool: {m['wrk']} with bench/wrk/*.lua, "
+        f"({'sync' if meta['threads'] == 1 else 'gthread'}"
+        + (f", each worker holding at most {meta['worker_connections']} connections" if meta.get("worker_connections") else "")
+        + f"); the load tool: {m['wrk']} with bench/wrk/*.lua, "
         "one connection per client, on the same machine",
         f"- versions: Python {m['python']}; {m['postgresql']}; SQLite {m['sqlite']}; {m['pgbench']}; {m['packages']}",
     ]
@@ -92,7 +94,8 @@ def render(meta: dict, values: dict, notes: dict, errors: dict) -> str:
         lines.append(f"- password hash ({backend} run): {described}")
     lines.append("")
     for backend in values:
-        lines += render_backend(backend, values[backend], notes.get(backend, []), errors.get(backend, {}))
+        lines += render_backend(backend, values[backend], notes.get(backend, []), errors.get(backend, {}),
+                                meta.get("worker_connections"))
     return "\n".join(lines) + "\n"
 
 
@@ -106,7 +109,7 @@ def _seeds(meta: dict) -> dict[str, list[str]]:
     return out
 
 
-def render_backend(backend: str, v: dict, notes: list[str], errors: dict) -> list[str]:
+def render_backend(backend: str, v: dict, notes: list[str], errors: dict, cap: int | None = None) -> list[str]:
     get = lambda key: v.get(key, [])  # noqa: E731
     title = "PostgreSQL" if backend == "postgresql" else "SQLite"
     db_ceiling = "pgbench, bench/pgbench_transfer.sql" if backend == "postgresql" else "bench/sqlite_ceiling.py"
@@ -163,7 +166,7 @@ def render_backend(backend: str, v: dict, notes: list[str], errors: dict) -> lis
 
     out += safe(cpu_table)(backend, v)
     out += safe(targets)(v, errors)
-    out += safe(analysis)(backend, v, notes)
+    out += safe(analysis)(backend, v, notes, cap)
     out += safe(sweep_table)(v, errors)
     checks = [n for n in notes if not n.startswith(("profile:", "profile-top:"))]
     if checks:
@@ -295,8 +298,9 @@ def _cpu_spread(notes: list[str]) -> str:
             f"cost is spread over the whole stack, not in one place the app could take out.")
 
 
-def analysis(backend: str, v: dict, notes: list[str]) -> list[str]:
-    """What bounds each figure, from this run's own measurements."""
+def analysis(backend: str, v: dict, notes: list[str], cap: int | None = None) -> list[str]:
+    """What bounds each figure, from this run's own measurements. cap: the gunicorn workers'
+    `worker_connections` in the run (None: gunicorn's default, the clients split as they fell)."""
     get = lambda key: v.get(key, [])  # noqa: E731
     out = ["### What bounds each figure (this run's measurements)", ""]
     app_tps = med(get("transfer.uniform.16.rate"))
@@ -337,14 +341,22 @@ def analysis(backend: str, v: dict, notes: list[str]) -> list[str]:
                     if key.startswith("page.") and key.endswith(".big.client_spread") and values]
     if pk_spread and page_spreads:
         out.append(
-            f"- **Each worker serves an equal share of the 16 clients**: with keep-alive, each of wrk's connections "
-            f"stays on the gunicorn worker that accepted it, and the benchmark's gunicorn lets each worker hold at "
-            f"most 16 ÷ workers of them (bench/run.py, worker_connections), so they split evenly instead of by which "
-            f"worker woke first (a 14/2 split, seen before the cap, made one client's p50 seven times another's). The "
-            f"slowest client's p50 was {med(pk_spread):.1f} times the fastest one's on the PK route (median of the "
-            f"repetitions; {min(pk_spread):.1f} to {max(pk_spread):.1f}) and {min(page_spreads):.1f} to "
-            f"{max(page_spreads):.1f} times on the pages at 1,000,000 rows: a p50 ratio at 16 clients follows the "
-            f"ratio of CPU per request (the table above), the machine's other load aside.")
+            (f"- **Each worker serves its share of the 16 clients**: with keep-alive, each of wrk's connections "
+             f"stays on the gunicorn worker that accepted it, and in this run each worker held at most {cap} of them "
+             f"(bench/run.py, worker_connections), so they could not split by which worker woke first (a 14/2 split, "
+             f"seen before the cap, made one client's p50 seven times another's). "
+             if cap else
+             f"- **A p50 at 16 clients depends on how the clients' connections split between the workers**: with "
+             f"keep-alive, each of wrk's 16 connections stays on the gunicorn worker that accepted it, and the "
+             f"workers seldom get equal shares (10/6 makes the slowest client's p50 about 1.8 times the fastest "
+             f"one's; 14/2, seen, about 7). ")
+            + f"The slowest client's p50 was {med(pk_spread):.1f} times the fastest one's on the PK route (median of "
+            f"the repetitions; {min(pk_spread):.1f} to {max(pk_spread):.1f}) and {min(page_spreads):.1f} to "
+            f"{max(page_spreads):.1f} times on the pages at 1,000,000 rows"
+            + (": with every worker serving as many clients, a p50 ratio at 16 clients comes close to the ratio "
+               "of CPU per request (the table above), which does not depend on the split." if cap else
+               ", so each p50 ratio above moves with two such draws from one repetition to the next; CPU per "
+               "request (the table above) does not depend on them."))
     hop_app, hop_db = med(get("page.hops.big.cpu_app_ms")), med(get("page.hops.big.cpu_db_ms"))
     list_app, list_db = med(get("page.transactions.big.cpu_app_ms")), med(get("page.transactions.big.cpu_db_ms"))
     if not any(math.isnan(x) for x in (hop_app, hop_db, list_app, list_db)):

@@ -268,6 +268,8 @@ class Sample:
     cpu: dict[str, float] = field(default_factory=dict)  # seconds of CPU during the run: app, db
     # Per label, each client's own p50 (ms): one wrk thread, one connection, one client.
     client_p50s: dict[str, list[float]] = field(default_factory=dict)
+    # Answers that closed their keep-alive connection (gunicorn's "Connection: close").
+    closed: int = 0
 
     def client_spread(self, label: str) -> float:
         """The slowest client's p50 over the fastest one's: how unevenly the clients were
@@ -294,6 +296,9 @@ class Sample:
 # Transfer POSTs answered with the redirect to the dashboard, and how many POSTs could have been
 # in flight when a run stopped (committed by the server, never answered to wrk): one per client.
 TRANSFER_TALLY = {"accepted": 0, "in_flight": 0}
+# Answers at PAGE_CLIENTS clients and how many of them closed their keep-alive connection: each
+# client's connection should stay on one worker for the whole run (worker_connections).
+KEEPALIVE_TALLY = {"answers": 0, "closed": 0}
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -349,6 +354,24 @@ def read_client_files(tag: str) -> tuple[dict[str, list[float]], dict[str, dict[
     return latencies, statuses, bad, client_p50s
 
 
+def read_run_summary(text: str, duration: float) -> tuple[float, int, int]:
+    """What bench/wrk/common.lua's done() wrote: (the run's duration in seconds, `duration` if
+    missing; socket errors that count; answers that closed their keep-alive connection)."""
+    duration_s, socket_errors, closed = duration, 0, 0
+    for line in text.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "duration_us":
+            duration_s = int(rest) / 1e6
+        elif kind == "socket_errors":
+            # connect, read, write, timeout; a read error is the server closing a connection,
+            # which sync workers do after every answer, so only the others count.
+            connect, _read, write, timeout = (int(x) for x in rest.split())
+            socket_errors = connect + write + timeout
+        elif kind == "closed":
+            closed = int(rest)
+    return duration_s, socket_errors, closed
+
+
 def run_wrk(server: Server, script: str, clients: list[dict[str, str]], duration: float, tag: str) -> Sample:
     REPORTS.mkdir(parents=True, exist_ok=True)
     clients_path = REPORTS / f"clients-{tag}.tsv"
@@ -365,19 +388,13 @@ def run_wrk(server: Server, script: str, clients: list[dict[str, str]], duration
     cpu_after = _cpu_now(server)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
-    duration_s, socket_errors = duration, 0
-    for line in out_path.read_text().splitlines():
-        kind, _, rest = line.partition(" ")
-        if kind == "duration_us":
-            duration_s = int(rest) / 1e6
-        elif kind == "socket_errors":
-            # connect, read, write, timeout; a read error is the server closing a connection,
-            # which sync workers do after every answer, so only the others count.
-            connect, _read, write, timeout = (int(x) for x in rest.split())
-            socket_errors = connect + write + timeout
+    duration_s, socket_errors, closed = read_run_summary(out_path.read_text(), duration)
     latencies, statuses, bad, client_p50s = read_client_files(tag)
     sample = Sample(duration_s, latencies, statuses, bad, socket_errors,
-                    {k: cpu_after[k] - cpu_before[k] for k in cpu_after}, client_p50s)
+                    {k: cpu_after[k] - cpu_before[k] for k in cpu_after}, client_p50s, closed)
+    if n == PAGE_CLIENTS:
+        KEEPALIVE_TALLY["answers"] += sum(len(values) for values in latencies.values())
+        KEEPALIVE_TALLY["closed"] += closed
     if script == "transfer.lua":
         TRANSFER_TALLY["accepted"] += len(latencies.get("post", [])) - bad.get("post", 0)
         TRANSFER_TALLY["in_flight"] += n
@@ -553,6 +570,7 @@ def bench_backend(backend: str, args, results: Results, meta: dict) -> None:
         pop = population(databases, big_url)
         ledger_before = databases.scalar(big_url, 'SELECT count(*) FROM "transaction"')
         TRANSFER_TALLY.update(accepted=0, in_flight=0)
+        KEEPALIVE_TALLY.update(answers=0, closed=0)
         meta.setdefault("hash", {})[backend] = hash_verification_ms()
         with ExitStack() as stack:
             big = stack.enter_context(gunicorn(f"{backend}-big", big_url, folder, args.workers, args.threads))
@@ -605,6 +623,10 @@ def bench_backend(backend: str, args, results: Results, meta: dict) -> None:
                 sample = run_wrk(big, "login.lua", [{"emails": emails}], args.duration, f"{tag}-login")
                 record(results, backend, "login", sample, "post")
                 results.add(backend, "hash_ms", hash_verification_ms(7)[0])
+            if args.reps and not args.only_sweep:
+                results.note(backend, f"answers at {PAGE_CLIENTS} clients that closed their keep-alive connection "
+                                      f"(gunicorn's `Connection: close`): {KEEPALIVE_TALLY['closed']:,} of "
+                                      f"{KEEPALIVE_TALLY['answers']:,}")
             if args.profile:
                 profile(backend, big, pop, args, results)
         if args.sweep and backend == "postgresql":
@@ -829,6 +851,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.timezone.utc)
     meta: dict = {"started": started.strftime("%Y-%m-%d %H:%M UTC"), "loadavg_start": os.getloadavg(),
                   "machine": machine_description(), "workers": args.workers, "threads": args.threads,
+                  "worker_connections": worker_connections(args.workers, args.threads) if args.threads > 1 else None,
                   "duration": args.duration, "reps": args.reps, "quick": args.quick}
     results = Results()
     for backend in args.backends.split(","):

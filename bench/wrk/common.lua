@@ -4,7 +4,8 @@
 -- one browser session: its own cookie, its own CSRF token, one request at a time.
 -- Every response is timed here (LuaJIT FFI clock), per label, so a two-request flow reports
 -- its POSTs apart from its GETs. Each thread writes its samples, one line each, to
--- $BENCH_OUT.<thread>; done() writes the run's duration and socket errors to $BENCH_OUT.
+-- $BENCH_OUT.<thread>; done() writes the run's duration, socket errors and the answers that
+-- closed their keep-alive connection to $BENCH_OUT.
 -- (wrk 4.1's thread:get crashes on nested tables, hence the files.)
 
 local ffi = require("ffi")
@@ -24,8 +25,12 @@ cookie = nil
 started_at = nil
 local log = nil
 
-function record(label, status, ok)
+closed = 0 -- answers that closed their keep-alive connection ("Connection: close")
+
+function record(label, status, ok, headers)
    local elapsed = now_ms() - started_at
+   local connection = headers and (headers["Connection"] or headers["connection"])
+   if connection and connection:lower() == "close" then closed = closed + 1 end
    if not log then
       log = assert(io.open(os.getenv("BENCH_OUT") .. "." .. tostring(thread_index), "w"))
       log:setvbuf("line")
@@ -99,5 +104,8 @@ function done(summary, latency, requests)
    out:write(string.format("socket_errors %d %d %d %d\n", summary.errors.connect, summary.errors.read,
                            summary.errors.write, summary.errors.timeout))
    out:write(string.format("threads %d\n", #threads))
+   local total = 0
+   for _, thread in ipairs(threads) do total = total + (tonumber(thread:get("closed")) or 0) end
+   out:write(string.format("closed %d\n", total))
    out:close()
 end

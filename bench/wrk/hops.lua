@@ -16,7 +16,7 @@ end
 function response(status, headers, body)
    keep_cookie(headers)
    local ok = status == 200
-   record(hop == 0 and "first" or "hop", status, ok)
+   record(hop == 0 and "first" or "hop", status, ok, headers)
    local nxt = ok and body:match('rel="next" href="([^"]+)"')
    if nxt and hop < tonumber(client_hops) then
       path, hop = nxt:gsub("&amp;", "&"), hop + 1

@@ -27,11 +27,11 @@ function response(status, headers, body)
    keep_cookie(headers)
    if state == "form" then
       token = hidden(body, "csrf_token")
-      record("form", status, status == 200 and token ~= nil)
+      record("form", status, status == 200 and token ~= nil, headers)
       if token then state = "post" end
    else
       local location = headers["Location"] or ""
-      record("post", status, status == 302 and location:find("/banking/dashboard", 1, true) ~= nil)
+      record("post", status, status == 302 and location:find("/banking/dashboard", 1, true) ~= nil, headers)
       state = "form"
    end
 end

@@ -12,5 +12,5 @@ end
 
 function response(status, headers, body)
    keep_cookie(headers)
-   record("get", status, status == 200)
+   record("get", status, status == 200, headers)
 end

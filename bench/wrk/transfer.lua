@@ -33,11 +33,11 @@ function response(status, headers, body)
    if state == "form" then
       token, key = hidden(body, "csrf_token"), hidden(body, "idempotency_key")
       local ok = status == 200 and token ~= nil and key ~= nil
-      record("form", status, ok)
+      record("form", status, ok, headers)
       if ok then state = "post" end
    else
       local location = headers["Location"] or ""
-      record("post", status, status == 302 and location:find("/banking/dashboard", 1, true) ~= nil)
+      record("post", status, status == 302 and location:find("/banking/dashboard", 1, true) ~= nil, headers)
       state = "form"
    end
 end
