@@ -98,6 +98,7 @@ def _transfer_view(form_class, template: str, kind: str, run):
         services.record_refused_transfer_form(
             current_user, owner.id, kind, list(form.errors),
             {name: request.form[name] for name in SUBMITTED_TRANSFER_FIELDS if name in request.form},
+            request.form.get("description", ""),
         )
     return render_template(template, form=form, owner=owner), 400 if form.errors else 200
 

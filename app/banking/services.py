@@ -601,7 +601,7 @@ def _run_transfer(req: TransferRequest) -> str:
 
 
 def record_refused_transfer_form(actor: User, owner_id: int, kind: str, fields: list[str],
-                                 submitted: dict[str, str]) -> None:
+                                 submitted: dict[str, str], description: str = "") -> None:
     """Log TRANSFER_FAILED for a transfer form refused by validation; commits that row only.
 
     A refused form (an account id that is not one of the owner's, a malformed amount, a missing
@@ -609,13 +609,14 @@ def record_refused_transfer_form(actor: User, owner_id: int, kind: str, fields: 
     rules (DESIGN.md sections 3 and 4; PCI DSS 10.2.1). kind: "internal" or "external".
     fields: names of the fields in error. submitted: the raw account and amount values as
     posted, each cut to 32 characters (no secrets: the idempotency key is never included).
+    description: the description as posted; an admin's is recorded as `reason_given`, cut to
+    140 characters, as on the rows of transfers the rules refuse (PCI DSS 10.2.2).
     """
-    log_standalone_event(
-        "TRANSFER_FAILED",
-        {"kind": kind, "reason": "InvalidForm", "fields": sorted(fields), "source_owner_id": owner_id,
-         "acting_role": actor.role, "submitted": {name: str(value)[:32] for name, value in submitted.items()}},
-        user_id=actor.id,
-    )
+    details = {"kind": kind, "reason": "InvalidForm", "fields": sorted(fields), "source_owner_id": owner_id,
+               "acting_role": actor.role, "submitted": {name: str(value)[:32] for name, value in submitted.items()}}
+    if actor.role == "admin" and description.strip():
+        details["reason_given"] = description.strip()[:140]
+    log_standalone_event("TRANSFER_FAILED", details, user_id=actor.id)
 
 
 def transfer_internal(actor: User, owner_id: int, source_id: int, target_id: int, amount: Decimal,

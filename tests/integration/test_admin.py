@@ -444,3 +444,20 @@ def test_admin_transfer_reason_is_in_the_audit_row(app, admin_client, admin, cus
     assert response.status_code == 302
     [(actor, details)] = _audit(app, "TRANSFER_CREATED")
     assert actor == admin.id and details["reason_given"] == "Customer asked by phone, ticket 7"
+
+
+def test_admin_reason_is_in_the_audit_row_of_a_refused_form(app, admin_client, admin, customer, other_customer,
+                                                            make_account):
+    """When an admin's transfer form is refused by validation (a source account that is not the
+    customer's), does its TRANSFER_FAILED row still carry the reason the admin gave?"""
+    source = make_account(customer, "50.00")
+    foreign = make_account(other_customer, "50.00")
+
+    response = admin_client.post(f"/banking/transfer/external?owner_user_id={customer.id}", data={
+        "source_account": foreign.id, "target_account_number": source.account_number, "amount": "5.00",
+        "description": "Customer asked by phone, ticket 8", "idempotency_key": factories.issued_key(app, admin.id)})
+
+    assert response.status_code == 400
+    [(actor, details)] = _audit(app, "TRANSFER_FAILED")
+    assert actor == admin.id and details["reason"] == "InvalidForm" and details["fields"] == ["source_account"]
+    assert details["acting_role"] == "admin" and details["reason_given"] == "Customer asked by phone, ticket 8"

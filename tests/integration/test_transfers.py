@@ -364,6 +364,7 @@ def test_source_account_of_another_customer_is_a_form_error(client, app, logged_
     assert actor == logged_in_customer.id
     assert details["reason"] == "InvalidForm" and details["fields"] == ["source_account"]
     assert details["submitted"]["source_account"] == str(foreign.id) and details["kind"] == "internal"
+    assert "reason_given" not in details  # only an admin's description is a reason
     assert key not in json.dumps(details)
 
     before = _state(app)
