@@ -268,8 +268,6 @@ class Sample:
     cpu: dict[str, float] = field(default_factory=dict)  # seconds of CPU during the run: app, db
     # Per label, each client's own p50 (ms): one wrk thread, one connection, one client.
     client_p50s: dict[str, list[float]] = field(default_factory=dict)
-    # Answers that closed their keep-alive connection (gunicorn's "Connection: close").
-    closed: int = 0
 
     def client_spread(self, label: str) -> float:
         """The slowest client's p50 over the fastest one's: how unevenly the clients were
@@ -391,7 +389,7 @@ def run_wrk(server: Server, script: str, clients: list[dict[str, str]], duration
     duration_s, socket_errors, closed = read_run_summary(out_path.read_text(), duration)
     latencies, statuses, bad, client_p50s = read_client_files(tag)
     sample = Sample(duration_s, latencies, statuses, bad, socket_errors,
-                    {k: cpu_after[k] - cpu_before[k] for k in cpu_after}, client_p50s, closed)
+                    {k: cpu_after[k] - cpu_before[k] for k in cpu_after}, client_p50s)
     if n == PAGE_CLIENTS:
         KEEPALIVE_TALLY["answers"] += sum(len(values) for values in latencies.values())
         KEEPALIVE_TALLY["closed"] += closed
