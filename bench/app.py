@@ -1,4 +1,4 @@
-"""The bank plus three ceiling routes, built only for the benchmark (`gunicorn ... bench.wsgi:app`).
+"""The bank plus four ceiling routes, built only for the benchmark (`gunicorn ... bench.wsgi:app`).
 
 The ceiling routes measure what this machine, this gunicorn configuration and Flask can serve
 at all, in the same run as the bank's own pages:
@@ -6,6 +6,10 @@ at all, in the same run as the bank's own pages:
 * `/bench/text`: a short text, nothing else (the framework's ceiling);
 * `/bench/pk`: one indexed primary-key SELECT through the ORM (the ceiling of a page that
   reads one row);
+* `/bench/audit-append`: one durable append to the audit chain and nothing else, the write
+  DESIGN.md section 4 makes every audit view do (an `AUDIT_VIEWED` row, `{"view": "bench"}`,
+  hashed under the chain head's lock and committed before the answer): the ceiling of a page
+  that must write one audit row;
 * `/bench/signed-in`: the floor of every signed-in page, what DESIGN.md makes each of them do
   before any work of its own: the session cookie checked, the user loader's SELECT with its
   session-token comparison, the session rules, the security headers, and the Bootstrap layout
@@ -32,6 +36,7 @@ from app import create_app
 from app.config import ConfigurationError
 from app.extensions import db, limiter
 from app.models import Account
+from app.security import log_standalone_event
 
 bench_bp = Blueprint("bench", __name__, url_prefix="/bench", template_folder="templates")
 
@@ -53,6 +58,16 @@ def primary_key() -> Response:
         current_app.extensions["bench_max_account_id"] = highest
     account = db.session.get(Account, random.randint(1, highest))  # nosec B311 - load spread, not security
     return Response(f"{account.type if account else 'none'}\n", mimetype="text/plain")
+
+
+@bench_bp.route("/audit-append")
+@limiter.exempt
+def audit_append() -> Response:
+    """One AUDIT_VIEWED row appended to the hash chain in its own transaction (the audit
+    service's log_standalone_event, as every audit view does), then a short text. A GET that
+    writes: the benchmark's load tool only sends GETs, and this route never exists outside it."""
+    log_standalone_event("AUDIT_VIEWED", {"view": "bench"})
+    return Response("appended\n", mimetype="text/plain")
 
 
 @bench_bp.route("/signed-in")

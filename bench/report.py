@@ -4,8 +4,9 @@
 (reports/bench/results.json), for a change to the report's wording without a new run.
 
 Every figure is the median over the repetitions with its spread (min–max) beside it. Ratios
-are taken within each repetition (the two runs of a ratio are minutes apart at most, under the
-same background load) and then summarized the same way.
+are taken within each repetition and then summarized the same way; a 16-client figure is weighed
+against the PK-route runs just before and after it (bench/run.py, PkBracket; pk_for below),
+seconds apart, so the machine's drift during a run stays out of the ratio.
 """
 
 from __future__ import annotations
@@ -51,6 +52,24 @@ def ratios(a: list[float], b: list[float], scale: float = 1.0) -> list[float]:
     return [scale * x / y for x, y in zip(a, b) if y and not math.isnan(x) and not math.isnan(y)]
 
 
+def pk_for(v: dict, key: str, stat: str, clients: int = 16) -> list[float]:
+    """The PK route's `stat` (rate, p50, cpu_app_ms, cpu_db_ms) to weigh figure `key` against,
+    one value per repetition: the mean of the PK runs just before and just after it (bench/run.py,
+    PkBracket) when the run has them, else the repetition's ceiling run at `clients` clients."""
+    return v.get(f"{key}.pk.{stat}") or v.get(f"ceiling.pk.{clients}.{stat}", [])
+
+
+def cpu_totals(v: dict, key: str) -> list[float]:
+    """Per repetition, the app's plus the database server's CPU ms per request of figure `key`."""
+    return [a + d for a, d in zip(v.get(key + ".cpu_app_ms", []), v.get(key + ".cpu_db_ms", []))]
+
+
+def pk_cpu_totals(v: dict, key: str) -> list[float]:
+    """Per repetition, the PK route's CPU ms per request (app plus database server) to weigh
+    figure `key` against (pk_for)."""
+    return [a + d for a, d in zip(pk_for(v, key, "cpu_app_ms"), pk_for(v, key, "cpu_db_ms"))]
+
+
 def safe(render):
     """Run one section's renderer; a failure becomes a line in the file instead of losing the run."""
     def wrapped(*args, **kwargs) -> list[str]:
@@ -72,7 +91,10 @@ def render(meta: dict, values: dict, notes: dict, errors: dict) -> str:
         "",
         "Written by `make bench` (bench/run.py); the method, the data and how to read the ratios are in",
         "bench/README.md. Every figure: median over the repetitions, (min–max) beside it. Ratios are",
-        "computed within each repetition, then summarized the same way.",
+        "computed within each repetition, then summarized the same way. A 16-client figure weighed against",
+        "the PK route (the signed-in floor, transfers, the pages on the big database, the audit append) is",
+        "weighed against the mean of two PK-route runs at 16 clients, one just before it and one just after;",
+        "the ceilings table shows the repetition's own PK-route runs.",
         "",
         "## The run",
         "",
@@ -128,7 +150,13 @@ def render_backend(backend: str, v: dict, notes: list[str], errors: dict, cap: i
             "of its own — the session, the user loader's SELECT, the session rules, the headers, the layout with its "
             f"navigation and CSRF token), 16 clients: {fmt(get('ceiling.floor.16.rate'), 0)} req/s, p50 "
             f"{fmt(get('ceiling.floor.16.p50'), 2)} ms, p99 {fmt(get('ceiling.floor.16.p99'), 2)} ms; "
-            f"÷ the PK route's p50: {fmt(ratios(get('ceiling.floor.16.p50'), get('ceiling.pk.16.p50')), 2)}.", ""]
+            f"÷ the PK route's p50: {fmt(ratios(get('ceiling.floor.16.p50'), pk_for(v, 'ceiling.floor.16', 'p50')), 2)}.", ""]
+    if get("ceiling.append.16.rate"):
+        out += ["The durable audit append (`/bench/audit-append`, bench/app.py: one `AUDIT_VIEWED` row hashed under "
+                "the chain head's lock and committed before the answer, the write DESIGN.md §4 makes every audit view "
+                f"do, and nothing else), 16 clients: {fmt(get('ceiling.append.16.rate'), 0)} req/s, p50 "
+                f"{fmt(get('ceiling.append.16.p50'), 2)} ms, p99 {fmt(get('ceiling.append.16.p99'), 2)} ms; "
+                f"÷ the PK route's p50: {fmt(ratios(get('ceiling.append.16.p50'), pk_for(v, 'ceiling.append.16', 'p50')), 2)}.", ""]
 
     out += ["### Transfers (GET form + POST, over HTTP with real sessions and CSRF tokens)", "",
             "| pattern | clients | transfers/s | POST p50 ms | POST p99 ms | p99/p50 | GET form p50 ms | errors | "
@@ -140,7 +168,7 @@ def render_backend(backend: str, v: dict, notes: list[str], errors: dict, cap: i
             out.append(
                 f"| {pattern} | {c} | {fmt(get(k + '.rate'))} | {fmt(get(k + '.p50'))} | {fmt(get(k + '.p99'))} | "
                 f"{fmt(ratios(get(k + '.p99'), get(k + '.p50')), 2)} | {fmt(get(k + '.form_p50'))} | {errors.get(k, 0)} | "
-                f"{fmt(ratios(get(k + '.rate'), get(f'ceiling.pk.{c}.rate'), 2.0), 2)} | "
+                f"{fmt(ratios(get(k + '.rate'), pk_for(v, k, 'rate', c), 2.0), 2)} | "
                 f"{fmt(ratios(get(k + '.rate'), get(f'ceiling.db.{c}')), 2)} |")
     out.append("")
 
@@ -153,7 +181,7 @@ def render_backend(backend: str, v: dict, notes: list[str], errors: dict, cap: i
         out.append(
             f"| {label} | {fmt(get(big + '.p50'))} | {fmt(get(small + '.p50'))} | "
             f"{fmt(ratios(get(big + '.p50'), get(small + '.p50')), 2)} | "
-            f"{fmt(ratios(get(big + '.p50'), get('ceiling.pk.16.p50')), 2)} | "
+            f"{fmt(ratios(get(big + '.p50'), pk_for(v, big, 'p50')), 2)} | "
             f"{fmt(ratios(get(big + '.p50'), get('ceiling.floor.16.p50')), 2)} | {fmt(get(big + '.rate'), 0)} | "
             f"{fmt(get(big + '.p99'))} | {errors.get(big, 0) + errors.get(small, 0)} |")
     out.append("")
@@ -185,6 +213,7 @@ CPU_ROWS = (
     ("ceiling.text.16", "short text"),
     ("ceiling.pk.16", "one PK SELECT (ORM)"),
     ("ceiling.floor.16", "signed-in floor (empty page)"),
+    ("ceiling.append.16", "one durable audit append (`AUDIT_VIEWED`), nothing else"),
     ("transfer.uniform.16", "a whole transfer (GET form + POST)"),
     *((f"page.{name}.big", label + ", 1,000,000 rows") for name, label in PAGE_NAMES.items()),
 )
@@ -196,7 +225,6 @@ def cpu_table(backend: str, v: dict) -> list[str]:
     if not get("ceiling.pk.16.cpu_app_ms"):
         return []
     server = backend == "postgresql"
-    pk = [a + d for a, d in zip(get("ceiling.pk.16.cpu_app_ms"), get("ceiling.pk.16.cpu_db_ms"))]
     out = ["### CPU per operation at 16 clients (user + system time of the processes, from /proc)", "",
            "Throughput ratios follow from these: the machine's two cores are the bound of every figure at 16 "
            "clients. CPU per request is also the steadier measure of whether a page grows with the data: a p50 "
@@ -206,16 +234,14 @@ def cpu_table(backend: str, v: dict) -> list[str]:
            "÷ the same page at 10,000 rows |",
            "|---|---:|---:|---:|---:|---:|"]
 
-    def total(key: str) -> list[float]:
-        return [a + d for a, d in zip(get(key + ".cpu_app_ms"), get(key + ".cpu_db_ms"))]
-
     for key, label in CPU_ROWS:
         app, db = get(key + ".cpu_app_ms"), get(key + ".cpu_db_ms")
         if not app:
             continue
-        scale = fmt(ratios(total(key), total(key[:-len(".big")] + ".small")), 2) if key.endswith(".big") else ""
-        out.append(f"| {label} | {fmt(app, 2)} | {fmt(db, 2) if server else '—'} | {fmt(total(key), 2)} | "
-                   f"{fmt(ratios(total(key), pk), 2)} | {scale} |")
+        total = cpu_totals(v, key)
+        scale = fmt(ratios(total, cpu_totals(v, key[:-len(".big")] + ".small")), 2) if key.endswith(".big") else ""
+        out.append(f"| {label} | {fmt(app, 2)} | {fmt(db, 2) if server else '—'} | {fmt(total, 2)} | "
+                   f"{fmt(ratios(total, pk_cpu_totals(v, key)), 2)} | {scale} |")
     out.append("")
     return out
 
@@ -225,7 +251,7 @@ def targets(v: dict, errors: dict) -> list[str]:
     rows = []
     for pattern in ("uniform", "hot"):
         k = f"transfer.{pattern}.16"
-        ratio = med(ratios(get(k + ".rate"), get("ceiling.pk.16.rate"), 2.0))
+        ratio = med(ratios(get(k + ".rate"), pk_for(v, k, "rate"), 2.0))
         tail = med(ratios(get(k + ".p99"), get(k + ".p50")))
         rows.append((f"transfer ({pattern}, 16 clients) ≥ {TARGET_TRANSFER:.2f} x PK route", f"{ratio:.2f}",
                      verdict(ratio >= TARGET_TRANSFER if not math.isnan(ratio) else None)))
@@ -235,7 +261,7 @@ def targets(v: dict, errors: dict) -> list[str]:
     for name, label in PAGE_NAMES.items():
         big, small = f"page.{name}.big", f"page.{name}.small"
         scale = med(ratios(get(big + ".p50"), get(small + ".p50")))
-        vs_pk = med(ratios(get(big + ".p50"), get("ceiling.pk.16.p50")))
+        vs_pk = med(ratios(get(big + ".p50"), pk_for(v, big, "p50")))
         rows.append((f"{label}: big ≤ {TARGET_SCALE:g} x small", f"{scale:.2f}",
                      verdict(scale <= TARGET_SCALE if not math.isnan(scale) else None)))
         rows.append((f"{label}: ≤ {TARGET_PAGE_VS_PK:g} x PK route p50", f"{vs_pk:.2f}",
@@ -305,7 +331,7 @@ def analysis(backend: str, v: dict, notes: list[str], cap: int | None = None) ->
     out = ["### What bounds each figure (this run's measurements)", ""]
     app_tps = med(get("transfer.uniform.16.rate"))
     db_tps = med(get("ceiling.db.16"))
-    pk = med(get("ceiling.pk.16.rate"))
+    pk = med(pk_for(v, "transfer.uniform.16", "rate"))
     text = med(get("ceiling.text.16.rate"))
     if not math.isnan(app_tps) and not math.isnan(db_tps) and db_tps > 0:
         out.append(
@@ -315,7 +341,7 @@ def analysis(backend: str, v: dict, notes: list[str], cap: int | None = None) ->
             f"none of that (the short text route: {text:,.0f} req/s). Where the workers' time went during transfers "
             f"(py-spy, innermost library): {_shares(_profile(notes, 'transfer'))}.{_cpu_spread(notes)}")
     page = med(get("page.transactions.big.p50"))
-    pk_p50 = med(get("ceiling.pk.16.p50"))
+    pk_p50 = med(pk_for(v, "page.transactions.big", "p50"))
     floor_p50 = med(get("ceiling.floor.16.p50"))
     floor_rate = med(get("ceiling.floor.16.rate"))
     if not math.isnan(app_tps) and not math.isnan(floor_rate) and app_tps > 0:
@@ -357,18 +383,7 @@ def analysis(backend: str, v: dict, notes: list[str], cap: int | None = None) ->
                "of CPU per request (the table above), which does not depend on the split." if cap else
                ", so each p50 ratio above moves with two such draws from one repetition to the next; CPU per "
                "request (the table above) does not depend on them."))
-    hop_app, hop_db = med(get("page.hops.big.cpu_app_ms")), med(get("page.hops.big.cpu_db_ms"))
-    list_app, list_db = med(get("page.transactions.big.cpu_app_ms")), med(get("page.transactions.big.cpu_db_ms"))
-    if not any(math.isnan(x) for x in (hop_app, hop_db, list_app, list_db)):
-        where = ("in the app's processes, where SQLite runs" if backend == "sqlite"
-                 else f"{hop_db:.2f} ms of the database server's CPU against {list_db:.2f} ms for page 1")
-        out.append(
-            f"- **Audit hops** write where the other pages only read: DESIGN.md §4 makes every audit view append an "
-            f"`AUDIT_VIEWED` row to the hash chain, under the chain head's lock, and commit it durably before the page "
-            f"is answered. A hop costs {hop_app + hop_db:.2f} ms of CPU against {list_app + list_db:.2f} ms for "
-            f"transactions page 1 ({where}): its own page (25 entries with each entry's account, owner and "
-            f"counterparty, the link to the newer page carried by the page's own query, and a larger filter form) as "
-            f"well as the append and its commit, which in-process instruction counts put at under a tenth of a hop.")
+    out += _hops_analysis(backend, v)
     login = med(get("login.p50"))
     hash_ms = med(get("hash_ms"))
     if not math.isnan(login) and not math.isnan(hash_ms):
@@ -378,6 +393,43 @@ def analysis(backend: str, v: dict, notes: list[str], cap: int | None = None) ->
             f"look-up, the audit row and the session. Workers' time during logins: {_shares(_profile(notes, 'login'))}.")
     out.append("")
     return out
+
+
+def _hops_analysis(backend: str, v: dict) -> list[str]:
+    """The audit hop against transactions page 1, the PK route and the durable-append route:
+    how much of a hop is the append DESIGN.md §4 requires, and what the rest of it costs."""
+    get = lambda key: v.get(key, [])  # noqa: E731
+    hop, page = med(cpu_totals(v, "page.hops.big")), med(cpu_totals(v, "page.transactions.big"))
+    if math.isnan(hop) or math.isnan(page):
+        return []
+    hop_db, page_db = med(get("page.hops.big.cpu_db_ms")), med(get("page.transactions.big.cpu_db_ms"))
+    where = ("in the app's processes, where SQLite runs" if backend == "sqlite"
+             else f"{hop_db:.2f} ms of the database server's CPU against {page_db:.2f} ms for page 1")
+    text = (f"- **Audit hops** write where the other pages only read: DESIGN.md §4 makes every audit view append an "
+            f"`AUDIT_VIEWED` row to the hash chain, under the chain head's lock, and commit it durably before the page "
+            f"is answered. A hop costs {hop:.2f} ms of CPU against {page:.2f} ms for transactions page 1 ({where}); "
+            f"its page holds 25 entries with each entry's account, owner and counterparty, and a larger filter form.")
+    # Per repetition, each figure against the PK runs around it (pk_for).
+    hops, pages, appends = (cpu_totals(v, key) for key in ("page.hops.big", "page.transactions.big", "ceiling.append.16"))
+    hop_pk, page_pk, append_pk = (pk_cpu_totals(v, key) for key in ("page.hops.big", "page.transactions.big",
+                                                                      "ceiling.append.16"))
+    if appends and append_pk and hop_pk and page_pk:
+        extras = [a - p for a, p in zip(appends, append_pk)]
+        lock = ("SQLite's one write lock (`BEGIN IMMEDIATE`)" if backend == "sqlite"
+                else "the chain head's row lock (`FOR UPDATE`)")
+        without = med([(h - e) / p for h, e, p in zip(hops, extras, hop_pk)])
+        append_cpu, append_p50 = med(ratios(appends, append_pk)), med(ratios(get("ceiling.append.16.p50"),
+                                                                             pk_for(v, "ceiling.append.16", "p50")))
+        text += (f" The append alone (`/bench/audit-append`) costs {med(appends):.2f} ms, {med(extras):.2f} ms more "
+                 f"than the PK route's one read ({med(append_pk):.2f} ms): without it, a hop would cost "
+                 f"{without:.2f} PK routes (page 1: {med(ratios(pages, page_pk)):.2f}; with it: "
+                 f"{med(ratios(hops, hop_pk)):.2f}). The append's wait weighs more than its CPU: its CPU is "
+                 f"{append_cpu:.2f} times the PK route's and its p50 {append_p50:.2f} times, because appends queue "
+                 f"for {lock}, held until the row's commit is durable. Against that ceiling, a "
+                 f"request that must make the write, a hop's p50 is "
+                 f"{med(ratios(get('page.hops.big.p50'), get('ceiling.append.16.p50'))):.2f} times the append "
+                 f"route's.")
+    return [text]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,8 @@ under reports/bench/):
 3. repetitions of: the ceilings (short text, one primary-key SELECT; pgbench's own throughput
    for the transfer's SQL on PostgreSQL, bench/sqlite_ceiling.py on SQLite), transfers at 1, 4
    and 16 clients (uniform over many accounts, and hot over 5), the pages at 16 clients on both
-   databases, and login at 1 client, all driven by wrk with the scripts in bench/wrk/;
+   databases, the durable audit append alone (the write every audit hop makes), and login at
+   1 client, all driven by wrk with the scripts in bench/wrk/;
 4. verify-ledger and verify-audit on every database, and a check that the ledger grew by
    exactly two rows per accepted transfer POST.
 
@@ -39,6 +40,7 @@ import sys
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -299,6 +301,11 @@ TRANSFER_TALLY = {"accepted": 0, "in_flight": 0}
 KEEPALIVE_TALLY = {"answers": 0, "closed": 0}
 
 
+# wrk runs so far in this process: tells PkBracket whether its last PK-route run was the one
+# just before the figure it is about to measure.
+WRK_RUNS = {"count": 0}
+
+
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -382,6 +389,7 @@ def run_wrk(server: Server, script: str, clients: list[dict[str, str]], duration
     command = ["wrk", "-t", str(n), "-c", str(n), "-d", f"{max(1, round(duration))}s", "--timeout", "30s",
                "-s", str(WRK / script), f"http://127.0.0.1:{server.port}"]
     cpu_before = _cpu_now(server)
+    WRK_RUNS["count"] += 1
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=duration + 120)
     cpu_after = _cpu_now(server)
     if done.returncode != 0:
@@ -536,6 +544,12 @@ class Results:
         self.notes.setdefault(backend, []).append(text)
 
 
+def record_transfer(results: Results, backend: str, key: str, sample: Sample) -> None:
+    """record() for a transfer run: the POST's figures, and the GET form's p50 beside them."""
+    record(results, backend, key, sample, "post")
+    results.add(backend, f"{key}.form_p50", sample.pct("form", 50))
+
+
 def record(results: Results, backend: str, key: str, sample: Sample, label: str) -> None:
     results.add(backend, f"{key}.rate", sample.rate(label))
     results.add(backend, f"{key}.p50", sample.pct(label, 50))
@@ -549,6 +563,51 @@ def record(results: Results, backend: str, key: str, sample: Sample, label: str)
         # CPU per answered operation: the app's processes and the database server's, from /proc.
         results.add(backend, f"{key}.cpu_app_ms", 1000 * sample.cpu["app"] / done)
         results.add(backend, f"{key}.cpu_db_ms", 1000 * sample.cpu["db"] / done)
+
+
+# Each PK-route run of a bracket lasts this share of a figure's run (enough for thousands of answers).
+BRACKET_SHARE = 0.5
+
+
+class PkBracket:
+    """The PK route at 16 clients measured right before and right after each 16-client figure
+    that is weighed against it, so each ratio compares runs seconds apart: the machine's speed
+    moves during a run (one repetition's transfer took 17 ms of CPU, the next ones 9.5), and a
+    ceiling measured minutes earlier carries that drift into the ratio. Records, per figure
+    `key`, the mean of the two PK runs as `key.pk.rate`, `.pk.p50`, `.pk.cpu_app_ms` and
+    `.pk.cpu_db_ms`; a PK run directly after one figure is the "before" of the next."""
+
+    def __init__(self, server: Server, results: Results, backend: str, tag: str, duration: float) -> None:
+        self.server, self.results, self.backend, self.tag = server, results, backend, tag
+        self.duration = duration * BRACKET_SHARE
+        self.last: Sample | None = None
+        self.last_run = -1
+
+    def _run(self) -> Sample:
+        sample = run_wrk(self.server, "page.lua", [{"path": "/bench/pk"}] * PAGE_CLIENTS, self.duration,
+                         f"{self.tag}-pk-bracket-{WRK_RUNS['count'] + 1}")
+        self.last, self.last_run = sample, WRK_RUNS["count"]
+        return sample
+
+    def around(self, key: str, measure) -> Sample:
+        """Run `measure()` (one wrk run) between two PK-route runs; returns its Sample."""
+        before = self.last if self.last is not None and self.last_run == WRK_RUNS["count"] else self._run()
+        sample = measure()
+        after = self._run()
+        for stat, value in bracket_figures(before, after).items():
+            self.results.add(self.backend, f"{key}.pk.{stat}", value)
+        return sample
+
+
+def bracket_figures(before: Sample, after: Sample) -> dict[str, float]:
+    """The PK route's figures for a bracketed figure: the mean of the runs before and after it
+    (req/s, p50 ms, and the app's and the database server's CPU ms per request)."""
+    figures = {}
+    for stat, read in (("rate", lambda s: s.rate("get")), ("p50", lambda s: s.pct("get", 50)),
+                       ("cpu_app_ms", lambda s: 1000 * s.cpu.get("app", math.nan) / max(1, len(s.latencies.get("get", [])))),
+                       ("cpu_db_ms", lambda s: 1000 * s.cpu.get("db", math.nan) / max(1, len(s.latencies.get("get", []))))):
+        figures[stat] = (read(before) + read(after)) / 2
+    return figures
 
 
 def bench_backend(backend: str, args, results: Results, meta: dict) -> None:
@@ -591,31 +650,46 @@ def bench_backend(backend: str, args, results: Results, meta: dict) -> None:
                         tps = run_sqlite_ceiling(Path(ceiling_url.removeprefix("sqlite:///")), clients, args.duration,
                                                  200)
                     results.add(backend, f"ceiling.db.{clients}", tps)
-                # The signed-in floor, at the pages' number of clients (bench/app.py)
-                cookie = sign_in(big, HEAVY_EMAIL)
-                sample = run_wrk(big, "page.lua", [{"cookie": cookie, "path": "/bench/signed-in"}] * PAGE_CLIENTS,
-                                 args.duration, f"{tag}-floor")
-                record(results, backend, f"ceiling.floor.{PAGE_CLIENTS}", sample, "get")
-                # Transfers
+                # Transfers at 1 and 4 clients
                 for pattern in ("uniform", "hot"):
-                    for clients in CLIENT_COUNTS:
+                    for clients in CLIENT_COUNTS[:-1]:
                         sessions = transfer_clients(big, pop, pattern, clients)
                         sample = run_wrk(big, "transfer.lua", sessions, args.duration, f"{tag}-{pattern}-{clients}")
-                        key = f"transfer.{pattern}.{clients}"
-                        record(results, backend, key, sample, "post")
-                        results.add(backend, f"{key}.form_p50", sample.pct("form", 50))
-                # Pages, big and small in turn
-                for name, path in paths.items():
-                    for size, server in (("big", big), ("small", small)):
-                        cookie = sign_in(server, HEAVY_EMAIL)
-                        sessions = [{"cookie": cookie, "path": path}] * PAGE_CLIENTS
-                        sample = run_wrk(server, "page.lua", sessions, args.duration, f"{tag}-{name}-{size}")
-                        record(results, backend, f"page.{name}.{size}", sample, "get")
-                for size, server in (("big", big), ("small", small)):
-                    cookie = sign_in(server, AUDITOR_EMAIL)
-                    sessions = [{"cookie": cookie, "path": "/audit/transactions", "hops": str(HOPS)}] * PAGE_CLIENTS
-                    sample = run_wrk(server, "hops.lua", sessions, args.duration, f"{tag}-hops-{size}")
-                    record(results, backend, f"page.hops.{size}", sample, "hop")
+                        record_transfer(results, backend, f"transfer.{pattern}.{clients}", sample)
+                # Every 16-client figure weighed against the PK route sits between two runs of it
+                bracket = PkBracket(big, results, backend, tag, args.duration)
+                # The signed-in floor, at the pages' number of clients (bench/app.py)
+                cookie = sign_in(big, HEAVY_EMAIL)
+                sample = bracket.around(f"ceiling.floor.{PAGE_CLIENTS}", partial(
+                    run_wrk, big, "page.lua", [{"cookie": cookie, "path": "/bench/signed-in"}] * PAGE_CLIENTS,
+                    args.duration, f"{tag}-floor"))
+                record(results, backend, f"ceiling.floor.{PAGE_CLIENTS}", sample, "get")
+                # Transfers at 16 clients
+                for pattern in ("uniform", "hot"):
+                    key = f"transfer.{pattern}.{PAGE_CLIENTS}"
+                    sample = bracket.around(key, partial(
+                        run_wrk, big, "transfer.lua", transfer_clients(big, pop, pattern, PAGE_CLIENTS), args.duration,
+                        f"{tag}-{pattern}-{PAGE_CLIENTS}"))
+                    record_transfer(results, backend, key, sample)
+                # Pages at 16 clients, on the small database and then on the big one, between PK runs
+                for name, path in [*paths.items(), ("hops", "/audit/transactions")]:
+                    for size, server in (("small", small), ("big", big)):
+                        if name == "hops":
+                            script, label = "hops.lua", "hop"
+                            session = {"cookie": sign_in(server, AUDITOR_EMAIL), "path": path, "hops": str(HOPS)}
+                        else:
+                            script, label = "page.lua", "get"
+                            session = {"cookie": sign_in(server, HEAVY_EMAIL), "path": path}
+                        key = f"page.{name}.{size}"
+                        measure = partial(run_wrk, server, script, [session] * PAGE_CLIENTS, args.duration,
+                                          f"{tag}-{name}-{size}")
+                        sample = bracket.around(key, measure) if size == "big" else measure()
+                        record(results, backend, key, sample, label)
+                # The durable audit append alone, the write every hop must make (bench/app.py)
+                sample = bracket.around(f"ceiling.append.{PAGE_CLIENTS}", partial(
+                    run_wrk, big, "page.lua", [{"path": "/bench/audit-append"}] * PAGE_CLIENTS, args.duration,
+                    f"{tag}-append"))
+                record(results, backend, f"ceiling.append.{PAGE_CLIENTS}", sample, "get")
                 # Login, one client
                 emails = ",".join(email for email, *_ in pop.clients[:50])
                 sample = run_wrk(big, "login.lua", [{"emails": emails}], args.duration, f"{tag}-login")

@@ -122,7 +122,7 @@ def test_production_factory_is_the_one_the_benchmark_wraps():
     """The bench app is create_app's app plus one blueprint: same routes otherwise."""
     plain = {rule.rule for rule in create_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": "sqlite://"}).url_map.iter_rules()}
     bench = {rule.rule for rule in create_bench_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": "sqlite://"}).url_map.iter_rules()}
-    assert bench - plain == {"/bench/text", "/bench/pk", "/bench/signed-in"}
+    assert bench - plain == {"/bench/text", "/bench/pk", "/bench/audit-append", "/bench/signed-in"}
 
 
 def _gunicorn_settings(monkeypatch, **env) -> dict:
@@ -266,3 +266,103 @@ def test_each_clients_own_p50_shows_how_unevenly_the_clients_were_served(tmp_pat
     assert "The slowest client's p50 was 1.5 times the fastest one's on the PK route" in text
     assert "(median of the repetitions; 1.2 to 1.8) and 1.1 to 1.9 times on the pages" in text
     assert "split between the workers" not in "\n".join(report.analysis("postgresql", {}, []))
+
+
+def test_the_report_takes_the_durable_append_out_of_an_audit_hop():
+    """With the append route measured, does the analysis say what a hop costs without the audit
+    write (hop minus the append route's extra over the PK route, in PK routes), and compare the
+    hop's p50 with the append route's? Does the CPU table list the append route?"""
+    from bench import report
+
+    values = {"page.hops.big.cpu_app_ms": [6.0], "page.hops.big.cpu_db_ms": [1.0],
+              "page.transactions.big.cpu_app_ms": [4.0], "page.transactions.big.cpu_db_ms": [0.5],
+              "ceiling.pk.16.cpu_app_ms": [1.5], "ceiling.pk.16.cpu_db_ms": [0.5],
+              "ceiling.append.16.cpu_app_ms": [3.0], "ceiling.append.16.cpu_db_ms": [1.0],
+              "page.hops.big.p50": [40.0], "ceiling.append.16.p50": [20.0]}
+    text = "\n".join(report.analysis("postgresql", values, []))
+    assert "The append alone (`/bench/audit-append`) costs 4.00 ms, 2.00 ms more than the PK route's" in text
+    assert "without it, a hop would cost 2.50 PK routes (page 1: 2.25; with it: 3.50)" in text
+    assert "a hop's p50 is 2.00 times the append route's" in text
+    table = "\n".join(report.cpu_table("postgresql", values))
+    assert "| one durable audit append (`AUDIT_VIEWED`), nothing else | 3.00 | 1.00 | 4.00 | 2.00 |" in table
+    assert "audit-append" not in "\n".join(report.analysis("postgresql", {k: v for k, v in values.items()
+                                                                          if "append" not in k}, []))
+
+
+def test_the_append_route_writes_one_chained_audit_row(database_url):
+    """Does `/bench/audit-append` append exactly one AUDIT_VIEWED row, on the chain (verify
+    passes), for an anonymous request?"""
+    from sqlalchemy import func, select
+
+    from app.audit.services import verify_chain
+    from app.models import AuditLog
+
+    bench = create_bench_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": database_url})
+    client = bench.test_client()
+    with bench.app_context():
+        before = db.session.scalar(select(func.count(AuditLog.id)))
+    answer = client.get("/bench/audit-append")
+    assert answer.status_code == 200 and answer.get_data(as_text=True) == "appended\n"
+    with bench.app_context():
+        rows = db.session.scalars(select(AuditLog).order_by(AuditLog.id.desc())).all()
+        assert len(rows) == before + 1
+        assert (rows[0].action, rows[0].details, rows[0].user_id) == ("AUDIT_VIEWED", '{"view":"bench"}', None)
+        assert verify_chain(db.session).ok
+    with bench.app_context():
+        db.engine.dispose()
+
+
+def test_a_figure_is_weighed_against_the_pk_runs_around_it():
+    """When the run measured the PK route just before and after a figure (PkBracket), do the
+    targets, the tables and the CPU ratios use those runs instead of the repetition's ceiling
+    run, which may lie minutes away; and without them, the ceiling run?"""
+    from bench import report
+
+    values = {"ceiling.pk.16.rate": [1000.0], "ceiling.pk.16.p50": [10.0],
+              "ceiling.pk.16.cpu_app_ms": [2.0], "ceiling.pk.16.cpu_db_ms": [0.0],
+              "transfer.uniform.16.rate": [100.0], "transfer.uniform.16.p50": [50.0], "transfer.uniform.16.p99": [60.0],
+              "transfer.uniform.16.cpu_app_ms": [8.0], "transfer.uniform.16.cpu_db_ms": [0.0],
+              "page.hops.big.p50": [40.0], "page.hops.small.p50": [40.0]}
+    bracketed = values | {"transfer.uniform.16.pk.rate": [500.0], "transfer.uniform.16.pk.cpu_app_ms": [1.0],
+                          "transfer.uniform.16.pk.cpu_db_ms": [0.0], "page.hops.big.pk.p50": [20.0]}
+    assert "| transfer (uniform, 16 clients) ≥ 0.40 x PK route | 0.20 | **not met** |" in report.targets(values, {})
+    assert "| transfer (uniform, 16 clients) ≥ 0.40 x PK route | 0.40 | **met** |" in report.targets(bracketed, {})
+    hops_row = 'audit transactions, 100 rel="next" hops: ≤ 3 x PK route p50'
+    assert f"| {hops_row} | 4.00 | **not met** |" in report.targets(values, {})
+    assert f"| {hops_row} | 2.00 | **met** |" in report.targets(bracketed, {})
+    transfer_row = "| a whole transfer (GET form + POST) | 8.00 | — | 8.00 |"
+    assert f"{transfer_row} 4.00 |" in "\n".join(report.cpu_table("sqlite", values))
+    assert f"{transfer_row} 8.00 |" in "\n".join(report.cpu_table("sqlite", bracketed))
+
+
+def test_the_pk_bracket_shares_a_run_only_between_adjacent_figures(monkeypatch):
+    """Does PkBracket measure the PK route before and after each figure, reuse the run after one
+    figure as the run before the next only when nothing ran between them, and record the mean
+    of the two runs around each figure?"""
+    from bench import run
+
+    runs: list[str] = []
+    rates = iter([100.0, 300.0, 500.0, 700.0, 900.0])
+
+    def fake_wrk(server, script, clients, duration, tag):
+        run.WRK_RUNS["count"] += 1
+        path = clients[0].get("path", script)
+        runs.append(path)
+        count = int(next(rates) * duration) if path == "/bench/pk" else 10
+        return run.Sample(duration, {"get": [5.0] * count}, {}, {}, 0, {"app": 0.01, "db": 0.0})
+
+    monkeypatch.setattr(run, "run_wrk", fake_wrk)
+    results = run.Results()
+    bracket = run.PkBracket(server=None, results=results, backend="sqlite", tag="t", duration=2.0)
+
+    def figure(path: str):
+        return lambda: fake_wrk(None, "page.lua", [{"path": path}], 2.0, path)
+
+    bracket.around("a", figure("/a"))
+    bracket.around("b", figure("/b"))
+    figure("/other")()
+    bracket.around("c", figure("/c"))
+    assert runs == ["/bench/pk", "/a", "/bench/pk", "/b", "/bench/pk", "/other", "/bench/pk", "/c", "/bench/pk"]
+    assert results.values["sqlite"]["a.pk.rate"] == [200.0]
+    assert results.values["sqlite"]["b.pk.rate"] == [400.0]
+    assert results.values["sqlite"]["c.pk.rate"] == [800.0]
