@@ -18,10 +18,12 @@ bind = [os.environ.get("BIND") or "127.0.0.1:8000"]
 # default one per CPU core. Threaded workers (gthread): WEB_THREADS threads per process, default
 # 2, each request on its own thread with its own database connection. Both chosen by measurement
 # (the workers x threads sweep of `make bench`, bench/results.md): on this 2-core machine one
-# process per core served transfers and pages fastest (2 x 1 and 2 x 2 level, 4 x 4 and 8 x 1
-# some 15-25% slower with two to three times the POST p99), since more processes or threads only
-# add switching between them. Of the two, 2 x 2 keeps a second thread in each process, so one
-# slow request (a lock wait, a 100 ms password hash) doesn't stop its process answering others.
+# process per core served transfers and pages fastest (4 x 4 and 8 x 1 some 15-25% slower with
+# two to three times the POST p99), since more processes or threads only add switching between
+# them. Between 2 x 1 and 2 x 2 the runs disagree, each ahead by about a tenth in one run and
+# behind in another. 2 x 2 keeps a second thread in each process, so one slow request (a lock
+# wait, a 100 ms password hash) doesn't stop its process answering others, and its gthread
+# workers keep connections alive, where 2 x 1 means gunicorn's sync worker.
 # A stuck request blocks one thread, and gunicorn's timeout still ends a worker that stops
 # answering.
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)

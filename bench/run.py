@@ -245,7 +245,9 @@ def _answers(server: Server) -> bool:
 
 
 def sign_in(server: Server, email: str) -> str:
-    """A session cookie signed in as `email` through the login form (CSRF token included)."""
+    """A session cookie signed in as `email` through the login form (CSRF token included).
+    Counts as load on the server (LOAD_EVENTS): an Argon2id verification is 100 ms of CPU."""
+    LOAD_EVENTS["count"] += 1
     client = Client(server)
     answer = client.login(email, BENCH_PASSWORD)
     if answer.status != 302 or not client.cookie:
@@ -301,9 +303,9 @@ TRANSFER_TALLY = {"accepted": 0, "in_flight": 0}
 KEEPALIVE_TALLY = {"answers": 0, "closed": 0}
 
 
-# wrk runs so far in this process: tells PkBracket whether its last PK-route run was the one
-# just before the figure it is about to measure.
-WRK_RUNS = {"count": 0}
+# wrk runs and sign-ins so far in this process: tells PkBracket whether its last PK-route run
+# was the one just before the figure it is about to measure, with no other load between them.
+LOAD_EVENTS = {"count": 0}
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -389,7 +391,7 @@ def run_wrk(server: Server, script: str, clients: list[dict[str, str]], duration
     command = ["wrk", "-t", str(n), "-c", str(n), "-d", f"{max(1, round(duration))}s", "--timeout", "30s",
                "-s", str(WRK / script), f"http://127.0.0.1:{server.port}"]
     cpu_before = _cpu_now(server)
-    WRK_RUNS["count"] += 1
+    LOAD_EVENTS["count"] += 1
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=duration + 120)
     cpu_after = _cpu_now(server)
     if done.returncode != 0:
@@ -565,8 +567,6 @@ def record(results: Results, backend: str, key: str, sample: Sample, label: str)
         results.add(backend, f"{key}.cpu_db_ms", 1000 * sample.cpu["db"] / done)
 
 
-# Each PK-route run of a bracket lasts this share of a figure's run (enough for thousands of answers).
-BRACKET_SHARE = 0.5
 
 
 class PkBracket:
@@ -575,23 +575,25 @@ class PkBracket:
     moves during a run (one repetition's transfer took 17 ms of CPU, the next ones 9.5), and a
     ceiling measured minutes earlier carries that drift into the ratio. Records, per figure
     `key`, the mean of the two PK runs as `key.pk.rate`, `.pk.p50`, `.pk.cpu_app_ms` and
-    `.pk.cpu_db_ms`; a PK run directly after one figure is the "before" of the next."""
+    `.pk.cpu_db_ms`; a PK run directly after one figure is the "before" of the next when nothing
+    else loaded the server between them (LOAD_EVENTS). Each PK run lasts as long as a figure's,
+    so a run's fixed costs weigh the same on both sides of the ratio."""
 
     def __init__(self, server: Server, results: Results, backend: str, tag: str, duration: float) -> None:
         self.server, self.results, self.backend, self.tag = server, results, backend, tag
-        self.duration = duration * BRACKET_SHARE
+        self.duration = duration
         self.last: Sample | None = None
         self.last_run = -1
 
     def _run(self) -> Sample:
         sample = run_wrk(self.server, "page.lua", [{"path": "/bench/pk"}] * PAGE_CLIENTS, self.duration,
-                         f"{self.tag}-pk-bracket-{WRK_RUNS['count'] + 1}")
-        self.last, self.last_run = sample, WRK_RUNS["count"]
+                         f"{self.tag}-pk-bracket-{LOAD_EVENTS['count'] + 1}")
+        self.last, self.last_run = sample, LOAD_EVENTS["count"]
         return sample
 
     def around(self, key: str, measure) -> Sample:
         """Run `measure()` (one wrk run) between two PK-route runs; returns its Sample."""
-        before = self.last if self.last is not None and self.last_run == WRK_RUNS["count"] else self._run()
+        before = self.last if self.last is not None and self.last_run == LOAD_EVENTS["count"] else self._run()
         sample = measure()
         after = self._run()
         for stat, value in bracket_figures(before, after).items():
@@ -656,10 +658,13 @@ def bench_backend(backend: str, args, results: Results, meta: dict) -> None:
                         sessions = transfer_clients(big, pop, pattern, clients)
                         sample = run_wrk(big, "transfer.lua", sessions, args.duration, f"{tag}-{pattern}-{clients}")
                         record_transfer(results, backend, f"transfer.{pattern}.{clients}", sample)
-                # Every 16-client figure weighed against the PK route sits between two runs of it
+                # Every 16-client figure weighed against the PK route sits between two runs of it;
+                # the sessions are signed in first, so no sign-in comes between a figure's runs.
                 bracket = PkBracket(big, results, backend, tag, args.duration)
-                # The signed-in floor, at the pages' number of clients (bench/app.py)
                 cookie = sign_in(big, HEAVY_EMAIL)
+                transfer_sessions = {pattern: transfer_clients(big, pop, pattern, PAGE_CLIENTS)
+                                     for pattern in ("uniform", "hot")}
+                # The signed-in floor, at the pages' number of clients (bench/app.py)
                 sample = bracket.around(f"ceiling.floor.{PAGE_CLIENTS}", partial(
                     run_wrk, big, "page.lua", [{"cookie": cookie, "path": "/bench/signed-in"}] * PAGE_CLIENTS,
                     args.duration, f"{tag}-floor"))
@@ -668,7 +673,7 @@ def bench_backend(backend: str, args, results: Results, meta: dict) -> None:
                 for pattern in ("uniform", "hot"):
                     key = f"transfer.{pattern}.{PAGE_CLIENTS}"
                     sample = bracket.around(key, partial(
-                        run_wrk, big, "transfer.lua", transfer_clients(big, pop, pattern, PAGE_CLIENTS), args.duration,
+                        run_wrk, big, "transfer.lua", transfer_sessions[pattern], args.duration,
                         f"{tag}-{pattern}-{PAGE_CLIENTS}"))
                     record_transfer(results, backend, key, sample)
                 # Pages at 16 clients, on the small database and then on the big one, between PK runs

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -314,55 +315,109 @@ def test_the_append_route_writes_one_chained_audit_row(database_url):
 
 def test_a_figure_is_weighed_against_the_pk_runs_around_it():
     """When the run measured the PK route just before and after a figure (PkBracket), do the
-    targets, the tables and the CPU ratios use those runs instead of the repetition's ceiling
-    run, which may lie minutes away; and without them, the ceiling run?"""
+    targets, the tables, the CPU ratios and the analysis use those runs instead of the
+    repetition's ceiling run, which may lie minutes away (shown beside it in the targets); and
+    without them, the ceiling run? Transfers at 1 and 4 clients keep their own ceilings."""
     from bench import report
 
-    values = {"ceiling.pk.16.rate": [1000.0], "ceiling.pk.16.p50": [10.0],
+    values = {"ceiling.pk.1.rate": [400.0], "ceiling.pk.4.rate": [800.0],
+              "ceiling.pk.16.rate": [1000.0], "ceiling.pk.16.p50": [10.0],
               "ceiling.pk.16.cpu_app_ms": [2.0], "ceiling.pk.16.cpu_db_ms": [0.0],
+              "transfer.uniform.1.rate": [40.0], "transfer.uniform.4.rate": [120.0],
               "transfer.uniform.16.rate": [100.0], "transfer.uniform.16.p50": [50.0], "transfer.uniform.16.p99": [60.0],
               "transfer.uniform.16.cpu_app_ms": [8.0], "transfer.uniform.16.cpu_db_ms": [0.0],
-              "page.hops.big.p50": [40.0], "page.hops.small.p50": [40.0]}
+              "page.hops.big.p50": [40.0], "page.hops.small.p50": [40.0],
+              "page.transactions.big.p50": [30.0], "page.transactions.small.p50": [30.0],
+              "ceiling.floor.16.p50": [15.0], "ceiling.floor.16.rate": [900.0],
+              "ceiling.append.16.rate": [800.0], "ceiling.append.16.p50": [20.0]}
     bracketed = values | {"transfer.uniform.16.pk.rate": [500.0], "transfer.uniform.16.pk.cpu_app_ms": [1.0],
-                          "transfer.uniform.16.pk.cpu_db_ms": [0.0], "page.hops.big.pk.p50": [20.0]}
-    assert "| transfer (uniform, 16 clients) ≥ 0.40 x PK route | 0.20 | **not met** |" in report.targets(values, {})
-    assert "| transfer (uniform, 16 clients) ≥ 0.40 x PK route | 0.40 | **met** |" in report.targets(bracketed, {})
-    hops_row = 'audit transactions, 100 rel="next" hops: ≤ 3 x PK route p50'
-    assert f"| {hops_row} | 4.00 | **not met** |" in report.targets(values, {})
-    assert f"| {hops_row} | 2.00 | **met** |" in report.targets(bracketed, {})
+                          "transfer.uniform.16.pk.cpu_db_ms": [0.0], "page.hops.big.pk.p50": [20.0],
+                          "page.transactions.big.pk.p50": [15.0], "ceiling.floor.16.pk.p50": [5.0],
+                          "ceiling.append.16.pk.p50": [4.0]}
+    transfer_target = "| transfer (uniform, 16 clients) ≥ 0.40 x PK route |"
+    assert f"{transfer_target} 0.20 | 0.20 | **not met** |" in report.targets(values, {})
+    assert f"{transfer_target} 0.40 | 0.20 | **met** |" in report.targets(bracketed, {})
+    hops_target = '| audit transactions, 100 rel="next" hops: ≤ 3 x PK route p50 |'
+    assert f"{hops_target} 4.00 | 4.00 | **not met** |" in report.targets(values, {})
+    assert f"{hops_target} 2.00 | 4.00 | **met** |" in report.targets(bracketed, {})
     transfer_row = "| a whole transfer (GET form + POST) | 8.00 | — | 8.00 |"
     assert f"{transfer_row} 4.00 |" in "\n".join(report.cpu_table("sqlite", values))
     assert f"{transfer_row} 8.00 |" in "\n".join(report.cpu_table("sqlite", bracketed))
+    page = "\n".join(report.render_backend("sqlite", bracketed, [], {}))
+    assert "| uniform | 1 | 40.0 |" in page and "| 0 | 0.20 |" in page   # 2 x 40 / 400, its own ceiling
+    assert "| uniform | 4 | 120.0 |" in page and "| 0 | 0.30 |" in page  # 2 x 120 / 800
+    assert "| 0 | 0.40 |" in page                                       # 16 clients: 2 x 100 / 500
+    assert "| transactions, page 1 | 30.0 | 30.0 | 1.00 | 2.00 |" in page
+    assert "÷ the PK route's p50: 3.00." in page                        # floor 15 / 5
+    assert "÷ the PK route's p50: 5.00." in page                        # append 20 / 4
+    assert "against the PK route's 5.0 ms" in "\n".join(report.analysis("sqlite", bracketed, []))
 
 
-def test_the_pk_bracket_shares_a_run_only_between_adjacent_figures(monkeypatch):
-    """Does PkBracket measure the PK route before and after each figure, reuse the run after one
-    figure as the run before the next only when nothing ran between them, and record the mean
-    of the two runs around each figure?"""
+def test_the_pk_runs_around_a_figure_are_averaged():
+    """Does a bracketed figure record the mean of the PK runs before and after it: rate, p50,
+    and the app's and the database's CPU per request?"""
+    from bench import run
+
+    def pk_run(rate: float, p50: float, app_s: float, db_s: float):
+        answers = int(rate * 2)
+        return run.Sample(2.0, {"get": [p50] * answers}, {}, {}, 0, {"app": app_s, "db": db_s})
+
+    figures = run.bracket_figures(pk_run(100.0, 4.0, 0.2, 0.02), pk_run(300.0, 8.0, 1.2, 0.12))
+    assert figures == pytest.approx({"rate": 200.0, "p50": 6.0, "cpu_app_ms": 1.5, "cpu_db_ms": 0.15})
+
+
+def test_the_pk_bracket_shares_a_run_only_between_adjacent_figures(monkeypatch, tmp_path):
+    """Does PkBracket measure the PK route before and after each figure, and reuse the run
+    after one figure as the run before the next only when nothing loaded the server between
+    them (another wrk run, a sign-in), recording the mean of the two runs around each figure?"""
     from bench import run
 
     runs: list[str] = []
-    rates = iter([100.0, 300.0, 500.0, 700.0, 900.0])
+    lengths: set[int] = set()
+    rates = iter([100.0, 300.0, 500.0, 700.0, 900.0, 1100.0, 1300.0])
 
-    def fake_wrk(server, script, clients, duration, tag):
-        run.WRK_RUNS["count"] += 1
-        path = clients[0].get("path", script)
+    def fake_subprocess_run(command, cwd, env, **_):
+        """wrk as run_wrk starts it: writes what bench/wrk/common.lua would, one client."""
+        out = Path(env["BENCH_OUT"])
+        path = Path(env["BENCH_CLIENTS"]).read_text().split("path=")[1].split()[0]
         runs.append(path)
-        count = int(next(rates) * duration) if path == "/bench/pk" else 10
-        return run.Sample(duration, {"get": [5.0] * count}, {}, {}, 0, {"app": 0.01, "db": 0.0})
+        seconds = int(command[command.index("-d") + 1].rstrip("s"))
+        lengths.add(seconds)
+        answers = int(next(rates) * seconds) if path == "/bench/pk" else 10
+        out.write_text(f"duration_us {seconds * 1_000_000}\nsocket_errors 0 0 0 0\nclosed 0\n")
+        Path(f"{out}.1").write_text("get 200 1 5.0\n" * answers)
+        return subprocess.CompletedProcess(command, 0, "", "")
 
-    monkeypatch.setattr(run, "run_wrk", fake_wrk)
-    results = run.Results()
-    bracket = run.PkBracket(server=None, results=results, backend="sqlite", tag="t", duration=2.0)
+    monkeypatch.setattr(run.subprocess, "run", fake_subprocess_run)
+    monkeypatch.setattr(run, "REPORTS", tmp_path)
+
+    class SignedIn:
+        def __init__(self, server):
+            self.cookie = "session=signed"
+
+        def login(self, email, password):
+            return type("Answer", (), {"status": 302, "body": ""})()
+
+    monkeypatch.setattr(run, "Client", SignedIn)
+    monkeypatch.setattr(run, "_cpu_now", lambda server: {"app": 0.0, "db": 0.0})
+
+    class Server:
+        port = 1
 
     def figure(path: str):
-        return lambda: fake_wrk(None, "page.lua", [{"path": path}], 2.0, path)
+        return lambda: run.run_wrk(Server(), "page.lua", [{"path": path}], 2.0, path.strip("/"))
 
+    results = run.Results()
+    bracket = run.PkBracket(server=Server(), results=results, backend="sqlite", tag="t", duration=2.0)
     bracket.around("a", figure("/a"))
     bracket.around("b", figure("/b"))
     figure("/other")()
     bracket.around("c", figure("/c"))
-    assert runs == ["/bench/pk", "/a", "/bench/pk", "/b", "/bench/pk", "/other", "/bench/pk", "/c", "/bench/pk"]
-    assert results.values["sqlite"]["a.pk.rate"] == [200.0]
-    assert results.values["sqlite"]["b.pk.rate"] == [400.0]
-    assert results.values["sqlite"]["c.pk.rate"] == [800.0]
+    run.sign_in(Server(), "someone@example.com")   # an Argon2id verification on the server
+    bracket.around("d", figure("/d"))
+    assert runs == ["/bench/pk", "/a", "/bench/pk", "/b", "/bench/pk", "/other", "/bench/pk", "/c", "/bench/pk",
+                    "/bench/pk", "/d", "/bench/pk"]
+    assert lengths == {2}   # each PK run as long as the figure's: fixed costs weigh the same
+    measured = results.values["sqlite"]
+    assert (measured["a.pk.rate"], measured["b.pk.rate"], measured["c.pk.rate"], measured["d.pk.rate"]) == (
+        [200.0], [400.0], [800.0], [1200.0])
