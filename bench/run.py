@@ -567,8 +567,6 @@ def record(results: Results, backend: str, key: str, sample: Sample, label: str)
         results.add(backend, f"{key}.cpu_db_ms", 1000 * sample.cpu["db"] / done)
 
 
-
-
 class PkBracket:
     """The PK route at 16 clients measured right before and right after each 16-client figure
     that is weighed against it, so each ratio compares runs seconds apart: the machine's speed
