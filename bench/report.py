@@ -413,7 +413,8 @@ def _hops_analysis(backend: str, v: dict) -> list[str]:
     """The audit hop against transactions page 1, the PK route and the durable-append route:
     how much of a hop is the append DESIGN.md §4 requires, and what the rest of it costs."""
     get = lambda key: v.get(key, [])  # noqa: E731
-    hop, page = med(cpu_totals(v, "page.hops.big")), med(cpu_totals(v, "page.transactions.big"))
+    hops, pages, appends = (cpu_totals(v, key) for key in ("page.hops.big", "page.transactions.big", "ceiling.append.16"))
+    hop, page = med(hops), med(pages)
     if math.isnan(hop) or math.isnan(page):
         return []
     hop_db, page_db = med(get("page.hops.big.cpu_db_ms")), med(get("page.transactions.big.cpu_db_ms"))
@@ -424,7 +425,6 @@ def _hops_analysis(backend: str, v: dict) -> list[str]:
             f"is answered. A hop costs {hop:.2f} ms of CPU against {page:.2f} ms for transactions page 1 ({where}); "
             f"its page holds 25 entries with each entry's account, owner and counterparty, and a larger filter form.")
     # Per repetition, each figure against the PK runs around it (pk_for).
-    hops, pages, appends = (cpu_totals(v, key) for key in ("page.hops.big", "page.transactions.big", "ceiling.append.16"))
     hop_pk, page_pk, append_pk = (pk_cpu_totals(v, key) for key in ("page.hops.big", "page.transactions.big",
                                                                       "ceiling.append.16"))
     if appends and append_pk and hop_pk and page_pk:

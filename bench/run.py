@@ -560,11 +560,16 @@ def record(results: Results, backend: str, key: str, sample: Sample, label: str)
     spread = sample.client_spread(label)
     if not math.isnan(spread):
         results.add(backend, f"{key}.client_spread", spread)
-    done = len(sample.latencies.get(label, []))
-    if sample.cpu and done:
+    if sample.cpu and sample.latencies.get(label):
         # CPU per answered operation: the app's processes and the database server's, from /proc.
-        results.add(backend, f"{key}.cpu_app_ms", 1000 * sample.cpu["app"] / done)
-        results.add(backend, f"{key}.cpu_db_ms", 1000 * sample.cpu["db"] / done)
+        results.add(backend, f"{key}.cpu_app_ms", cpu_ms_per_answer(sample, label, "app"))
+        results.add(backend, f"{key}.cpu_db_ms", cpu_ms_per_answer(sample, label, "db"))
+
+
+def cpu_ms_per_answer(sample: Sample, label: str, part: str) -> float:
+    """CPU ms of `part` ("app": the server's processes, "db": the database server's) per answer
+    labelled `label` in the run (NaN when the run read no CPU for it)."""
+    return 1000 * sample.cpu.get(part, math.nan) / max(1, len(sample.latencies.get(label, [])))
 
 
 class PkBracket:
@@ -604,8 +609,8 @@ def bracket_figures(before: Sample, after: Sample) -> dict[str, float]:
     (req/s, p50 ms, and the app's and the database server's CPU ms per request)."""
     figures = {}
     for stat, read in (("rate", lambda s: s.rate("get")), ("p50", lambda s: s.pct("get", 50)),
-                       ("cpu_app_ms", lambda s: 1000 * s.cpu.get("app", math.nan) / max(1, len(s.latencies.get("get", [])))),
-                       ("cpu_db_ms", lambda s: 1000 * s.cpu.get("db", math.nan) / max(1, len(s.latencies.get("get", []))))):
+                       ("cpu_app_ms", lambda s: cpu_ms_per_answer(s, "get", "app")),
+                       ("cpu_db_ms", lambda s: cpu_ms_per_answer(s, "get", "db"))):
         figures[stat] = (read(before) + read(after)) / 2
     return figures
 
