@@ -222,7 +222,8 @@ def sqlmap_targets(data: dict) -> list[SqlmapTarget]:
                       "confirm_password": "another long passphrase 42"}),
         SqlmapTarget("customer2", "mfa-setup", "/auth/mfa/setup", ("code",), {"code": "123456"}),
         # support
-        SqlmapTarget("support", "tickets", "/support/tickets?status=open&page=1", ("status", "page")),
+        # The resolved tickets: the open ones change while the customer's ticket-create run files more.
+        SqlmapTarget("support", "tickets", "/support/tickets?status=resolved&page=1", ("status", "page")),
         SqlmapTarget("support", "ticket-update", f"/support/tickets/{ticket_id}", ("status", "note"),
                      {"status": "in_progress", "note": "Looking into it."}),
         # auditor

@@ -3,10 +3,11 @@
 Run by scan/run_scan.py as `python -m scan.seed` with the scan server's environment (APP_ENV,
 DATABASE_URL and the three keys), after `flask db upgrade`. Reads the password to give every
 user as JSON on standard input ({"password": "..."}) and prints what it made as JSON on
-standard output: the users (email, id, role), account ids and numbers, and a ticket id.
+standard output: the users (email, id, role), account ids and numbers, and a ticket id (the
+open ticket the forms act on; a second, resolved ticket is the stable list sqlmap probes).
 
 Customers are registered through the identity service (register_customer), their accounts
-opened, money moved and a ticket opened through the banking and support services, so the
+opened, money moved and tickets opened (and one resolved) through the banking and support services, so the
 audit log and the ledger are those the app would write. Staff users are written straight to
 the `user` table, as tests/factories.py does: no route or service makes staff out of nothing
 (an admin promotes a customer), and the scan needs them without a forced password change.
@@ -26,7 +27,7 @@ def seed(password: str) -> dict:
     from app.banking.services import new_idempotency_key, open_account, transfer_external, transfer_internal
     from app.extensions import db
     from app.models import User
-    from app.support.services import create_ticket
+    from app.support.services import create_ticket, update_ticket
 
     app = create_app()
     with app.test_request_context("/", environ_base={"REMOTE_ADDR": "127.0.0.1"}):
@@ -63,6 +64,12 @@ def seed(password: str) -> dict:
         transfer_external(customer2, customer2.id, other.id, savings.account_number, Decimal("12.00"), "Lunch",
                           new_idempotency_key(customer2.id))
         ticket = create_ticket(customer, "Card not arriving", "My new card has not arrived yet.")
+        # A resolved ticket, which no scanner run changes: the list of resolved tickets that
+        # sqlmap probes reads the same from one request to the next, where the open ones grow as
+        # the customer's ticket-create run files more (sqlmap then calls the page "heavily
+        # dynamic" and stops without a conclusion).
+        resolved = create_ticket(customer2, "Statement copy", "Please send a copy of last month's statement.")
+        update_ticket(staff["support"], resolved.id, "resolved", "Sent by post.")
 
         users = {"customer": customer, "customer2": customer2, "edit_target": edit_target,
                  "transfer_owner": transfer_owner, **staff}
