@@ -512,11 +512,15 @@ def _execute_transfer(req: TransferRequest) -> str:
             raise AccountNotFoundError("Choose one of the listed source accounts.")
         if source.status != "active":
             raise AccountNotActiveError("The source account is frozen or closed and cannot send money.")
+        # Every refusal that depends on the source alone comes before the target is looked at:
+        # were the funds checked after it, an amount over the balance would answer "insufficient
+        # funds" for a number that exists and "cannot receive" for one that doesn't, and the
+        # form would tell which account numbers exist (DESIGN.md section 3).
+        if source.balance < req.amount:
+            raise InsufficientFundsError()
         target = _resolve_target(req, read)
         if target.id == source.id:
             raise SameAccountError()
-        if source.balance < req.amount:
-            raise InsufficientFundsError()
         req.details.update(source_account=source.account_number, target_account=target.account_number,
                            target_owner_id=target.owner_id)
         # Touch both rows in ascending id order so A->B and B->A can't deadlock.

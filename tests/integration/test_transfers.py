@@ -337,6 +337,30 @@ def test_external_unknown_frozen_and_closed_targets_give_the_identical_answer(cl
     assert reasons == {"TargetUnavailableError"}
 
 
+def test_an_amount_over_the_balance_gets_the_same_answer_whatever_the_target(client, app, logged_in_customer,
+                                                                          checking, foreign, make_account,
+                                                                          other_customer):
+    """Does an amount over the source's balance get the same status and message for an active,
+    a frozen and an unknown external account number? Were the target looked up before the funds
+    were checked, the existing numbers would answer "insufficient funds" and the others "cannot
+    receive", and the form would tell which account numbers exist (DESIGN.md section 3)."""
+    frozen = make_account(other_customer, "0.00")
+    _set_status(app, frozen.id, "frozen")
+    unknown = "123456789012"
+    assert unknown not in (foreign.account_number, frozen.account_number, checking.account_number)
+
+    answers = []
+    for number in (foreign.account_number, frozen.account_number, unknown):
+        before = _state(app)
+        response = _external(client, checking, number, "100.01")
+        _assert_refused_without_trace(app, before, response, "Insufficient funds in the source account.")
+        answers.append((response.status_code, _danger(response)))
+
+    assert answers[0] == answers[1] == answers[2]
+    reasons = {details["reason"] for _, details in _audit(app, "TRANSFER_FAILED")}
+    assert reasons == {"InsufficientFundsError"}
+
+
 def test_refused_transfer_leaves_its_key_usable(client, app, logged_in_customer, checking, savings):
     """After a refusal, can the corrected form be resubmitted with the same key and go through?"""
     key = _form_key(client, INTERNAL)
