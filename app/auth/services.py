@@ -431,8 +431,8 @@ def update_user(actor: User, user_id: int, *, full_name: str, email: str, phone:
     """Change a user's details, role and active state as an administrator; commits once.
 
     Returns the names of the fields that changed (empty: nothing to do). A role change logs
-    ROLE_CHANGED with the old and new role; other changes log USER_UPDATED with the field names
-    (never values of secrets). A role change or a deactivation rotates the user's session token,
+    ROLE_CHANGED with the old and new role; other changes log USER_UPDATED with the field names,
+    the old and new email and active state (never values of secrets). A role change or a deactivation rotates the user's session token,
     so their open sessions end at their next request (OWASP ASVS 3.3.1, 4.1.3).
     A customer who holds accounts keeps the customer role: staff (support, auditor, admin) hold
     no accounts, so no one audits or administers money of their own and no account is left
@@ -477,6 +477,10 @@ def update_user(actor: User, user_id: int, *, full_name: str, email: str, phone:
                 details = {"user_id": user.id, "fields": other}
                 if "email" in other:
                     details["email"] = {"from": old_email, "to": email}
+                if "is_active" in other:
+                    # The outcome, as ROLE_CHANGED records it: a deactivation and a reactivation
+                    # must not read alike (PCI DSS 10.2.2).
+                    details["is_active"] = {"from": not user.is_active, "to": user.is_active}
                 log_event("USER_UPDATED", details, user_id=actor_id)
     except IntegrityError as exc:
         raise DuplicateEmailError() from exc

@@ -180,7 +180,18 @@ def test_deactivation_ends_sessions_and_blocks_sign_in(app, admin_client, custom
     again = app.test_client().post("/auth/login", data={"email": customer.email, "password": factories.DEFAULT_PASSWORD})
     assert again.status_code == 400 and "Invalid email or password." in again.get_data(as_text=True)
     [(_, details)] = _audit(app, "USER_UPDATED")
-    assert details["fields"] == ["is_active"]
+    assert details["fields"] == ["is_active"] and details["is_active"] == {"from": True, "to": False}
+
+
+def test_reactivation_is_logged_apart_from_deactivation(app, admin_client, customer):
+    """Do a deactivation and the reactivation after it log USER_UPDATED rows an auditor can tell
+    apart: the active state from and to (PCI DSS 10.2.2, the outcome of the event)?"""
+    admin_client.post(_edit_url(customer.id), data=_form(customer, is_active=None))
+    response = admin_client.post(_edit_url(customer.id), data=_form(customer, is_active="y"))
+
+    assert response.status_code == 302 and _user(app, customer.id).is_active is True
+    assert [details["is_active"] for _, details in _audit(app, "USER_UPDATED")] == [
+        {"from": True, "to": False}, {"from": False, "to": True}]
 
 
 def test_details_edit_does_not_end_the_users_sessions(app, admin_client, customer):
