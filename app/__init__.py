@@ -118,12 +118,13 @@ def register_errorhandlers(app: Flask) -> None:
 
 def register_security(app: Flask) -> None:
     """Security headers and `Cache-Control: no-store` on every response; oversized chunked
-    bodies refused before anything (CSRF check included) reads the form."""
+    bodies, then bodies carrying a file, refused before anything (CSRF check included) reads
+    the form."""
     from .headers import register_security_headers
-    from .security import refuse_oversized_streams
+    from .security import refuse_file_uploads, refuse_oversized_streams
 
     register_security_headers(app)
-    app.before_request_funcs.setdefault(None, []).insert(0, refuse_oversized_streams)
+    app.before_request_funcs.setdefault(None, [])[:0] = [refuse_oversized_streams, refuse_file_uploads]
 
 
 def register_template_helpers(app: Flask) -> None:

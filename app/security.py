@@ -114,6 +114,26 @@ def is_safe_next_url(target: str | None) -> bool:
     return not parts.scheme and not parts.netloc
 
 
+FILE_UPLOAD_REFUSED = "This site takes no file uploads. Fill in the form and send it again."
+
+
+def refuse_file_uploads():
+    """Answer 400, with the plain error page, to a multipart body that carries a file part.
+
+    No form of the bank takes a file. Flask-WTF merges `request.files` into the form data, so a
+    file sent under a text field's name would reach the field as a FileStorage, and the length
+    validators would fail on it with a TypeError (a 500, CWE-20) instead of a form error. Only
+    multipart bodies are parsed for this (the forms' urlencoded bodies hold no files); parts
+    without a filename are text fields, and pass. Runs after refuse_oversized_streams and
+    before the CSRF check, so nothing reads the form with a file in it.
+    """
+    if request.mimetype != "multipart/form-data" or not request.files:
+        return None
+    from .errors import error_page
+
+    return error_page(400, FILE_UPLOAD_REFUSED)
+
+
 def refuse_oversized_streams() -> None:
     """Answer 413 to a body sent without Content-Length (chunked) that is longer than
     MAX_CONTENT_LENGTH (DESIGN.md section 5b; OWASP ASVS 4.0.3 12.1.1).
