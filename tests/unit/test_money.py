@@ -114,11 +114,18 @@ def test_parse_amount_names_the_maximum_for_too_many_digits(text):
         parse_amount(text, maximum=MAXIMUM)
 
 
-def test_parse_amount_zero_padding_past_twelve_digits_is_still_a_notation_error():
-    """Is a small amount padded with zeros past twelve digits refused for its notation (as
-    before), not as over the maximum?"""
-    with pytest.raises(InvalidAmountError, match="at most two decimals"):
-        parse_amount("00000000000001", maximum=MAXIMUM)
+@pytest.mark.parametrize("text", ["00000000000001", "00000000000000000001.00", "0000000000000.5"])
+def test_parse_amount_zero_padding_past_twelve_digits_is_a_notation_error_that_says_why(text):
+    """Is a small amount padded with zeros past twelve digits (DESIGN.md section 2 allows at
+    most 12) refused for its notation, with a message naming the rule it breaks, not as over
+    the maximum nor with the general "digits with at most two decimals", which it is?"""
+    with pytest.raises(InvalidAmountError, match="^Enter at most 12 digits before the decimal point, without leading zeros.$"):
+        parse_amount(text, maximum=MAXIMUM)
+
+
+def test_parse_amount_accepts_twelve_digits_with_leading_zeros():
+    """Are leading zeros within the 12 digits still accepted (DESIGN.md's pattern allows them)?"""
+    assert parse_amount("000000000001.50", maximum=MAXIMUM) == Decimal("1.50")
 
 
 def test_parse_amount_accepts_the_maximum_itself():
