@@ -533,6 +533,19 @@ def test_request_rate_limit_applies_to_registration(database_url):
         assert db.session.scalar(select(func.count(User.id))) == 2
 
 
+def test_refused_registrations_count_against_the_rate_limit(database_url):
+    """Does a refused registration count against REGISTER_RATE_LIMIT like an accepted one? A
+    refusal can say that an email is taken (DESIGN.md section 8), so every attempt must count,
+    or the form would test emails past the limit (README: refused ones included)."""
+    app = build_app(database_url, RATELIMIT_ENABLED=True, REGISTER_RATE_LIMIT="2 per hour")
+    client = app.test_client()
+    statuses = [client.post("/auth/register", data=registration(email=email)).status_code
+                for email in ("first@example.com", "first@example.com", "second@example.com")]
+    assert statuses == [302, 400, 429]
+    with app.app_context():
+        assert db.session.scalar(select(func.count(User.id))) == 1
+
+
 # --- logout and session ending ------------------------------------------------------------
 
 
