@@ -347,6 +347,24 @@ def test_internal_transfer_with_one_account_explains_what_is_needed(client, logg
     assert "A transfer between accounts needs two accounts." in page
 
 
+def test_internal_transfer_without_accounts_points_only_to_opening_one(client, logged_in_customer):
+    """Does a customer with no account at all get sent to open one, and not to the external
+    transfer, which needs an account to send from just as much?"""
+    page = client.get("/banking/transfer/internal").get_data(as_text=True)
+
+    assert "A transfer between accounts needs two accounts." in page
+    assert 'href="/banking/open-account">Open an account</a> first.' in page
+    assert "Open another account" not in page and "transfer to another account</a>" not in page
+
+
+def test_internal_transfer_with_one_account_offers_both_ways_on(client, logged_in_customer, account):
+    """With one account, is the customer offered to open another or to send money out?"""
+    page = client.get("/banking/transfer/internal").get_data(as_text=True)
+
+    assert 'href="/banking/open-account">Open another account</a>' in page
+    assert 'href="/banking/transfer/external">transfer to another account</a>' in page
+
+
 def test_external_transfer_without_accounts_explains_what_is_needed(client, logged_in_customer):
     """Does a customer with no account see, on the external transfer form, that one is needed
     and where to open it?"""
