@@ -195,7 +195,10 @@ def sqlmap_targets(data: dict) -> list[SqlmapTarget]:
     checking, savings = accounts["checking"], accounts["savings"]
     customer_id, ticket_id = users["customer"]["id"], data["ticket_id"]
     dates = "date_from=2000-01-01&date_to=2099-12-31"
-    amounts = "type=debit&min_amount=0.01&max_amount=100000.00"
+    # From 1.00: the seeded debits are 9.99 and more, and every transfer the scanner's own form
+    # runs make is 0.01, so the filtered lists read the same from one request to the next (rows
+    # added while sqlmap probed a list made it call the page "heavily dynamic", failing the scan).
+    amounts = "type=debit&min_amount=1.00&max_amount=100000.00"
     transfer = {"amount": "0.01", "description": "scan"}
     return [
         # customer
