@@ -125,7 +125,8 @@ def refuse_file_uploads():
     validators would fail on it with a TypeError (a 500, CWE-20) instead of a form error. Only
     multipart bodies are parsed for this (the forms' urlencoded bodies hold no files); parts
     without a filename are text fields, and pass. Runs after refuse_oversized_streams and
-    before the CSRF check, so nothing reads the form with a file in it.
+    before the CSRF check, so nothing reads the form with a file in it (OWASP ASVS 4.0.3 5.1.3).
+    Returns None to let the request go on, or the plain page and its status, (str, 400).
     """
     if request.mimetype != "multipart/form-data" or not request.files:
         return None

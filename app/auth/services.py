@@ -431,9 +431,10 @@ def update_user(actor: User, user_id: int, *, full_name: str, email: str, phone:
     """Change a user's details, role and active state as an administrator; commits once.
 
     Returns the names of the fields that changed (empty: nothing to do). A role change logs
-    ROLE_CHANGED with the old and new role; other changes log USER_UPDATED with the field names,
-    the old and new email and active state (never values of secrets). A role change or a deactivation rotates the user's session token,
-    so their open sessions end at their next request (OWASP ASVS 3.3.1, 4.1.3).
+    ROLE_CHANGED with the old and new role; other changes log USER_UPDATED with the field names
+    and, for the email and the active state, the old and new values (never values of secrets).
+    A role change or a deactivation rotates the user's session token, so their open sessions
+    end at their next request (OWASP ASVS 3.3.1, 4.1.3).
     A customer who holds accounts keeps the customer role: staff (support, auditor, admin) hold
     no accounts, so no one audits or administers money of their own and no account is left
     that neither its owner (who has lost the customer pages) nor an admin (who acts only for
