@@ -121,6 +121,18 @@ def _rollback_quietly() -> None:
         log.warning("rollback failed while handling an error", exc_info=True)
 
 
+def _log_login_refused_for_its_rate() -> None:
+    """LOGIN_THROTTLED for a sign-in POST refused by LOGIN_RATE_LIMIT, with the email tried, for
+    the first LOGIN_THROTTLED_AUDIT_LIMIT such refusals of a client; past them, none (the 429
+    is answered all the same), so the rate of requests is not the rate of audit rows."""
+    from .auth.services import attempted_email
+    from .security import audit_row_within_limit, log_standalone_event
+
+    if audit_row_within_limit("LOGIN_THROTTLED_AUDIT_LIMIT", "auth.login:LOGIN_THROTTLED"):
+        log_standalone_event("LOGIN_THROTTLED", {"reason": "request_rate_limit",
+                                                 "email": attempted_email(request.form.get("email"))})
+
+
 def register_errorhandlers(app: Flask) -> None:
     """Install plain pages for 400, 403, 404, 405, 413, 429, 500 and 503 and the CSRF failure."""
 
@@ -134,9 +146,7 @@ def register_errorhandlers(app: Flask) -> None:
         if status >= 500:
             _rollback_quietly()
         if status == 429 and request.endpoint == "auth.login":
-            from .security import log_standalone_event
-
-            log_standalone_event("LOGIN_THROTTLED", {"reason": "request_rate_limit"})
+            _log_login_refused_for_its_rate()
         body, shown = error_page(status if status in ERROR_TITLES else 500 if status >= 500 else 400)
         # The exception's own headers go out with the page: `Allow` on a 405 (RFC 9110 §15.5.6).
         headers = [(name, value) for name, value in exc.get_headers() if name.lower() != "content-type"]

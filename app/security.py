@@ -53,15 +53,26 @@ def log_standalone_event(action: str, details: dict[str, Any] | None = None, *, 
         audit_services.queue_event(db.session, action, details, user_id, client_ip())
 
 
-def _refusal_within_limit() -> bool:
-    """Count one refusal by role against ACCESS_DENIED_RATE_LIMIT for the signed-in user, in the
-    rate limiter's storage (shared by every process when it is Redis); False once over it.
-    Always True when request rate limits are off (RATELIMIT_ENABLED)."""
+def audit_row_within_limit(setting: str, scope: str) -> bool:
+    """Count one audit row of a refusal against the limit in the configuration key `setting`
+    (a Flask-Limiter string such as "30 per minute") for this request's client (the signed-in
+    user, else the client IP: rate_limit_key) within `scope`, in the rate limiter's storage
+    (shared by every process when it is Redis); False once over it. Always True when request
+    rate limits are off (RATELIMIT_ENABLED).
+
+    Refusals are cheap to cause and each would write a row under the chain head's lock: bounded
+    this way, no script fills the audit log (OWASP ASVS 4.0.3 7.1.4, 11.1.4; CWE-779).
+    """
     if not limiter.enabled:
         return True
     config = current_app.config
-    return limiter.limiter.hit(parse_rate_limit(config["ACCESS_DENIED_RATE_LIMIT"]),
-                               config["RATELIMIT_KEY_PREFIX"], "access-denied", rate_limit_key())
+    return limiter.limiter.hit(parse_rate_limit(config[setting]), config["RATELIMIT_KEY_PREFIX"], scope,
+                               rate_limit_key())
+
+
+def _refusal_within_limit() -> bool:
+    """Count one refusal by role against ACCESS_DENIED_RATE_LIMIT for the signed-in user."""
+    return audit_row_within_limit("ACCESS_DENIED_RATE_LIMIT", "access-denied")
 
 
 def roles_required(*roles: str) -> Callable[[F], F]:

@@ -255,6 +255,16 @@ def _record_failure(email: str, ip_address: str, user: User | None, reason: str)
         log_event("LOGIN_FAILURE", {"email": email, "reason": reason}, user_id=user.id if user else None)
 
 
+def attempted_email(typed: str | None) -> str:
+    """The email of a sign-in attempt as the throttle counts it and the audit rows record it:
+    normalized (normalize_email), control characters replaced by U+FFFD, at most 254 characters.
+
+    Control characters can't belong to any user's address (registration refuses them), and
+    PostgreSQL can't store NUL: replaced, the text still reaches the throttle and the audit row.
+    """
+    return "".join(ch if ch.isprintable() else "\ufffd" for ch in normalize_email(typed or ""))[:254]
+
+
 def authenticate(email: str, password: str, ip_address: str) -> User:
     """Check a sign-in and return the user; commits the audit row and throttle bookkeeping.
 
@@ -268,9 +278,7 @@ def authenticate(email: str, password: str, ip_address: str) -> User:
     has only passed the first step: failures stay counted (so a correct password can't reset
     the throttle on code guesses) until complete_mfa_sign_in accepts a code.
     """
-    # Control characters can't belong to any user's address (registration refuses them), and
-    # PostgreSQL can't store NUL: replaced, the text still reaches the throttle and the audit row.
-    email = "".join(ch if ch.isprintable() else "\ufffd" for ch in normalize_email(email))[:254]
+    email = attempted_email(email)
     ip_address = ip_address or "unknown"
     if is_throttled(email, ip_address):
         user = find_user_by_email(email)

@@ -14,6 +14,7 @@ with four workers, so no limit can rely on one process's memory.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -164,7 +165,7 @@ def test_request_rate_limit_holds_across_workers_with_redis(tmp_path, request):
     assert len(workers) >= 2, f"the sign-ins were all answered by one worker: {workers}"
     assert keys and all("auth.login" in key for key in keys), keys
     assert ninth.status == 429 and RATE_LIMIT_MESSAGE in ninth.body and THROTTLE_MESSAGE not in ninth.body
-    assert logged == ['{"reason":"request_rate_limit"}']
+    assert [json.loads(details) for details in logged] == [{"reason": "request_rate_limit", "email": customer.email}]
 
 
 @pytest.mark.parametrize("app_env", ["development", "production"])

@@ -477,14 +477,35 @@ def test_failed_login_audit_never_contains_the_password(client, app, customer):
 
 
 def test_request_rate_limit_on_login_is_logged_as_throttled(database_url):
-    """When Flask-Limiter refuses a login POST (429), is LOGIN_THROTTLED logged too?"""
+    """When Flask-Limiter refuses a login POST (429), is LOGIN_THROTTLED logged too, with the
+    email tried (normalized, as LOGIN_FAILURE records it)?"""
     app = build_app(database_url, RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="2 per minute")
     client = app.test_client()
-    statuses = [login(client, "nobody@example.com").status_code for _ in range(3)]
+    statuses = [login(client, "  Nobody@Example.com ").status_code for _ in range(3)]
     assert statuses == [400, 400, 429]
     throttled = audit_rows(app, "LOGIN_THROTTLED")
-    assert len(throttled) == 1
-    assert throttled[0][1]["reason"] == "request_rate_limit"
+    assert throttled == [(None, {"reason": "request_rate_limit", "email": "nobody@example.com"})]
+
+
+def test_refusals_by_the_login_rate_limit_cannot_fill_the_audit_log(database_url):
+    """Audit log flooding (CWE-779): with LOGIN_RATE_LIMIT at 2 a minute and
+    LOGIN_THROTTLED_AUDIT_LIMIT at 3, do 8 more sign-in POSTs from one address all get the 429,
+    but only the first 3 refusals write a LOGIN_THROTTLED row (a script's request rate must not
+    be the audit log's growth rate), while another address's refusals are still recorded?"""
+    app = build_app(database_url, RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="2 per minute",
+                    LOGIN_THROTTLED_AUDIT_LIMIT="3 per minute")
+    client = app.test_client()
+    statuses = [login(client, f"nobody{n}@example.com").status_code for n in range(10)]
+
+    assert statuses == [400, 400] + [429] * 8
+    assert [details["email"] for _, details in audit_rows(app, "LOGIN_THROTTLED")] == [
+        "nobody2@example.com", "nobody3@example.com", "nobody4@example.com"]
+
+    other = app.test_client()
+    statuses = [login(other, "nobody@example.com", ip="192.0.2.7").status_code
+                for _ in range(3)]
+    assert statuses == [400, 400, 429]
+    assert len(audit_rows(app, "LOGIN_THROTTLED")) == 4
 
 
 def test_unknown_email_is_logged_at_most_254_characters(client, app):
