@@ -450,7 +450,26 @@ def update_user(actor: User, user_id: int, *, full_name: str, email: str, phone:
     Raises UserNotFoundError (404), DuplicateEmailError, ValidationRuleError (unknown role),
     UserUpdateRefusedError when an admin would change their own role or deactivate themself,
     when no active admin would be left, or when a customer holding accounts would become staff.
+    Each of these refusals but the 404 is on record too, committed on its own: USER_UPDATED
+    with the outcome "refused", the reason (the error's name) and the role and active state
+    asked for (PCI DSS 10.2.1.2: every action of an administrator; 10.2.2: its outcome).
     """
+    actor_id = actor.id
+    try:
+        return _update_user(actor, user_id, full_name=full_name, email=email, phone=phone, role=role,
+                            is_active=is_active)
+    except UserNotFoundError:
+        raise
+    except DomainError as exc:
+        log_standalone_event("USER_UPDATED", {
+            "user_id": user_id, "outcome": "refused", "reason": type(exc).__name__,
+            "requested": {"role": str(role)[:16], "is_active": bool(is_active)},
+        }, user_id=actor_id)
+        raise
+
+
+def _update_user(actor: User, user_id: int, *, full_name: str, email: str, phone: str, role: str,
+                 is_active: bool) -> list[str]:
     if actor.role != "admin":
         raise UserUpdateRefusedError("Only administrators manage users.")
     if role not in ROLES:

@@ -874,7 +874,19 @@ def get_account(account_id: int) -> Account:
 
 def _set_status(actor: User, account_id: int, new_status: str, from_status: str, action: str) -> bool:
     """Conditional status change `from_status` → `new_status`; True if it happened, False if the
-    account already had `new_status`. Raises AccountNotFoundError, ValidationRuleError."""
+    account already had `new_status`. Raises AccountNotFoundError, ValidationRuleError; the
+    refusal by rule is on record too: `action` with the outcome "refused", the reason and the
+    account's status, committed on its own (PCI DSS 10.2.1.2, 10.2.2)."""
+    actor_id = actor.id
+    try:
+        return _change_status(actor, account_id, new_status, from_status, action)
+    except ValidationRuleError as exc:
+        log_standalone_event(action, {"account_id": account_id, "outcome": "refused", "reason": str(exc),
+                                      "to": new_status}, user_id=actor_id)
+        raise
+
+
+def _change_status(actor: User, account_id: int, new_status: str, from_status: str, action: str) -> bool:
     if actor.role != "admin":
         raise ValidationRuleError("Only administrators freeze and unfreeze accounts.")
     with atomic():

@@ -45,6 +45,13 @@ def _audit(app, action: str) -> list[tuple[int | None, dict]]:
     return [(user_id, json.loads(details)) for user_id, details in rows]
 
 
+def _refused(user_id: int, reason: str, role: str, is_active: bool) -> dict:
+    """The details of a refused USER_UPDATED row: an edit of `user_id` that asked for `role`
+    and `is_active`, refused with the error named `reason`."""
+    return {"user_id": user_id, "outcome": "refused", "reason": reason,
+            "requested": {"role": role, "is_active": is_active}}
+
+
 def _status(app, account_id: int) -> str:
     with app.app_context():
         return db.session.scalar(select(Account.status).where(Account.id == account_id))
@@ -128,10 +135,11 @@ def test_role_change_logs_old_and_new_role_and_ends_the_users_sessions(app, admi
 
 
 @pytest.mark.parametrize("role", ["support", "auditor", "admin"])
-def test_a_customer_holding_accounts_stays_a_customer(app, admin_client, customer, make_account, role):
+def test_a_customer_holding_accounts_stays_a_customer(app, admin_client, admin, customer, make_account, role):
     """Is making a customer who holds an account staff refused (400, with the reason; role,
     audit log and sessions as before), so no account is left that neither its owner nor an admin
-    can move money out of, and no staff member holds money of their own?"""
+    can move money out of, and no staff member holds money of their own? The refusal is on
+    record: a USER_UPDATED row with the outcome "refused" (PCI DSS 10.2.1.2, 10.2.2)."""
     make_account(customer, "141.50")
     customer_client = _client_for(app, customer)
 
@@ -140,7 +148,8 @@ def test_a_customer_holding_accounts_stays_a_customer(app, admin_client, custome
     assert response.status_code == 400
     assert identity.HOLDS_ACCOUNTS_MESSAGE in html.unescape(response.get_data(as_text=True))
     assert _user(app, customer.id).role == "customer"
-    assert _audit(app, "ROLE_CHANGED") == [] and _audit(app, "USER_UPDATED") == []
+    assert _audit(app, "ROLE_CHANGED") == []
+    assert _audit(app, "USER_UPDATED") == [(admin.id, _refused(customer.id, "UserUpdateRefusedError", role, True))]
     assert customer_client.get("/banking/dashboard").status_code == 200
 
 
@@ -216,7 +225,9 @@ def test_admin_cannot_change_own_role_or_deactivate_self(app, admin_client, admi
     assert "You cannot change your own role or deactivate yourself." in html.unescape(response.get_data(as_text=True))
     user = _user(app, admin.id)
     assert (user.role, user.is_active) == ("admin", True)
-    assert _audit(app, "ROLE_CHANGED") == [] and _audit(app, "USER_UPDATED") == []
+    assert _audit(app, "ROLE_CHANGED") == []
+    requested = (changes.get("role", "admin"), "is_active" not in changes)
+    assert _audit(app, "USER_UPDATED") == [(admin.id, _refused(admin.id, "UserUpdateRefusedError", *requested))]
 
 
 @pytest.mark.parametrize("changes", [{"role": "auditor"}, {"is_active": False}])
@@ -236,7 +247,20 @@ def test_last_active_admin_cannot_be_demoted_or_deactivated(app, admin, make_use
             identity.update_user(stale_actor, admin.id, **fields)
     user = _user(app, admin.id)
     assert (user.role, user.is_active) == ("admin", True)
-    assert _audit(app, "ROLE_CHANGED") == [] and _audit(app, "USER_UPDATED") == []
+    assert _audit(app, "ROLE_CHANGED") == []
+    requested = (changes.get("role", "admin"), changes.get("is_active", True))
+    assert _audit(app, "USER_UPDATED") == [(acting.id, _refused(admin.id, "UserUpdateRefusedError", *requested))]
+
+
+def test_a_refused_email_change_is_on_record(app, admin_client, admin, customer, other_customer):
+    """Is an edit refused because the email belongs to another user (in another case) answered
+    400 with nothing changed, and on record as a refused USER_UPDATED naming the reason
+    (PCI DSS 10.2.1.2: every action of an administrator; 10.2.2: with its outcome)?"""
+    response = admin_client.post(_edit_url(customer.id), data=_form(customer, email=other_customer.email.upper()))
+
+    assert response.status_code == 400
+    assert _user(app, customer.id).email == customer.email
+    assert _audit(app, "USER_UPDATED") == [(admin.id, _refused(customer.id, "DuplicateEmailError", "customer", True))]
 
 
 def test_another_admin_can_be_demoted_while_one_remains(app, admin_client, make_user):
@@ -350,14 +374,19 @@ def test_freezing_a_frozen_account_changes_nothing_and_says_so(app, admin_client
     assert _audit(app, "ACCOUNT_FROZEN") == [] and _audit(app, "ACCOUNT_UNFROZEN") == []
 
 
-def test_closed_account_cannot_be_unfrozen(app, admin_client, customer, make_account):
-    """Is unfreezing (or freezing) a closed account refused with a message, status unchanged?"""
+def test_closed_account_cannot_be_unfrozen(app, admin_client, admin, customer, make_account):
+    """Is unfreezing (or freezing) a closed account refused with a message, status unchanged,
+    and each refusal on record with its reason (PCI DSS 10.2.1.2, 10.2.2)?"""
     closed = make_account(customer, "0", status="closed")
 
     admin_client.post(f"{ACCOUNTS}/{closed.id}/unfreeze")
+    admin_client.post(f"{ACCOUNTS}/{closed.id}/freeze")
 
     assert _status(app, closed.id) == "closed"
     assert "cannot be changed" in admin_client.get(ACCOUNTS).get_data(as_text=True)
+    for action, status in (("ACCOUNT_UNFROZEN", "active"), ("ACCOUNT_FROZEN", "frozen")):
+        assert _audit(app, action) == [(admin.id, {"account_id": closed.id, "outcome": "refused", "to": status,
+                                                   "reason": f"A closed account cannot be changed to {status}."})]
 
 
 def test_freeze_of_a_missing_account_is_404(admin_client):
