@@ -27,14 +27,15 @@ _transfer_posts = limiter.shared_limit(_transfer_limit, scope="transfer", key_fu
 
 def _transfer_owner():
     """Whose accounts the transfer form lists: the customer themself, or for an admin the
-    active customer named by `?owner_user_id=` (None until one is chosen; 404 if not a customer)."""
+    customer, active or deactivated, named by `?owner_user_id=` (None until one is chosen; 404
+    if not a customer)."""
     if current_user.role == "customer":
         return current_user
     raw = request.args.get("owner_user_id")
     if raw is None:
         return None
     owner_id = parse_id(raw)
-    owner = services.find_customer(owner_id) if owner_id is not None else None
+    owner = services.find_customer(owner_id, active_only=False) if owner_id is not None else None
     if owner is None:
         abort(404)
     return owner
@@ -42,7 +43,9 @@ def _transfer_owner():
 
 def _owner_picker(title: str):
     form = OwnerPickerForm(request.args)
-    form.owner_user_id.choices = [SelectChoice(c.id, f"{c.full_name} <{c.email}>") for c in services.list_active_customers()]
+    form.owner_user_id.choices = [
+        SelectChoice(c.id, f"{c.full_name} <{c.email}>" + ("" if c.is_active else " (deactivated)"))
+        for c in services.list_customers(active_only=False)]
     return render_template("banking/choose_owner.html", form=form, title=title)
 
 

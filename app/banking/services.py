@@ -125,20 +125,31 @@ def list_accounts(owner_id: int) -> list[AccountSummary]:
 
 
 def list_active_customers() -> list[User]:
-    """Active users with the customer role, by name (for the admin's owner pickers)."""
-    return list(
-        db.session.scalars(
-            select(User).where(User.role == "customer", User.is_active.is_(True)).order_by(User.full_name, User.id)
-        )
-    )
+    """Active users with the customer role, by name (for the admin's owner picker of a new account)."""
+    return list_customers(active_only=True)
 
 
-def find_customer(user_id: int | None) -> User | None:
-    """The active customer with id `user_id`, or None (admins act only on customers' accounts)."""
+def list_customers(*, active_only: bool) -> list[User]:
+    """Users with the customer role, by name, only the active ones when `active_only` (for the
+    admin's owner pickers)."""
+    query = select(User).where(User.role == "customer")
+    if active_only:
+        query = query.where(User.is_active.is_(True))
+    return list(db.session.scalars(query.order_by(User.full_name, User.id)))
+
+
+def find_customer(user_id: int | None, *, active_only: bool = True) -> User | None:
+    """The customer with id `user_id`, or None (admins act only on customers' accounts).
+
+    active_only: also None for a deactivated customer. Admins open accounts only for active
+    customers; transfers pass False: an admin may move money from any customer's active account
+    (DESIGN.md section 8), a deactivated customer's included, whose accounts can still receive
+    money and would otherwise hold it with nobody able to move it.
+    """
     if user_id is None:
         return None
     user = db.session.get(User, user_id)
-    if user is None or user.role != "customer" or not user.is_active:
+    if user is None or user.role != "customer" or (active_only and not user.is_active):
         return None
     return user
 
@@ -414,7 +425,7 @@ def _check_actor(actor: User, owner_id: int, description: str) -> None:
         if owner_id != actor.id:
             raise AccountNotFoundError()
     elif actor.role == "admin":
-        if find_customer(owner_id) is None:
+        if find_customer(owner_id, active_only=False) is None:
             raise AccountNotFoundError("Choose an active customer.")
         if not description:
             raise ValidationRuleError("Give the reason for this transfer in the description.")

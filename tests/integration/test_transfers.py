@@ -710,15 +710,14 @@ def test_admin_external_transfer_names_admin_and_both_owners(client, app, auth, 
 
 
 @pytest.mark.parametrize("url", [INTERNAL, EXTERNAL])
-def test_admin_owner_that_is_not_an_active_customer_is_404(client, app, auth, admin, make_user, url):
-    """Is ?owner_user_id= naming staff, the admin, a deactivated customer, nobody or junk a 404
-    on GET and POST, moving nothing?"""
+def test_admin_owner_that_is_not_a_customer_is_404(client, app, auth, admin, make_user, url):
+    """Is ?owner_user_id= naming staff, the admin, nobody or junk a 404 on GET and POST, moving
+    nothing?"""
     owners = {
         "support": make_user("support").id,
         "auditor": make_user("auditor").id,
         "another admin": make_user("admin").id,
         "the admin": admin.id,
-        "inactive customer": make_user("customer", is_active=False).id,
         "missing": 999999,
         "text": "abc",
         "empty": "",
@@ -733,6 +732,41 @@ def test_admin_owner_that_is_not_an_active_customer_is_404(client, app, auth, ad
         assert response.status_code == 404, who
 
     assert _state(app).ledger_rows == before.ledger_rows
+
+
+def test_admin_can_move_money_out_of_a_deactivated_customers_account(client, app, auth, admin, make_user,
+                                                                    other_customer, make_account):
+    """A deactivated customer's active accounts still receive money (a transfer's credit checks
+    the account, not its owner). Can an admin move it out, as from any customer's active account
+    (DESIGN.md section 8), so that it is never held where nobody can move it; is the customer
+    offered in the picker, marked as deactivated?"""
+    gone = make_user("customer", is_active=False)
+    source = make_account(gone, "100.00")
+    target = make_account(other_customer, "0.00")
+    auth.login(admin.email)
+
+    picker = client.get(EXTERNAL).get_data(as_text=True)
+    response = _external(client, source, target.account_number, "100.00", "Account closed: balance returned",
+                         query=f"?owner_user_id={gone.id}")
+
+    assert f'value="{gone.id}"' in picker and "(deactivated)" in picker
+    assert response.status_code == 302
+    state = _state(app)
+    assert state.balances[source.id] == Decimal("0.00") and state.balances[target.id] == Decimal("100.00")
+    [(actor, details)] = _audit(app, "TRANSFER_CREATED")
+    assert actor == admin.id and details["source_owner_id"] == gone.id
+
+
+def test_a_deactivated_customer_still_cannot_transfer_for_themself(client, app, make_user, make_account):
+    """Does the deactivated customer themself stay signed out (their correct password fails), so
+    only an admin moves their money?"""
+    gone = make_user("customer", is_active=False)
+    make_account(gone, "100.00")
+
+    response = client.post("/auth/login", data={"email": gone.email, "password": factories.DEFAULT_PASSWORD})
+
+    assert response.status_code == 400
+    assert client.get(EXTERNAL).status_code == 302
 
 
 @pytest.mark.parametrize("role", ["support", "auditor"])
