@@ -229,6 +229,24 @@ def test_wrong_codes_are_throttled_like_passwords(app, client, enrolled):
     assert audit(app, "LOGIN_THROTTLED")[-1]["during"] == "mfa"
 
 
+@pytest.mark.parametrize("app_overrides", [{"RATELIMIT_ENABLED": True, "LOGIN_RATE_LIMIT": "3 per minute",
+                                            "LOGIN_THROTTLED_AUDIT_LIMIT": "2 per minute"}])
+def test_code_steps_refused_by_the_request_rate_limit_are_logged_like_passwords(app, client, enrolled):
+    """Is a code POST refused by LOGIN_RATE_LIMIT (429) logged LOGIN_THROTTLED under the user
+    whose password was accepted, as a refused password POST is, and only up to
+    LOGIN_THROTTLED_AUDIT_LIMIT rows (the first two of three refusals here)?"""
+    customer, _key = enrolled
+    password_step(client, customer.email)
+    statuses = [code_step(client, "000000").status_code for _ in range(6)]
+
+    assert statuses == [400, 400, 400, 429, 429, 429]
+    with app.app_context():
+        rows = db.session.execute(select(AuditLog.user_id, AuditLog.details)
+                                  .where(AuditLog.action == "LOGIN_THROTTLED").order_by(AuditLog.id)).all()
+    assert [(user_id, json.loads(details)) for user_id, details in rows] == [
+        (customer.id, {"reason": "request_rate_limit", "during": "mfa"})] * 2
+
+
 def test_a_correct_password_does_not_reset_the_count_of_wrong_codes(app, client, enrolled):
     """Could someone who has the password, but not the phone, guess codes forever by entering the
     password again between guesses? (Failures are cleared only by a completed sign-in.)"""
