@@ -43,7 +43,7 @@ class AuditLogFilterForm(FlaskForm):
     action = SelectField("Action", choices=[SelectChoice("", "Any")] + [SelectChoice(a, a) for a in ACTIONS],
                          validators=[Optional()])
     user_id = StringField("User id", filters=[strip_filter],
-                          validators=[Optional(), _pattern(USER_ID_PATTERN, "A user id is digits only.")])
+                          validators=[Optional(), _pattern(USER_ID_PATTERN, "A user id is digits only, at most 18 of them.")])
     date_from = DateField("From (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional()],
                         invalid_value_message=NO_SUCH_DATE_MESSAGE)
     date_to = DateField("To (UTC)", format="%Y-%m-%d", validators=[ascii_date, Optional(), date_range_in_order],
