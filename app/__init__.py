@@ -118,13 +118,13 @@ def register_errorhandlers(app: Flask) -> None:
 
 def register_security(app: Flask) -> None:
     """Security headers and `Cache-Control: no-store` on every response; oversized chunked
-    bodies, then bodies carrying a file, refused before anything (CSRF check included) reads
-    the form."""
+    bodies, then bodies that are not web forms of text fields (JSON, files), refused before
+    anything (CSRF check included) reads the form."""
     from .headers import register_security_headers
-    from .security import refuse_file_uploads, refuse_oversized_streams
+    from .security import refuse_bodies_that_are_not_forms, refuse_oversized_streams
 
     register_security_headers(app)
-    app.before_request_funcs.setdefault(None, [])[:0] = [refuse_oversized_streams, refuse_file_uploads]
+    app.before_request_funcs.setdefault(None, [])[:0] = [refuse_oversized_streams, refuse_bodies_that_are_not_forms]
 
 
 def register_template_helpers(app: Flask) -> None:

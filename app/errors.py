@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, current_app, request, session
+from flask import Flask, current_app
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
@@ -93,6 +93,7 @@ ERROR_TITLES = {
     404: ("Not found", "There is no such page, or it is not yours to see."),
     405: ("Method not allowed", "This page does not accept that kind of request."),
     413: ("Request too large", "The request was larger than the bank accepts."),
+    415: ("Unsupported content", "The bank takes web forms only."),
     429: ("Too many requests", "Too many attempts. Please wait a few minutes and try again."),
     500: ("Something went wrong", "The bank could not complete the request. Check your accounts before trying again."),
     503: ("Service unavailable", "The bank is temporarily unavailable. Please try again shortly."),
@@ -121,28 +122,8 @@ def _rollback_quietly() -> None:
         log.warning("rollback failed while handling an error", exc_info=True)
 
 
-def _log_login_refused_for_its_rate() -> None:
-    """LOGIN_THROTTLED for a sign-in POST refused by LOGIN_RATE_LIMIT — the password step, with
-    the email tried, or the code step, under the user whose password was accepted — for the
-    first LOGIN_THROTTLED_AUDIT_LIMIT such refusals of a client; past them, none (the 429 is
-    answered all the same), so the rate of requests is not the rate of audit rows."""
-    from .auth.routes import MFA_PENDING
-    from .auth.services import attempted_email
-    from .security import audit_row_within_limit, log_standalone_event
-
-    if not audit_row_within_limit("LOGIN_THROTTLED_AUDIT_LIMIT", "auth.login:LOGIN_THROTTLED"):
-        return
-    if request.endpoint == "auth.login":
-        log_standalone_event("LOGIN_THROTTLED", {"reason": "request_rate_limit",
-                                                 "email": attempted_email(request.form.get("email"))})
-        return
-    pending = session.get(MFA_PENDING)
-    user_id = pending.get("user_id") if isinstance(pending, dict) and isinstance(pending.get("user_id"), int) else None
-    log_standalone_event("LOGIN_THROTTLED", {"reason": "request_rate_limit", "during": "mfa"}, user_id=user_id)
-
-
 def register_errorhandlers(app: Flask) -> None:
-    """Install plain pages for 400, 403, 404, 405, 413, 429, 500 and 503 and the CSRF failure."""
+    """Install plain pages for 400, 403, 404, 405, 413, 415, 429, 500 and 503 and the CSRF failure."""
 
     @app.errorhandler(CSRFError)
     def csrf_failed(exc: CSRFError):
@@ -153,8 +134,6 @@ def register_errorhandlers(app: Flask) -> None:
         status = exc.code or 500
         if status >= 500:
             _rollback_quietly()
-        if status == 429 and request.endpoint in ("auth.login", "auth.mfa_verify"):
-            _log_login_refused_for_its_rate()
         body, shown = error_page(status if status in ERROR_TITLES else 500 if status >= 500 else 400)
         # The exception's own headers go out with the page: `Allow` on a 405 (RFC 9110 §15.5.6).
         headers = [(name, value) for name, value in exc.get_headers() if name.lower() != "content-type"]

@@ -44,7 +44,8 @@ def log_event(action: str, details: dict[str, Any] | None = None, *, user_id: in
 def log_standalone_event(action: str, details: dict[str, Any] | None = None, *, user_id: int | None = None) -> None:
     """Write an audit event that has no other change to accompany it, in its own transaction.
 
-    Used for LOGIN_FAILURE, LOGIN_THROTTLED, ACCESS_DENIED, TRANSFER_FAILED and AUDIT_VIEWED.
+    Used for LOGIN_FAILURE, LOGIN_THROTTLED, ACCESS_DENIED, TRANSFER_FAILED, AUDIT_VIEWED and
+    the refused USER_UPDATED, ACCOUNT_FROZEN and ACCOUNT_UNFROZEN.
     Same arguments and errors as log_event; commits.
     """
     if user_id is None and has_request_context() and current_user and current_user.is_authenticated:
@@ -53,26 +54,15 @@ def log_standalone_event(action: str, details: dict[str, Any] | None = None, *, 
         audit_services.queue_event(db.session, action, details, user_id, client_ip())
 
 
-def audit_row_within_limit(setting: str, scope: str) -> bool:
-    """Count one audit row of a refusal against the limit in the configuration key `setting`
-    (a Flask-Limiter string such as "30 per minute") for this request's client (the signed-in
-    user, else the client IP: rate_limit_key) within `scope`, in the rate limiter's storage
-    (shared by every process when it is Redis); False once over it. Always True when request
-    rate limits are off (RATELIMIT_ENABLED).
-
-    Refusals are cheap to cause and each would write a row under the chain head's lock: bounded
-    this way, no script fills the audit log (OWASP ASVS 4.0.3 7.1.4, 11.1.4; CWE-779).
-    """
+def _refusal_within_limit() -> bool:
+    """Count one refusal by role against ACCESS_DENIED_RATE_LIMIT for the signed-in user, in the
+    rate limiter's storage (shared by every process when it is Redis); False once over it.
+    Always True when request rate limits are off (RATELIMIT_ENABLED)."""
     if not limiter.enabled:
         return True
     config = current_app.config
-    return limiter.limiter.hit(parse_rate_limit(config[setting]), config["RATELIMIT_KEY_PREFIX"], scope,
-                               rate_limit_key())
-
-
-def _refusal_within_limit() -> bool:
-    """Count one refusal by role against ACCESS_DENIED_RATE_LIMIT for the signed-in user."""
-    return audit_row_within_limit("ACCESS_DENIED_RATE_LIMIT", "access-denied")
+    return limiter.limiter.hit(parse_rate_limit(config["ACCESS_DENIED_RATE_LIMIT"]),
+                               config["RATELIMIT_KEY_PREFIX"], "access-denied", rate_limit_key())
 
 
 def roles_required(*roles: str) -> Callable[[F], F]:
@@ -126,24 +116,35 @@ def is_safe_next_url(target: str | None) -> bool:
 
 
 FILE_UPLOAD_REFUSED = "This site takes no file uploads. Fill in the form and send it again."
+NOT_A_FORM_REFUSED = "This site takes web forms only. Fill in the form and send it again."
+FORM_MIMETYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def refuse_file_uploads():
-    """Answer 400, with the plain error page, to a multipart body that carries a file part.
+def refuse_bodies_that_are_not_forms():
+    """Answer with the plain error page and a message a request body that is not a web form of
+    text fields: 415 to a JSON (or any other non-form) body, 400 to a multipart form with a file
+    part.
 
-    No form of the bank takes a file. Flask-WTF merges `request.files` into the form data, so a
-    file sent under a text field's name would reach the field as a FileStorage, and the length
-    validators would fail on it with a TypeError (a 500, CWE-20) instead of a form error. Only
-    multipart bodies are parsed for this (the forms' urlencoded bodies hold no files); parts
-    without a filename are text fields, and pass. Runs after refuse_oversized_streams and
-    before the CSRF check, so nothing reads the form with a file in it (OWASP ASVS 4.0.3 5.1.3).
-    Returns None to let the request go on, or the plain page and its status, (str, 400).
+    Every form of the bank is a web form of text fields, and Flask-WTF fills a form from
+    whatever the body holds: from `request.get_json()` for a JSON body (the CSRF token may come
+    in the X-CSRFToken header) and from `request.files` beside the fields of a multipart one.
+    A number, list or file where a field expects text then reached its validators, and the
+    length check raised TypeError: a 500 instead of a refusal (CWE-20; DESIGN.md section 6).
+    A body with no Content-Type is read as an empty form. Only requests that carry a form to
+    Flask-WTF (POST, PUT, PATCH, DELETE) are looked at, and only multipart bodies are parsed
+    for files. Runs after refuse_oversized_streams and before the CSRF check, so nothing
+    reads such a body as a form (OWASP ASVS 4.0.3 5.1.3; 13.1.5: unexpected content types are
+    refused with 415). Returns None to let the request go on, or the plain page and its
+    status, (str, 415) or (str, 400).
     """
-    if request.mimetype != "multipart/form-data" or not request.files:
+    if request.method not in BODY_METHODS or request.mimetype in ("", "application/x-www-form-urlencoded"):
         return None
     from .errors import error_page
 
-    return error_page(400, FILE_UPLOAD_REFUSED)
+    if request.mimetype not in FORM_MIMETYPES:
+        return error_page(415, NOT_A_FORM_REFUSED)
+    return error_page(400, FILE_UPLOAD_REFUSED) if request.files else None
 
 
 def refuse_oversized_streams() -> None:
