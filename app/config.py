@@ -192,10 +192,6 @@ class BaseConfig:
     # Pages refused to a signed-in user for their role, each an ACCESS_DENIED audit row: past
     # this, the refusal is a 429 without a row, so a script can't fill the audit log.
     ACCESS_DENIED_RATE_LIMIT = os.environ.get("ACCESS_DENIED_RATE_LIMIT", "30 per minute")
-    # Sign-in POSTs refused by LOGIN_RATE_LIMIT, each a LOGIN_THROTTLED audit row, per client:
-    # past this, the 429 writes no row, so a script can't fill the audit log (nor queue every
-    # audited write behind the chain head's lock) as fast as it sends requests.
-    LOGIN_THROTTLED_AUDIT_LIMIT = os.environ.get("LOGIN_THROTTLED_AUDIT_LIMIT", "5 per minute")
 
     # Password hashing: argon2-cffi's RFC 9106 low-memory profile (above OWASP's minimum).
     ARGON2_PROFILE = "RFC_9106_LOW_MEMORY"

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from ..extensions import limiter
+from ..extensions import db, limiter
 from ..forms_common import EmptyForm
-from ..security import client_ip, is_safe_next_url
+from ..security import client_ip, is_safe_next_url, log_standalone_event
 from . import auth_bp, services
 from . import mfa
 from .forms import ChangePasswordForm, LoginForm, MfaCodeForm, MfaDisableForm, ProfileForm, RegisterForm
+
+log = logging.getLogger(__name__)
 
 # Pages a user who must change their password may still open (DESIGN.md section 5).
 FORCED_CHANGE_MESSAGE = "You must change your password before continuing."
@@ -93,8 +96,35 @@ def register():
     return render_template("auth/register.html", form=form), 400 if form.errors else 200
 
 
+def _log_refused_sign_in(_limit) -> None:
+    """Flask-Limiter's on_breach for LOGIN_RATE_LIMIT on the two sign-in steps: LOGIN_THROTTLED
+    for the POST it refuses with 429 (DESIGN.md section 5b: a Flask-Limiter 429 on login is
+    logged too). The password step's row holds the email tried (attempted_email) and, when it
+    is a user's, that user's id; the code step's row is under the user whose password was
+    accepted. _limit: the breached limit (flask_limiter.RequestLimit), not used.
+
+    Never raises: a row that can't be written (the database down or locked) is reported as a
+    warning and the transaction rolled back, and the 429 is answered all the same; a refusal
+    must not turn into a 500.
+    """
+    try:
+        if request.endpoint == "auth.login":
+            email = services.attempted_email(request.form.get("email"))
+            user = services.find_user_by_email(email)
+            log_standalone_event("LOGIN_THROTTLED", {"reason": "request_rate_limit", "email": email},
+                                 user_id=user.id if user else None)
+        else:
+            pending = session.get(MFA_PENDING)
+            user_id = pending.get("user_id") if isinstance(pending, dict) else None
+            log_standalone_event("LOGIN_THROTTLED", {"reason": "request_rate_limit", "during": "mfa"},
+                                 user_id=user_id if isinstance(user_id, int) else None)
+    except Exception:  # noqa: BLE001 - any failure to write the row: the 429 still goes out
+        log.warning("a sign-in refused by the request rate limit could not be logged", exc_info=True)
+        db.session.rollback()
+
+
 @auth_bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"])
+@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"], on_breach=_log_refused_sign_in)
 def login():
     """Sign in; redirects to a local `next` or the dashboard. 400 on failure, 429 when throttled."""
     if current_user.is_authenticated:
@@ -136,7 +166,7 @@ def _pending_mfa() -> dict | None:
 
 
 @auth_bp.route("/mfa", methods=["GET", "POST"])
-@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"])
+@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"], on_breach=_log_refused_sign_in)
 def mfa_verify():
     """Second sign-in step: the one-time code after a correct password (DESIGN.md section 5).
     Without a recent password step it sends the visitor back to the login page."""

@@ -119,7 +119,7 @@ def test_resource_exhaustion_limits_are_on_by_default():
 
     assert BaseConfig.RATELIMIT_ENABLED is True and ProductionConfig.RATELIMIT_ENABLED is True
     for name in ("LOGIN_RATE_LIMIT", "REGISTER_RATE_LIMIT", "TRANSFER_RATE_LIMIT", "TICKET_RATE_LIMIT",
-                 "ACCESS_DENIED_RATE_LIMIT", "LOGIN_THROTTLED_AUDIT_LIMIT"):
+                 "ACCESS_DENIED_RATE_LIMIT"):
         assert " per " in getattr(ProductionConfig, name), name
 
 
