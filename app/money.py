@@ -30,7 +30,8 @@ def parse_amount(text: str | None, *, maximum: Decimal, allow_zero: bool = False
     allow_zero: True only for an opening deposit; transfers need at least 0.01.
     Returns the amount quantized to 0.01. Raises InvalidAmountError for anything else: empty,
     negative, zero (unless allowed), more than two decimals, exponents (1e3), NaN, Infinity,
-    thousands separators, non-ASCII digits, or above `maximum` (DESIGN.md section 2).
+    thousands separators, non-ASCII digits, more than 12 digits before the point (zeros
+    included), or above `maximum` (DESIGN.md section 2).
     """
     if text is None:
         raise InvalidAmountError("Enter an amount.")

@@ -451,8 +451,10 @@ def update_user(actor: User, user_id: int, *, full_name: str, email: str, phone:
     UserUpdateRefusedError when an admin would change their own role or deactivate themself,
     when no active admin would be left, or when a customer holding accounts would become staff.
     Each of these refusals but the 404 is on record too, committed on its own: USER_UPDATED
-    with the outcome "refused", the reason (the error's name) and the role and active state
-    asked for (PCI DSS 10.2.1.2: every action of an administrator; 10.2.2: its outcome).
+    with the outcome "refused", the reason (the error's name), its message (which rule), and
+    the role and active state asked for (PCI DSS 10.2.1.2: every action of an administrator;
+    10.2.2: its outcome). Should that row fail to be written, its database error is raised
+    instead of the refusal (the 503 page, as for every write that fails).
     """
     actor_id = actor.id
     try:
@@ -462,7 +464,7 @@ def update_user(actor: User, user_id: int, *, full_name: str, email: str, phone:
         raise
     except DomainError as exc:
         log_standalone_event("USER_UPDATED", {
-            "user_id": user_id, "outcome": "refused", "reason": type(exc).__name__,
+            "user_id": user_id, "outcome": "refused", "reason": type(exc).__name__, "message": str(exc),
             "requested": {"role": str(role)[:16], "is_active": bool(is_active)},
         }, user_id=actor_id)
         raise

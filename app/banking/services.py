@@ -426,7 +426,7 @@ def _check_actor(actor: User, owner_id: int, description: str) -> None:
             raise AccountNotFoundError()
     elif actor.role == "admin":
         if find_customer(owner_id, active_only=False) is None:
-            raise AccountNotFoundError("Choose an active customer.")
+            raise AccountNotFoundError("Choose a customer.")
         if not description:
             raise ValidationRuleError("Give the reason for this transfer in the description.")
     else:
@@ -886,8 +886,9 @@ def get_account(account_id: int) -> Account:
 def _set_status(actor: User, account_id: int, new_status: str, from_status: str, action: str) -> bool:
     """Conditional status change `from_status` → `new_status`; True if it happened, False if the
     account already had `new_status`. Raises AccountNotFoundError, ValidationRuleError; the
-    refusal by rule is on record too: `action` with the outcome "refused", the reason and the
-    account's status, committed on its own (PCI DSS 10.2.1.2, 10.2.2)."""
+    refusal by rule is on record too: `action` with the outcome "refused", the reason (the
+    message, naming the account's status) and the status asked for (`to`), committed on its
+    own (PCI DSS 10.2.1.2, 10.2.2)."""
     actor_id = actor.id
     try:
         return _change_status(actor, account_id, new_status, from_status, action)
@@ -924,7 +925,8 @@ def freeze_account(actor: User, account_id: int) -> bool:
 
     Returns False, changing nothing, when the account is frozen already. A frozen account can
     neither send nor receive money (the transfer's conditional updates check the status).
-    Raises AccountNotFoundError (404), ValidationRuleError (closed account, or not an admin).
+    Raises AccountNotFoundError (404), ValidationRuleError (closed account, or not an admin),
+    the latter logged as a refused ACCOUNT_FROZEN (_set_status).
     """
     return _set_status(actor, account_id, "frozen", "active", "ACCOUNT_FROZEN")
 
@@ -933,7 +935,8 @@ def unfreeze_account(actor: User, account_id: int) -> bool:
     """Make a frozen account active again (admins only); logs ACCOUNT_UNFROZEN; commits.
 
     Returns False, changing nothing, when the account is active already. Raises
-    AccountNotFoundError (404), ValidationRuleError (closed account, or not an admin).
+    AccountNotFoundError (404), ValidationRuleError (closed account, or not an admin), the
+    latter logged as a refused ACCOUNT_UNFROZEN (_set_status).
     """
     return _set_status(actor, account_id, "active", "frozen", "ACCOUNT_UNFROZEN")
 

@@ -45,10 +45,19 @@ def _audit(app, action: str) -> list[tuple[int | None, dict]]:
     return [(user_id, json.loads(details)) for user_id, details in rows]
 
 
-def _refused(user_id: int, reason: str, role: str, is_active: bool) -> dict:
+REFUSAL_MESSAGES = {
+    "UserUpdateRefusedError": (identity.HOLDS_ACCOUNTS_MESSAGE,
+                               "You cannot change your own role or deactivate yourself.",
+                               "The last active administrator cannot be demoted or deactivated."),
+    "DuplicateEmailError": (str(identity.DuplicateEmailError()),),
+}
+
+
+def _refused(user_id: int, reason: str, role: str, is_active: bool, message: str) -> dict:
     """The details of a refused USER_UPDATED row: an edit of `user_id` that asked for `role`
-    and `is_active`, refused with the error named `reason`."""
-    return {"user_id": user_id, "outcome": "refused", "reason": reason,
+    and `is_active`, refused with the error named `reason` and its `message`."""
+    assert message in REFUSAL_MESSAGES[reason]
+    return {"user_id": user_id, "outcome": "refused", "reason": reason, "message": message,
             "requested": {"role": role, "is_active": is_active}}
 
 
@@ -149,7 +158,8 @@ def test_a_customer_holding_accounts_stays_a_customer(app, admin_client, admin, 
     assert identity.HOLDS_ACCOUNTS_MESSAGE in html.unescape(response.get_data(as_text=True))
     assert _user(app, customer.id).role == "customer"
     assert _audit(app, "ROLE_CHANGED") == []
-    assert _audit(app, "USER_UPDATED") == [(admin.id, _refused(customer.id, "UserUpdateRefusedError", role, True))]
+    assert _audit(app, "USER_UPDATED") == [(admin.id, _refused(customer.id, "UserUpdateRefusedError", role, True,
+                                                                identity.HOLDS_ACCOUNTS_MESSAGE))]
     assert customer_client.get("/banking/dashboard").status_code == 200
 
 
@@ -227,7 +237,8 @@ def test_admin_cannot_change_own_role_or_deactivate_self(app, admin_client, admi
     assert (user.role, user.is_active) == ("admin", True)
     assert _audit(app, "ROLE_CHANGED") == []
     requested = (changes.get("role", "admin"), "is_active" not in changes)
-    assert _audit(app, "USER_UPDATED") == [(admin.id, _refused(admin.id, "UserUpdateRefusedError", *requested))]
+    assert _audit(app, "USER_UPDATED") == [(admin.id, _refused(admin.id, "UserUpdateRefusedError", *requested,
+                                                                "You cannot change your own role or deactivate yourself."))]
 
 
 @pytest.mark.parametrize("changes", [{"role": "auditor"}, {"is_active": False}])
@@ -249,7 +260,8 @@ def test_last_active_admin_cannot_be_demoted_or_deactivated(app, admin, make_use
     assert (user.role, user.is_active) == ("admin", True)
     assert _audit(app, "ROLE_CHANGED") == []
     requested = (changes.get("role", "admin"), changes.get("is_active", True))
-    assert _audit(app, "USER_UPDATED") == [(acting.id, _refused(admin.id, "UserUpdateRefusedError", *requested))]
+    assert _audit(app, "USER_UPDATED") == [(acting.id, _refused(
+        admin.id, "UserUpdateRefusedError", *requested, "The last active administrator cannot be demoted or deactivated."))]
 
 
 def test_a_refused_email_change_is_on_record(app, admin_client, admin, customer, other_customer):
@@ -260,7 +272,8 @@ def test_a_refused_email_change_is_on_record(app, admin_client, admin, customer,
 
     assert response.status_code == 400
     assert _user(app, customer.id).email == customer.email
-    assert _audit(app, "USER_UPDATED") == [(admin.id, _refused(customer.id, "DuplicateEmailError", "customer", True))]
+    assert _audit(app, "USER_UPDATED") == [(admin.id, _refused(customer.id, "DuplicateEmailError", "customer", True,
+                                                                str(identity.DuplicateEmailError())))]
 
 
 def test_another_admin_can_be_demoted_while_one_remains(app, admin_client, make_user):
@@ -299,6 +312,25 @@ def test_edit_of_a_missing_user_is_404(admin_client):
     """Do GET and POST on the edit page of a user id that does not exist answer 404?"""
     assert admin_client.get(_edit_url(999999)).status_code == 404
     assert admin_client.post(_edit_url(999999), data={"full_name": "x"}).status_code == 404
+
+
+def test_a_missing_user_or_account_is_not_logged_as_a_refusal(app, admin):
+    """Does an edit of a user id, or a freeze or unfreeze of an account id, that does not exist
+    raise its not-found error (the 404) without a refused row: only refusals by a rule are on
+    record, not ids that name nothing?"""
+    from app.banking import services as banking
+
+    with app.app_context():
+        actor = db.session.get(User, admin.id)
+        with pytest.raises(identity.UserNotFoundError):
+            identity.update_user(actor, 999999, full_name="x", email="x@example.com", phone="+1 555 0100",
+                                 role="customer", is_active=True)
+        for change in (banking.freeze_account, banking.unfreeze_account):
+            with pytest.raises(banking.AccountNotFoundError):
+                change(actor, 999999)
+
+    assert _audit(app, "USER_UPDATED") == []
+    assert _audit(app, "ACCOUNT_FROZEN") == [] and _audit(app, "ACCOUNT_UNFROZEN") == []
 
 
 def test_stored_names_are_escaped_on_admin_pages(app, admin_client, make_user):
