@@ -41,8 +41,8 @@ def parse_amount(text: str | None, *, maximum: Decimal, allow_zero: bool = False
     too_long = LONG_AMOUNT_PATTERN.fullmatch(cleaned)
     if too_long and len(too_long.group(1).lstrip("0")) > 12:
         raise InvalidAmountError(f"The amount must not exceed {format_amount(maximum)}.")
-    if too_long:  # a small amount padded with zeros: refused for its notation, and told why
-        raise InvalidAmountError("Enter at most 12 digits before the decimal point, without leading zeros.")
+    if too_long:  # a small amount padded with zeros past 12 digits: refused for its notation, told why
+        raise InvalidAmountError("Enter at most 12 digits before the decimal point.")
     if not AMOUNT_PATTERN.fullmatch(cleaned):
         raise InvalidAmountError(
             "Enter the amount as digits with at most two decimals, for example 1250.00 "

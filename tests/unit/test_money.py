@@ -119,7 +119,7 @@ def test_parse_amount_zero_padding_past_twelve_digits_is_a_notation_error_that_s
     """Is a small amount padded with zeros past twelve digits (DESIGN.md section 2 allows at
     most 12) refused for its notation, with a message naming the rule it breaks, not as over
     the maximum nor with the general "digits with at most two decimals", which it is?"""
-    with pytest.raises(InvalidAmountError, match="^Enter at most 12 digits before the decimal point, without leading zeros.$"):
+    with pytest.raises(InvalidAmountError, match="^Enter at most 12 digits before the decimal point.$"):
         parse_amount(text, maximum=MAXIMUM)
 
 
