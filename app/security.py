@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from flask import abort, current_app, has_request_context, request
 from flask_login import current_user
+from flask_wtf.form import SUBMIT_METHODS
 from limits import parse as parse_rate_limit
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -118,7 +119,6 @@ def is_safe_next_url(target: str | None) -> bool:
 FILE_UPLOAD_REFUSED = "This site takes no file uploads. Fill in the form and send it again."
 NOT_A_FORM_REFUSED = "This site takes web forms only. Fill in the form and send it again."
 FORM_MIMETYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def refuse_bodies_that_are_not_forms():
@@ -131,20 +131,20 @@ def refuse_bodies_that_are_not_forms():
     in the X-CSRFToken header) and from `request.files` beside the fields of a multipart one.
     A number, list or file where a field expects text then reached its validators, and the
     length check raised TypeError: a 500 instead of a refusal (CWE-20; DESIGN.md section 6).
-    A body with no Content-Type is read as an empty form. Only requests that carry a form to
-    Flask-WTF (POST, PUT, PATCH, DELETE) are looked at, and only multipart bodies are parsed
-    for files. Runs after refuse_oversized_streams and before the CSRF check, so nothing
+    A body with no Content-Type is read as an empty form. Only the requests whose body
+    Flask-WTF reads (its SUBMIT_METHODS: POST, PUT, PATCH, DELETE) are looked at, and only
+    multipart bodies are parsed for files. Runs after refuse_oversized_streams and before the CSRF check, so nothing
     reads such a body as a form (OWASP ASVS 4.0.3 5.1.3; 13.1.5: unexpected content types are
     refused with 415). Returns None to let the request go on, or the plain page and its
     status, (str, 415) or (str, 400).
     """
-    if request.method not in BODY_METHODS or request.mimetype in ("", "application/x-www-form-urlencoded"):
+    if request.method not in SUBMIT_METHODS or not request.mimetype:
         return None
     from .errors import error_page
 
     if request.mimetype not in FORM_MIMETYPES:
         return error_page(415, NOT_A_FORM_REFUSED)
-    return error_page(400, FILE_UPLOAD_REFUSED) if request.files else None
+    return error_page(400, FILE_UPLOAD_REFUSED) if request.mimetype == "multipart/form-data" and request.files else None
 
 
 def refuse_oversized_streams() -> None:
