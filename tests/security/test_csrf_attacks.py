@@ -23,14 +23,12 @@ from tests.integration.test_csrf import assert_csrf_refused
 from tests.security.attack_support import (
     PRINCIPALS,
     REALISTIC_FORMS,
-    Sessions,
     assert_unchanged,
     audit_since,
     is_signed_in,
     last_audit_id,
     page_token,
     path_for,
-    populated_app,
     rules_for,
     sign_in,
     snapshot,
@@ -40,17 +38,6 @@ PROFILE = "/auth/profile"
 FORGED_NAME = "Forged Request Name"
 CSRF_SALT = "wtf-csrf-token"  # Flask-WTF's serializer salt
 OTHER_SECRET_KEY = "an-attackers-own-secret-key-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def world(test_backend):
-    with populated_app(test_backend, WTF_CSRF_ENABLED=True) as populated:
-        yield populated
-
-
-@pytest.fixture(scope="module")
-def sessions(world):
-    return Sessions(world)
 
 
 def _session_csrf_value(app, client) -> str:

@@ -23,30 +23,17 @@ from app.security import FILE_UPLOAD_REFUSED, NOT_A_FORM_REFUSED
 from tests.integration.test_headers_and_errors import assert_plain_error_page, assert_security_headers
 from tests.security.attack_support import (
     REALISTIC_FORMS,
-    Sessions,
     allowed_principal,
     assert_unchanged,
     form_fields,
     is_signed_in,
     path_for,
-    populated_app,
     rules_for,
     snapshot,
 )
 
 POST_ROUTES = rules_for("POST")
 FILE_CASES = [(rule, field) for rule in POST_ROUTES for field in form_fields(rule)]
-
-
-@pytest.fixture(scope="module")
-def world(test_backend):
-    with populated_app(test_backend, WTF_CSRF_ENABLED=True) as populated:
-        yield populated
-
-
-@pytest.fixture(scope="module")
-def sessions(world):
-    return Sessions(world)
 
 
 def _file() -> tuple[io.BytesIO, str, str]:
@@ -79,16 +66,21 @@ def test_a_file_in_place_of_a_text_field_is_a_plain_400_that_changes_nothing(wor
     assert is_signed_in(client) == (principal != "anonymous")
 
 
+def _customer_transfer_as_multipart(world, sessions, **fields):
+    """POST the customer's realistic external transfer form, its valid token included and
+    `fields` added or replaced, as a multipart body; returns the response."""
+    form = REALISTIC_FORMS["/banking/transfer/external"](world, world.user("customer"))
+    form |= {"csrf_token": sessions.token("customer")} | fields
+    return sessions.client("customer").post(path_for("/banking/transfer/external", world), data=form,
+                                            content_type="multipart/form-data")
+
+
 def test_a_file_under_a_name_no_form_has_is_refused_too(world, sessions):
     """Is a file part under a name no field has (which no validator would ever look at)
     refused as well? No route takes files, so none is read at all."""
-    client = sessions.client("customer")
-    form = REALISTIC_FORMS["/banking/transfer/external"](world, world.user("customer"))
-    form |= {"csrf_token": sessions.token("customer"), "attachment": _file()}
     before = snapshot(world.app)
 
-    response = client.post(path_for("/banking/transfer/external", world), data=form,
-                           content_type="multipart/form-data")
+    response = _customer_transfer_as_multipart(world, sessions, attachment=_file())
 
     assert_plain_error_page(response, 400)
     assert FILE_UPLOAD_REFUSED in response.get_data(as_text=True)
@@ -99,12 +91,7 @@ def test_a_multipart_form_of_text_fields_is_still_processed(world, sessions):
     """Is a multipart body with text parts only (a browser may send any form that way) still
     processed as the form it is, the transfer made: the refusal is about files, not the
     encoding?"""
-    client = sessions.client("customer")
-    form = REALISTIC_FORMS["/banking/transfer/external"](world, world.user("customer"))
-    form |= {"csrf_token": sessions.token("customer")}
-
-    response = client.post(path_for("/banking/transfer/external", world), data=form,
-                           content_type="multipart/form-data")
+    response = _customer_transfer_as_multipart(world, sessions)
 
     assert response.status_code == 302, response.get_data(as_text=True)
     assert response.headers["Location"].endswith("/banking/dashboard")
@@ -113,12 +100,9 @@ def test_a_multipart_form_of_text_fields_is_still_processed(world, sessions):
 def test_a_file_sent_as_the_csrf_token_is_refused_before_the_csrf_check(world, sessions):
     """Is a file part named csrf_token answered with the upload refusal, not the CSRF failure:
     the refusal runs before anything, the CSRF check included, reads the form?"""
-    client = sessions.client("customer")
-    form = REALISTIC_FORMS["/banking/transfer/external"](world, world.user("customer")) | {"csrf_token": _file()}
     before = snapshot(world.app)
 
-    response = client.post(path_for("/banking/transfer/external", world), data=form,
-                           content_type="multipart/form-data")
+    response = _customer_transfer_as_multipart(world, sessions, csrf_token=_file())
 
     assert_plain_error_page(response, 400)
     assert FILE_UPLOAD_REFUSED in response.get_data(as_text=True)

@@ -24,7 +24,6 @@ from tests.integration.test_headers_and_errors import assert_plain_error_page, a
 from tests.security.attack_support import (
     ANONYMOUS_FORMS,
     REALISTIC_FORMS,
-    Sessions,
     allowed_principal,
     assert_unchanged,
     enrol_second_factor,
@@ -33,7 +32,6 @@ from tests.security.attack_support import (
     new_client,
     page_token,
     path_for,
-    populated_app,
     route_app,
     rules_for,
     sign_in,
@@ -48,17 +46,6 @@ FORM_MEMORY = LIMITS["MAX_FORM_MEMORY_SIZE"] or 64 * 1024
 LONG = 60_000
 NUMERIC_FIELD = re.compile(r"amount|balance|account|_id$|code|number")
 NOT_LIMITED_BY_LENGTH = {"submit", "is_active"}  # a button, a checkbox: any value is "on"
-
-
-@pytest.fixture(scope="module")
-def world(test_backend):
-    with populated_app(test_backend, WTF_CSRF_ENABLED=True) as populated:
-        yield populated
-
-
-@pytest.fixture(scope="module")
-def sessions(world):
-    return Sessions(world)
 
 
 @pytest.fixture(scope="module")

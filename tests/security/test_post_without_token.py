@@ -16,31 +16,18 @@ from tests.integration.test_csrf import assert_csrf_refused
 from tests.security.attack_support import (
     PRINCIPALS,
     REALISTIC_FORMS,
-    Sessions,
     assert_unchanged,
     audit_since,
     is_signed_in,
     last_audit_id,
     page_token,
     path_for,
-    populated_app,
     rules_for,
     sign_in,
     snapshot,
 )
 
 POST_ROUTES = rules_for("POST")
-
-
-@pytest.fixture(scope="module")
-def world(test_backend):
-    with populated_app(test_backend, WTF_CSRF_ENABLED=True) as populated:
-        yield populated
-
-
-@pytest.fixture(scope="module")
-def sessions(world):
-    return Sessions(world)
 
 
 def test_every_post_route_has_a_realistic_form():
