@@ -1,4 +1,4 @@
-"""Flask CLI commands: seed-admin, verify-ledger, verify-audit, grant-app-role
+"""Flask CLI commands: seed-admin, verify-ledger, verify-audit, grant-app-role, reset-mfa
 (`flask --app run.py <command>`)."""
 
 from __future__ import annotations
@@ -101,7 +101,28 @@ def grant_app_role_command(role: str) -> None:
     click.echo(f"Role {role} holds the application's privileges and no others.")
 
 
+@click.command("reset-mfa")
+@click.argument("email")
+@click.option("--reason", required=True, help="Why, for the audit row (e.g. the support ticket).")
+@with_appcontext
+def reset_mfa_command(email: str, reason: str) -> None:
+    """Turn off two-step sign-in for the user with EMAIL (a lost authenticator, or a key
+    someone else enrolled) and end their sessions; logged as MFA_DISABLED by the operator.
+    Check that the request comes from the user, outside the bank, before running it.
+    """
+    from .auth.services import MfaStateError, UserNotFoundError, reset_mfa
+    from .errors import ValidationRuleError
+
+    try:
+        user = reset_mfa(email, reason)
+    except (MfaStateError, UserNotFoundError, ValidationRuleError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Two-step sign-in is off for {user.email}; their open sessions have ended. "
+               "They sign in with their password alone until they enrol again.")
+
+
 def register_commands(app: Flask) -> None:
     """Attach the bank's commands to the Flask CLI."""
-    for command in (seed_admin_command, verify_ledger_command, verify_audit_command, grant_app_role_command):
+    for command in (seed_admin_command, verify_ledger_command, verify_audit_command, grant_app_role_command,
+                    reset_mfa_command):
         app.cli.add_command(command)

@@ -602,6 +602,46 @@ def complete_mfa_sign_in(user_id: int, session_token: str, code: str, ip_address
     return user
 
 
+# Longest reason the reset-mfa command records.
+MFA_RESET_REASON_MAX = 200
+
+
+def reset_mfa(email: str, reason: str) -> User:
+    """Operator recovery of a sign-in (the `reset-mfa` command): turn off two-step sign-in for
+    the user with this email, who lost their authenticator, or whose stolen session was used to
+    enrol a key they never held. Rotates their session token, so every open session ends, and
+    logs MFA_DISABLED with `by: "operator"` and the reason, under no user id (the operator acts
+    from the server's shell, not from an account); commits. Their next sign-in takes the password
+    alone; staff are sent to enrol again while REQUIRE_STAFF_MFA is on.
+
+    Without it, a key enrolled by someone else locks the owner out for good, since the web
+    offers no way around the code step (OWASP ASVS 4.0.3 2.5.6 and 2.8: a recovery path that
+    reveals nothing, kept out of reach of the web). Whoever runs it must first check, outside
+    the bank, that the request comes from the user.
+    email: the address as typed (normalized here). reason: why, for the audit row; 1 to
+    MFA_RESET_REASON_MAX printable characters after trimming.
+    :raises ValidationRuleError: the reason is empty, too long or holds control characters.
+    :raises UserNotFoundError: no user has this email. :raises MfaStateError: not enrolled.
+    """
+    reason = (reason or "").strip()
+    if not reason or len(reason) > MFA_RESET_REASON_MAX or not reason.isprintable():
+        raise ValidationRuleError(
+            f"Give the reason in 1 to {MFA_RESET_REASON_MAX} characters, without control characters.")
+    user = find_user_by_email(normalize_email(email))
+    if user is None:
+        raise UserNotFoundError(f"No user has the email {normalize_email(email)!r}.")
+    if not user.mfa_enabled:
+        raise MfaStateError("Two-step sign-in is not on for this user; nothing to reset.")
+    with atomic():
+        user.mfa_secret = None
+        user.mfa_enrolled_at = None
+        user.mfa_last_step = None
+        user.session_token = new_session_token()
+        log_event("MFA_DISABLED", {"user_id": user.id, "email": user.email, "by": "operator", "reason": reason},
+                  user_id=None)
+    return user
+
+
 def disable_mfa(user: User, password: str, ip_address: str) -> None:
     """Turn off multi-factor sign-in after re-checking `user`'s password; logs MFA_DISABLED and
     rotates the session token (the caller re-issues this session); commits.

@@ -327,6 +327,62 @@ def test_disabling_needs_the_password(app, client, auth, enrolled):
     assert response.headers["Location"].endswith("/banking/dashboard")
 
 
+# --- operator recovery: flask reset-mfa ---------------------------------------------------
+
+
+def test_reset_mfa_command_lets_the_owner_back_in_and_ends_the_key_holders_session(app, client, runner, enrolled):
+    """A key enrolled from a stolen session (or a lost phone) would lock the owner out for good:
+    does `reset-mfa` turn two-step sign-in off, end every open session (the one holding the key
+    included), make the next sign-in password-only, and log MFA_DISABLED by the operator with
+    the reason and no user id?"""
+    customer, key = enrolled
+    password_step(client, customer.email)
+    assert code_step(client, mfa.code_at(key, STEP + 1)).status_code == 302
+    assert is_logged_in(client)
+    result = runner.invoke(args=["reset-mfa", customer.email.upper(), "--reason", "ticket 42: phone lost"])
+    assert result.exit_code == 0, result.output
+    assert f"Two-step sign-in is off for {customer.email}" in result.output
+    row = user_row(app, customer.id)
+    assert not row.mfa_enabled and row.mfa_secret is None and row.mfa_last_step is None
+    assert not is_logged_in(client), "the session opened with the key must end"
+    response = password_step(client, customer.email)
+    assert response.headers["Location"].endswith("/banking/dashboard")
+    with app.app_context():
+        rows = db.session.execute(select(AuditLog.user_id, AuditLog.details)
+                                  .where(AuditLog.action == "MFA_DISABLED")).all()
+    assert [(user_id, json.loads(details)) for user_id, details in rows] == [
+        (None, {"user_id": customer.id, "email": customer.email, "by": "operator", "reason": "ticket 42: phone lost"})]
+
+
+@pytest.mark.parametrize(("who", "reason", "message"), [
+    ("enrolled", "", "Give the reason"),
+    ("enrolled", "   ", "Give the reason"),
+    ("enrolled", "x" * 201, "Give the reason"),
+    ("enrolled", "ticket\x1b[2J 42", "Give the reason"),
+    ("nobody", "ticket 42", "No user has the email"),
+    ("not enrolled", "ticket 42", "not on for this user"),
+])
+def test_reset_mfa_command_refuses_and_changes_nothing(app, runner, enrolled, make_user, who, reason, message):
+    """Does `reset-mfa` refuse a missing, blank, over-long or control-character reason, an
+    unknown email and a user without two-step sign-in, with a message, a non-zero exit, the
+    key left in place and no audit row?"""
+    customer, _key = enrolled
+    email = {"enrolled": customer.email, "nobody": "nobody@example.com",
+             "not enrolled": make_user(role="customer").email}[who]
+    result = runner.invoke(args=["reset-mfa", email, "--reason", reason])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert user_row(app, customer.id).mfa_enabled
+    assert audit(app, "MFA_DISABLED") == []
+
+
+def test_reset_mfa_command_needs_a_reason(runner, enrolled):
+    """Is the reason required (no audit row without one)?"""
+    customer, _key = enrolled
+    result = runner.invoke(args=["reset-mfa", customer.email])
+    assert result.exit_code != 0 and "--reason" in result.output
+
+
 # --- REQUIRE_STAFF_MFA ---------------------------------------------------------------------
 
 
