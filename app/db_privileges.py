@@ -6,7 +6,8 @@ role that may only do what the services do: the append-only tables (`audit_log`,
 `transaction` ledger) get SELECT and INSERT, never UPDATE, DELETE or TRUNCATE; nothing gets
 TRUNCATE, REFERENCES or TRIGGER; and a role that does not own the tables cannot drop the
 append-only triggers. So the audit log is protected twice: by the role's privileges and, for
-anyone who has the owner's, by the triggers and the HMAC chain.
+anyone who has the owner's, by the triggers and the HMAC chain; the ledger by the privileges and
+its own triggers (migrations/versions/0004_ledger_append_only.py).
 
 `flask grant-app-role ROLE` applies this table as the owner, after `flask db upgrade`.
 """

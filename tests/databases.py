@@ -41,6 +41,11 @@ AUDIT_TRIGGERS = {
     SQLITE: ("audit_log_no_update", "audit_log_no_delete"),
     POSTGRESQL: ("audit_log_no_update_delete", "audit_log_no_truncate"),
 }
+# The ledger's, from migrations/versions/0004_ledger_append_only.py.
+LEDGER_TRIGGERS = {
+    SQLITE: ("transaction_no_update", "transaction_no_delete"),
+    POSTGRESQL: ("transaction_no_update_delete", "transaction_no_truncate"),
+}
 
 
 def normalized_url(url: str) -> str:
@@ -299,12 +304,18 @@ def dialect_of(session: Session) -> str:
 
 def audit_triggers(session: Session) -> dict[str, str]:
     """The user-defined triggers on audit_log: name → definition (SQL)."""
+    return table_triggers(session, "audit_log")
+
+
+def table_triggers(session: Session, table: str) -> dict[str, str]:
+    """The user-defined triggers on `table` (a name from the schema): name → definition (SQL)."""
     if dialect_of(session) == SQLITE:
-        query = "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'"
+        query = text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :table")
     else:
-        query = ("SELECT t.tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t "
-                 "WHERE t.tgrelid = 'audit_log'::regclass AND NOT t.tgisinternal")
-    return dict(session.execute(text(query)).all())
+        query = text("SELECT t.tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t "
+                     "WHERE t.tgrelid = CAST(:table AS regclass) AND NOT t.tgisinternal")
+        table = f'"{table}"'
+    return dict(session.execute(query, {"table": table}).all())
 
 
 def drop_audit_triggers(session: Session) -> None:
@@ -315,3 +326,14 @@ def drop_audit_triggers(session: Session) -> None:
     else:
         for name in AUDIT_TRIGGERS[POSTGRESQL]:
             session.execute(text(f"DROP TRIGGER {name} ON audit_log"))
+
+
+def drop_ledger_triggers(session: Session) -> None:
+    """Drop the ledger's append-only triggers (what an attacker with DDL rights would do); not
+    committed."""
+    if dialect_of(session) == SQLITE:
+        for name in LEDGER_TRIGGERS[SQLITE]:
+            session.execute(text(f"DROP TRIGGER {name}"))
+    else:
+        for name in LEDGER_TRIGGERS[POSTGRESQL]:
+            session.execute(text(f'DROP TRIGGER {name} ON "transaction"'))

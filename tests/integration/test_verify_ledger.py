@@ -5,11 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from app.banking import services
 from app.extensions import db
-from app.models import User
+from app.models import Transaction, User
+from tests.conftest import MIGRATIONS, build_app
+from tests.databases import LEDGER_TRIGGERS, drop_ledger_triggers, table_triggers
 
 
 @pytest.fixture
@@ -71,6 +74,7 @@ def test_verify_ledger_fails_on_a_debit_without_its_credit(app, runner, after_tr
     """Is a transfer whose credit row vanished (and its balance reverted) reported?"""
     _, savings, _ = after_transfers
     with app.app_context():
+        drop_ledger_triggers(db.session)  # as someone holding the schema owner's rights would
         db.session.execute(text(
             "DELETE FROM \"transaction\" WHERE type = 'credit' AND account_id = :id AND description = 'save'"
         ), {"id": savings.id})
@@ -92,4 +96,46 @@ def test_database_refuses_a_negative_balance(app, after_transfers):
         with pytest.raises(IntegrityError):
             db.session.execute(text("UPDATE account SET balance = -1 WHERE id = :id"), {"id": checking.id})
         db.session.rollback()
+        assert services.verify_ledger().ok
+
+
+# --- the ledger is append-only in the database (migrations/versions/0004_ledger_append_only.py) ---
+
+
+def test_ledger_triggers_exist_after_flask_db_upgrade(make_database, backend_name):
+    """Does `flask db upgrade` on an empty database create the triggers that refuse UPDATE and
+    DELETE on the ledger (and TRUNCATE on PostgreSQL), as for the audit log?"""
+    fresh = build_app(make_database(migrated=False))
+
+    result = fresh.test_cli_runner().invoke(args=["db", "upgrade", "--directory", MIGRATIONS])
+
+    assert result.exit_code == 0, result.output
+    with fresh.app_context():
+        triggers = table_triggers(db.session, "transaction")
+        db.session.rollback()
+    assert set(triggers) == set(LEDGER_TRIGGERS[backend_name])
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE \"transaction\" SET amount = amount + 100 WHERE type = 'credit'",
+    "UPDATE \"transaction\" SET account_id = account_id",
+    "DELETE FROM \"transaction\" WHERE description = 'dinner'",
+    "DELETE FROM \"transaction\"",
+    "TRUNCATE \"transaction\"",
+])
+def test_database_refuses_to_rewrite_or_remove_ledger_rows(app, backend_name, after_transfers, statement):
+    """Is every UPDATE, DELETE (and, on PostgreSQL, TRUNCATE) of ledger rows refused by the
+    database itself, for any role, leaving every row as it was?"""
+    if statement.startswith("TRUNCATE") and backend_name != "postgresql":
+        pytest.skip("SQLite has no TRUNCATE; its DELETE FROM is covered by the row triggers")
+    with app.app_context():
+        before = db.session.execute(select(Transaction.id, Transaction.amount, Transaction.account_id)
+                                    .order_by(Transaction.id)).all()
+        db.session.rollback()
+        with pytest.raises(DBAPIError, match="append-only"):
+            db.session.execute(text(statement))
+        db.session.rollback()
+        after = db.session.execute(select(Transaction.id, Transaction.amount, Transaction.account_id)
+                                   .order_by(Transaction.id)).all()
+        assert after == before and len(after) == db.session.scalar(select(func.count(Transaction.id))) > 0
         assert services.verify_ledger().ok
