@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 
 import click
@@ -101,20 +102,36 @@ def grant_app_role_command(role: str) -> None:
     click.echo(f"Role {role} holds the application's privileges and no others.")
 
 
+def operator_account() -> str:
+    """Who runs a command, as the operating system says: the login name (getpass: LOGNAME, USER
+    or the password database), with the account that ran sudo when there is one, e.g.
+    "root (sudo from alice)"; "unknown" when none can be found. The environment can be set by the
+    operator, so this names a lead for the audit row; the server's own login records prove it.
+    """
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "unknown"
+    sudo = os.environ.get("SUDO_USER")
+    return f"{name} (sudo from {sudo})" if sudo and sudo != name else name
+
+
 @click.command("reset-mfa")
 @click.argument("email")
-@click.option("--reason", required=True, help="Why, for the audit row (e.g. the support ticket).")
+@click.option("--reason", required=True,
+              help="Why, and how the user's identity was checked, for the audit row (e.g. the ticket).")
 @with_appcontext
 def reset_mfa_command(email: str, reason: str) -> None:
     """Turn off two-step sign-in for the user with EMAIL (a lost authenticator, or a key
-    someone else enrolled) and end their sessions; logged as MFA_DISABLED by the operator.
-    Check that the request comes from the user, outside the bank, before running it.
+    someone else enrolled) and end their sessions; logged as MFA_DISABLED by the operator
+    (the operating system account running it) with the reason. First prove, outside the bank,
+    that the request comes from the user, as firmly as at enrolment (ASVS 2.5.7).
     """
     from .auth.services import MfaStateError, UserNotFoundError, reset_mfa
     from .errors import ValidationRuleError
 
     try:
-        user = reset_mfa(email, reason)
+        user = reset_mfa(email, reason, operator_account())
     except (MfaStateError, UserNotFoundError, ValidationRuleError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Two-step sign-in is off for {user.email}; their open sessions have ended. "

@@ -606,39 +606,49 @@ def complete_mfa_sign_in(user_id: int, session_token: str, code: str, ip_address
 MFA_RESET_REASON_MAX = 200
 
 
-def reset_mfa(email: str, reason: str) -> User:
+def reset_mfa(email: str, reason: str, operator: str) -> User:
     """Operator recovery of a sign-in (the `reset-mfa` command): turn off two-step sign-in for
     the user with this email, who lost their authenticator, or whose stolen session was used to
     enrol a key they never held. Rotates their session token, so every open session ends, and
-    logs MFA_DISABLED with `by: "operator"` and the reason, under no user id (the operator acts
-    from the server's shell, not from an account); commits. Their next sign-in takes the password
-    alone; staff are sent to enrol again while REQUIRE_STAFF_MFA is on.
+    logs MFA_DISABLED with `by: "operator"`, the operator and the reason, under no user id (the
+    operator acts from the server's shell, not from an account); commits. Their next sign-in
+    takes the password alone; staff are sent to enrol again while REQUIRE_STAFF_MFA is on.
 
     Without it, a key enrolled by someone else locks the owner out for good, since the web
-    offers no way around the code step (OWASP ASVS 4.0.3 2.5.6 and 2.8: a recovery path that
-    reveals nothing, kept out of reach of the web). Whoever runs it must first check, outside
-    the bank, that the request comes from the user.
-    email: the address as typed (normalized here). reason: why, for the audit row; 1 to
-    MFA_RESET_REASON_MAX printable characters after trimming.
+    offers no way around the code step. OWASP ASVS 4.0.3 2.5.7: a lost factor is replaced only
+    after the person's identity is proven as firmly as at enrolment, so whoever runs this must
+    first check, outside the bank, that the request comes from the user (for instance in person
+    with an identity document, or a call back to the phone number on file), and name that check
+    in the reason.
+    email: the address as typed (normalized here). reason: why, and how the identity was
+    checked, for the audit row; 1 to MFA_RESET_REASON_MAX printable characters after trimming.
+    operator: who ran it (the command passes the operating system's account), at most 64
+    characters kept, control characters replaced.
     :raises ValidationRuleError: the reason is empty, too long or holds control characters.
-    :raises UserNotFoundError: no user has this email. :raises MfaStateError: not enrolled.
+    :raises UserNotFoundError: no user has this email. :raises MfaStateError: not enrolled (also
+        when the user turned it off themself a moment before: the change is one conditional
+        UPDATE, so two removals never both succeed).
     """
     reason = (reason or "").strip()
     if not reason or len(reason) > MFA_RESET_REASON_MAX or not reason.isprintable():
         raise ValidationRuleError(
             f"Give the reason in 1 to {MFA_RESET_REASON_MAX} characters, without control characters.")
+    operator = "".join(ch if ch.isprintable() else "\ufffd" for ch in (operator or "unknown"))[:64]
     user = find_user_by_email(normalize_email(email))
     if user is None:
         raise UserNotFoundError(f"No user has the email {normalize_email(email)!r}.")
+    not_enrolled = MfaStateError("Two-step sign-in is not on for this user; nothing to reset.")
     if not user.mfa_enabled:
-        raise MfaStateError("Two-step sign-in is not on for this user; nothing to reset.")
+        raise not_enrolled
     with atomic():
-        user.mfa_secret = None
-        user.mfa_enrolled_at = None
-        user.mfa_last_step = None
-        user.session_token = new_session_token()
-        log_event("MFA_DISABLED", {"user_id": user.id, "email": user.email, "by": "operator", "reason": reason},
-                  user_id=None)
+        removed = db.session.execute(
+            update(User).where(User.id == user.id, User.mfa_secret.is_not(None))
+            .values(mfa_secret=None, mfa_enrolled_at=None, mfa_last_step=None, session_token=new_session_token())
+        )
+        if removed.rowcount != 1:
+            raise not_enrolled
+        log_event("MFA_DISABLED", {"user_id": user.id, "email": user.email, "by": "operator", "operator": operator,
+                                   "reason": reason}, user_id=None)
     return user
 
 

@@ -3,7 +3,9 @@
 
 No code path changes a ledger row once written: a correction is a new transfer. On PostgreSQL
 the app's role already lacks UPDATE, DELETE and TRUNCATE on the table (`flask grant-app-role`);
-these triggers hold for every role, the owner's included, and they are SQLite's only guard.
+these triggers fire for every role, the owner's included, and only the owner or a superuser can
+drop or disable them. On SQLite they are the only guard, and anyone who can write the file can
+drop them: they stop mistakes and the app's own code, not someone holding the file.
 A later migration that recreates `transaction` (Alembic batch mode on SQLite) drops them and
 must create them again, as for `audit_log` (DESIGN.md section 4).
 

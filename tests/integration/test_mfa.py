@@ -330,7 +330,16 @@ def test_disabling_needs_the_password(app, client, auth, enrolled):
 # --- operator recovery: flask reset-mfa ---------------------------------------------------
 
 
-def test_reset_mfa_command_lets_the_owner_back_in_and_ends_the_key_holders_session(app, client, runner, enrolled):
+@pytest.fixture
+def operator(monkeypatch):
+    """The operating-system account the commands see: `opal`, not through sudo."""
+    monkeypatch.setenv("LOGNAME", "opal")
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    return "opal"
+
+
+def test_reset_mfa_command_lets_the_owner_back_in_and_ends_the_key_holders_session(app, client, runner, enrolled,
+                                                                                     operator):
     """A key enrolled from a stolen session (or a lost phone) would lock the owner out for good:
     does `reset-mfa` turn two-step sign-in off, end every open session (the one holding the key
     included), make the next sign-in password-only, and log MFA_DISABLED by the operator with
@@ -351,7 +360,40 @@ def test_reset_mfa_command_lets_the_owner_back_in_and_ends_the_key_holders_sessi
         rows = db.session.execute(select(AuditLog.user_id, AuditLog.details)
                                   .where(AuditLog.action == "MFA_DISABLED")).all()
     assert [(user_id, json.loads(details)) for user_id, details in rows] == [
-        (None, {"user_id": customer.id, "email": customer.email, "by": "operator", "reason": "ticket 42: phone lost"})]
+        (None, {"user_id": customer.id, "email": customer.email, "by": "operator", "operator": operator,
+                "reason": "ticket 42: phone lost"})]
+
+
+def test_reset_mfa_command_records_the_account_behind_sudo_and_the_trimmed_reason(app, runner, enrolled, operator,
+                                                                                  monkeypatch):
+    """Is a sudo run recorded with the account that ran sudo, and a reason of 200 characters
+    (the most) accepted and stored without the spaces around it?"""
+    customer, _key = enrolled
+    monkeypatch.setenv("LOGNAME", "root")
+    monkeypatch.setenv("SUDO_USER", "opal")
+    reason = "r" * 200
+
+    result = runner.invoke(args=["reset-mfa", customer.email, "--reason", f"  {reason}  "])
+
+    assert result.exit_code == 0, result.output
+    assert audit(app, "MFA_DISABLED") == [{"user_id": customer.id, "email": customer.email, "by": "operator",
+                                           "operator": "root (sudo from opal)", "reason": reason}]
+
+
+@pytest.mark.parametrize("app_overrides", [{"REQUIRE_STAFF_MFA": True}])
+def test_staff_reset_by_the_operator_must_enrol_again(app, client, auth, runner, make_user, operator):
+    """With REQUIRE_STAFF_MFA on, does a staff member whose key the operator removed sign in
+    with the password and then meet the enrolment page before any other?"""
+    staff = make_user(role="auditor")
+    auth.login(staff.email)
+    enrol(client)
+    auth.logout()
+    assert runner.invoke(args=["reset-mfa", staff.email, "--reason", "ticket 7: seen in person"]).exit_code == 0
+
+    response = password_step(client, staff.email)
+    assert response.status_code == 302 and not response.headers["Location"].endswith("/auth/mfa")
+    response = client.get("/audit/logs")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/auth/mfa/setup")
 
 
 @pytest.mark.parametrize(("who", "reason", "message"), [
@@ -376,11 +418,29 @@ def test_reset_mfa_command_refuses_and_changes_nothing(app, runner, enrolled, ma
     assert audit(app, "MFA_DISABLED") == []
 
 
-def test_reset_mfa_command_needs_a_reason(runner, enrolled):
-    """Is the reason required (no audit row without one)?"""
+def test_reset_mfa_that_lost_a_race_to_another_removal_changes_nothing(app, runner, enrolled, operator, monkeypatch):
+    """When the key is already gone by the time of the write (the user turned it off a moment
+    after the check), is the reset refused with one MFA_DISABLED row in all, not two?"""
+    from app.auth import services as auth_services
+
+    customer, _key = enrolled
+    stale = user_row(app, customer.id)  # read while still enrolled
+    assert runner.invoke(args=["reset-mfa", customer.email, "--reason", "ticket 1"]).exit_code == 0
+    monkeypatch.setattr(auth_services, "find_user_by_email", lambda _email: stale)
+
+    with app.app_context(), pytest.raises(auth_services.MfaStateError):
+        auth_services.reset_mfa(customer.email, "ticket 2", operator)
+
+    assert [row["reason"] for row in audit(app, "MFA_DISABLED")] == ["ticket 1"]
+
+
+def test_reset_mfa_command_needs_a_reason(app, runner, enrolled):
+    """Is the reason required (no audit row without one, the key left in place)?"""
     customer, _key = enrolled
     result = runner.invoke(args=["reset-mfa", customer.email])
     assert result.exit_code != 0 and "--reason" in result.output
+    assert user_row(app, customer.id).mfa_enabled
+    assert audit(app, "MFA_DISABLED") == []
 
 
 # --- REQUIRE_STAFF_MFA ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ from app.banking import services
 from app.extensions import db
 from app.models import Transaction, User
 from tests.conftest import MIGRATIONS, build_app
-from tests.databases import LEDGER_TRIGGERS, drop_ledger_triggers, table_triggers
+from tests.databases import AUDIT_TRIGGERS, LEDGER_TRIGGERS, drop_ledger_triggers, table_triggers
 
 
 @pytest.fixture
@@ -114,6 +114,37 @@ def test_ledger_triggers_exist_after_flask_db_upgrade(make_database, backend_nam
         triggers = table_triggers(db.session, "transaction")
         db.session.rollback()
     assert set(triggers) == set(LEDGER_TRIGGERS[backend_name])
+    if backend_name == "sqlite":
+        assert 'BEFORE UPDATE ON "transaction"' in triggers["transaction_no_update"]
+        assert 'BEFORE DELETE ON "transaction"' in triggers["transaction_no_delete"]
+        assert all("RAISE(ABORT" in sql for sql in triggers.values())
+    else:
+        assert ('BEFORE DELETE OR UPDATE ON public.transaction FOR EACH ROW'
+                in triggers["transaction_no_update_delete"])
+        assert 'BEFORE TRUNCATE ON public.transaction FOR EACH STATEMENT' in triggers["transaction_no_truncate"]
+        assert all("EXECUTE FUNCTION ledger_refuse_change()" in sql for sql in triggers.values())
+
+
+def test_ledger_triggers_go_with_a_downgrade_to_0003_and_come_back(make_database, backend_name):
+    """Does `db downgrade` to 0003 drop the ledger's triggers (and its PostgreSQL function) while
+    the audit log keeps its own, and does `db upgrade` bring them back?"""
+    fresh = build_app(make_database(migrated=False))
+    runner = fresh.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "--directory", MIGRATIONS]).exit_code == 0
+
+    down = runner.invoke(args=["db", "downgrade", "0003_account_history_index", "--directory", MIGRATIONS])
+
+    assert down.exit_code == 0, down.output
+    with fresh.app_context():
+        assert table_triggers(db.session, "transaction") == {}
+        assert set(table_triggers(db.session, "audit_log")) == set(AUDIT_TRIGGERS[backend_name])
+        if backend_name == "postgresql":
+            assert db.session.scalar(text("SELECT count(*) FROM pg_proc WHERE proname = 'ledger_refuse_change'")) == 0
+        db.session.rollback()
+    assert runner.invoke(args=["db", "upgrade", "--directory", MIGRATIONS]).exit_code == 0
+    with fresh.app_context():
+        assert set(table_triggers(db.session, "transaction")) == set(LEDGER_TRIGGERS[backend_name])
+        db.session.rollback()
 
 
 @pytest.mark.parametrize("statement", [
@@ -122,17 +153,19 @@ def test_ledger_triggers_exist_after_flask_db_upgrade(make_database, backend_nam
     "DELETE FROM \"transaction\" WHERE description = 'dinner'",
     "DELETE FROM \"transaction\"",
     "TRUNCATE \"transaction\"",
+    "TRUNCATE account CASCADE",
 ])
 def test_database_refuses_to_rewrite_or_remove_ledger_rows(app, backend_name, after_transfers, statement):
-    """Is every UPDATE, DELETE (and, on PostgreSQL, TRUNCATE) of ledger rows refused by the
-    database itself, for any role, leaving every row as it was?"""
+    """Is every UPDATE, DELETE (and, on PostgreSQL, TRUNCATE, also as a CASCADE from the accounts
+    it refers to) of ledger rows refused by the database itself, leaving every row as it was?
+    (The tests connect as the schema owner: the triggers stand even where privileges don't.)"""
     if statement.startswith("TRUNCATE") and backend_name != "postgresql":
         pytest.skip("SQLite has no TRUNCATE; its DELETE FROM is covered by the row triggers")
     with app.app_context():
         before = db.session.execute(select(Transaction.id, Transaction.amount, Transaction.account_id)
                                     .order_by(Transaction.id)).all()
         db.session.rollback()
-        with pytest.raises(DBAPIError, match="append-only"):
+        with pytest.raises(DBAPIError, match=r"the ledger \(transaction\) is append-only"):
             db.session.execute(text(statement))
         db.session.rollback()
         after = db.session.execute(select(Transaction.id, Transaction.amount, Transaction.account_id)
