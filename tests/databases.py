@@ -320,20 +320,17 @@ def table_triggers(session: Session, table: str) -> dict[str, str]:
 
 def drop_audit_triggers(session: Session) -> None:
     """Drop the append-only triggers (what an attacker with DDL rights would do); not committed."""
-    if dialect_of(session) == SQLITE:
-        for name in AUDIT_TRIGGERS[SQLITE]:
-            session.execute(text(f"DROP TRIGGER {name}"))
-    else:
-        for name in AUDIT_TRIGGERS[POSTGRESQL]:
-            session.execute(text(f"DROP TRIGGER {name} ON audit_log"))
+    _drop_triggers(session, "audit_log", AUDIT_TRIGGERS)
 
 
 def drop_ledger_triggers(session: Session) -> None:
     """Drop the ledger's append-only triggers (what an attacker with DDL rights would do); not
     committed."""
-    if dialect_of(session) == SQLITE:
-        for name in LEDGER_TRIGGERS[SQLITE]:
-            session.execute(text(f"DROP TRIGGER {name}"))
-    else:
-        for name in LEDGER_TRIGGERS[POSTGRESQL]:
-            session.execute(text(f'DROP TRIGGER {name} ON "transaction"'))
+    _drop_triggers(session, "transaction", LEDGER_TRIGGERS)
+
+
+def _drop_triggers(session: Session, table: str, triggers: dict[str, tuple[str, ...]]) -> None:
+    """Drop the triggers `triggers` names for the session's backend from `table`."""
+    backend = dialect_of(session)
+    for name in triggers[backend]:
+        session.execute(text(f"DROP TRIGGER {name}" if backend == SQLITE else f'DROP TRIGGER {name} ON "{table}"'))
