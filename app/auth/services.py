@@ -7,18 +7,20 @@ own their transaction through `atomic()`.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
+from typing import NoReturn
 
 from argon2 import PasswordHasher, profiles
 from email_validator import EmailNotValidError, validate_email
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from flask import current_app
-from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from zxcvbn import zxcvbn
 
@@ -240,19 +242,68 @@ def _recent_failures(column, value: str) -> int:
     ) or 0
 
 
-def is_throttled(email: str, ip_address: str) -> bool:
-    """True when `email` or `ip_address` has too many failures in the window (DESIGN.md section 5)."""
+def _claim_attempt(email: str, ip_address: str) -> int | None:
+    """Take one of the throttle's failure slots for an attempt at a secret (password or code)
+    before the secret is checked: 5 failures for one email or 20 from one IP in the window
+    (DESIGN.md section 5; LOGIN_MAX_FAILURES_PER_EMAIL, LOGIN_MAX_FAILURES_PER_IP and
+    LOGIN_THROTTLE_WINDOW_SECONDS; OWASP ASVS 4.0.3 2.2.1). Commits.
+
+    The counts and the attempt's login_attempt row are one transaction, serialized with every
+    other claim on the same email or IP (_lock_throttle_keys): counted before the check and
+    recorded after it, simultaneous attempts would all find the counts under the limits and all
+    be checked, so a password could be guessed twenty times instead of five.
+
+    email: normalized (attempted_email). ip_address: the client's address, or "unknown".
+    Returns the id of the row, which stands as the attempt's failure until the secret proves
+    right (_release_attempt); None when a limit is reached, and then nothing is written: a
+    refused attempt is not counted as a further failure (DESIGN.md section 8).
+    """
     config = current_app.config
-    return (
-        _recent_failures(LoginAttempt.email, email) >= config["LOGIN_MAX_FAILURES_PER_EMAIL"]
-        or _recent_failures(LoginAttempt.ip_address, ip_address) >= config["LOGIN_MAX_FAILURES_PER_IP"]
-    )
-
-
-def _record_failure(email: str, ip_address: str, user: User | None, reason: str) -> None:
     with atomic():
-        db.session.add(LoginAttempt(email=email, ip_address=ip_address))
-        log_event("LOGIN_FAILURE", {"email": email, "reason": reason}, user_id=user.id if user else None)
+        _lock_throttle_keys(email, ip_address)
+        if (_recent_failures(LoginAttempt.email, email) >= config["LOGIN_MAX_FAILURES_PER_EMAIL"]
+                or _recent_failures(LoginAttempt.ip_address, ip_address) >= config["LOGIN_MAX_FAILURES_PER_IP"]):
+            return None
+        row = LoginAttempt(email=email, ip_address=ip_address)
+        db.session.add(row)
+        db.session.flush()
+        return row.id
+
+
+def _lock_throttle_keys(email: str, ip_address: str) -> None:
+    """Serialize the throttle's claims on this email and on this IP until the transaction ends.
+
+    PostgreSQL: a transaction-level advisory lock on each (64-bit keys from SHA-256), taken in
+    ascending key order, so two claims never wait on each other in a cycle. SQLite: nothing to
+    do, atomic() already began the transaction IMMEDIATE, which lets one writer in at a time.
+    """
+    if db.session.get_bind().dialect.name != "postgresql":
+        return
+    keys = sorted({int.from_bytes(hashlib.sha256(f"login-throttle:{kind}:{value}".encode()).digest()[:8], "big", signed=True)
+                   for kind, value in (("email", email), ("ip", ip_address))})
+    for key in keys:
+        db.session.execute(_ADVISORY_LOCK, {"key": key})
+
+
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+def _refuse_attempt(details: dict, user_id: int | None) -> NoReturn:
+    """Log LOGIN_THROTTLED with `details` for an attempt refused by the throttle, then raise
+    LoginThrottledError."""
+    log_standalone_event("LOGIN_THROTTLED", details, user_id=user_id)
+    raise LoginThrottledError()
+
+
+def _release_attempt(attempt_id: int) -> None:
+    """Remove the row of an attempt whose secret proved right (it was no failure), in the
+    caller's transaction; the failures counted before it stay."""
+    db.session.execute(delete(LoginAttempt).where(LoginAttempt.id == attempt_id))
+
+
+def _log_failure(email: str, user: User | None, reason: str) -> None:
+    """LOGIN_FAILURE for an attempt whose secret was wrong; its claimed row is the failure counted."""
+    log_standalone_event("LOGIN_FAILURE", {"email": email, "reason": reason}, user_id=user.id if user else None)
 
 
 def attempted_email(typed: str | None) -> str:
@@ -279,26 +330,26 @@ def authenticate(email: str, password: str, ip_address: str) -> User:
     the throttle on code guesses) until complete_mfa_sign_in accepts a code.
     """
     email = attempted_email(email)
-    ip_address = ip_address or "unknown"
-    if is_throttled(email, ip_address):
-        user = find_user_by_email(email)
-        log_standalone_event("LOGIN_THROTTLED", {"email": email}, user_id=user.id if user else None)
-        raise LoginThrottledError()
+    attempt = _claim_attempt(email, ip_address or "unknown")
     user = find_user_by_email(email)
+    if attempt is None:
+        _refuse_attempt({"email": email}, user.id if user else None)
     if user is None:
         verify_password(_dummy_hash(current_app.config["ARGON2_PROFILE"]), password)
-        _record_failure(email, ip_address, None, "unknown_email")
+        _log_failure(email, None, "unknown_email")
         raise InvalidCredentialsError()
     if not verify_password(user.password_hash, password):
-        _record_failure(email, ip_address, user, "wrong_password")
+        _log_failure(email, user, "wrong_password")
         raise InvalidCredentialsError()
     if not user.is_active:
-        _record_failure(email, ip_address, user, "inactive")
+        _log_failure(email, user, "inactive")
         raise InvalidCredentialsError()
     with atomic():
         if password_hasher().check_needs_rehash(user.password_hash):
             user.password_hash = hash_password(password)
-        if not user.mfa_enabled:
+        if user.mfa_enabled:
+            _release_attempt(attempt)
+        else:
             db.session.execute(delete(LoginAttempt).where(LoginAttempt.email == email))
             log_event("LOGIN_SUCCESS", {"email": email}, user_id=user.id)
     return user
@@ -311,12 +362,14 @@ def change_password(user: User, current_password: str, new_password: str, ip_add
     token (OWASP ASVS 2.1.5, 3.3.3). A wrong current password counts as a sign-in failure for
     the throttle. Raises LoginThrottledError, WrongPasswordError or PasswordPolicyError.
     """
-    if is_throttled(user.email, ip_address or "unknown"):
-        log_standalone_event("LOGIN_THROTTLED", {"email": user.email, "during": "change_password"})
-        raise LoginThrottledError()
+    attempt = _claim_attempt(user.email, ip_address or "unknown")
+    if attempt is None:
+        _refuse_attempt({"email": user.email, "during": "change_password"}, user.id)
     if not verify_password(user.password_hash, current_password):
-        _record_failure(user.email, ip_address or "unknown", user, "wrong_current_password")
+        _log_failure(user.email, user, "wrong_current_password")
         raise WrongPasswordError()
+    with atomic():
+        _release_attempt(attempt)
     problem = password_problem(new_password, email=user.email, full_name=user.full_name)
     if problem:
         raise PasswordPolicyError(problem)
@@ -582,9 +635,9 @@ def complete_mfa_sign_in(user_id: int, session_token: str, code: str, ip_address
     user = db.session.get(User, user_id)
     if user is None or not user.is_active or not user.mfa_enabled or user.session_token != session_token:
         raise InvalidCredentialsError()
-    if is_throttled(user.email, ip_address):
-        log_standalone_event("LOGIN_THROTTLED", {"email": user.email, "during": "mfa"}, user_id=user.id)
-        raise LoginThrottledError()
+    attempt = _claim_attempt(user.email, ip_address)
+    if attempt is None:
+        _refuse_attempt({"email": user.email, "during": "mfa"}, user.id)
     secret = mfa.decrypt_secret(user.mfa_secret, _mfa_context(user.id))
     step = mfa.matching_step(secret, code)
     with atomic():
@@ -594,7 +647,7 @@ def complete_mfa_sign_in(user_id: int, session_token: str, code: str, ip_address
             log_event("MFA_SUCCESS", {"user_id": user.id}, user_id=user.id)
             log_event("LOGIN_SUCCESS", {"email": user.email, "mfa": True}, user_id=user.id)
         else:
-            db.session.add(LoginAttempt(email=user.email, ip_address=ip_address))
+            # The attempt's claimed row stays: it is the failure the throttle counts.
             reason = "wrong_code" if step is None else "code_already_used"
             log_event("MFA_FAILURE", {"user_id": user.id, "stage": "sign_in", "reason": reason}, user_id=user.id)
     if not accepted:
@@ -665,13 +718,14 @@ def disable_mfa(user: User, password: str, ip_address: str) -> None:
         raise MfaStateError("Two-step sign-in is not on for your account.")
     if user.is_staff and current_app.config["REQUIRE_STAFF_MFA"]:
         raise MfaStateError("Staff accounts must keep two-step sign-in on.")
-    if is_throttled(user.email, ip_address or "unknown"):
-        log_standalone_event("LOGIN_THROTTLED", {"email": user.email, "during": "mfa_disable"}, user_id=user.id)
-        raise LoginThrottledError()
+    attempt = _claim_attempt(user.email, ip_address or "unknown")
+    if attempt is None:
+        _refuse_attempt({"email": user.email, "during": "mfa_disable"}, user.id)
     if not verify_password(user.password_hash, password):
-        _record_failure(user.email, ip_address or "unknown", user, "wrong_password_mfa_disable")
+        _log_failure(user.email, user, "wrong_password_mfa_disable")
         raise WrongPasswordError("The password is not correct.")
     with atomic():
+        _release_attempt(attempt)
         user.mfa_secret = None
         user.mfa_enrolled_at = None
         user.mfa_last_step = None

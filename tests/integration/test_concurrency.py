@@ -11,6 +11,7 @@ locks at READ COMMITTED on PostgreSQL — must give exact results.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
@@ -19,10 +20,12 @@ import pytest
 from sqlalchemy import func, select
 
 from app.audit.services import verify_chain
+from app.auth import mfa
+from app.auth import services as auth_services
 from app.banking import services
 from app.errors import DomainError
 from app.extensions import db
-from app.models import Account, AuditLog, Transaction, User
+from app.models import Account, AuditLog, LoginAttempt, Transaction, User
 from tests.factories import issued_key
 
 THREADS = 20
@@ -177,4 +180,76 @@ def test_concurrent_account_openings_respect_the_limit(app, customer):
     with app.app_context():
         numbers = list(db.session.scalars(select(Account.account_number).where(Account.owner_id == customer.id)))
     assert len(numbers) == len(set(numbers)) == 5
+    _ledger_and_chain_ok(app)
+
+
+# --- the sign-in throttle under simultaneous attempts -------------------------------------
+
+WRONG_PASSWORD = "certainly not the password"
+NEW_PASSWORD = "violet harbour lanterns drift 2031"
+ATTACKER_IP = "203.0.113.9"
+# Long enough that every thread is inside its secret's check before the first one finishes it:
+# the window in which a throttle that counts before it records lets every attempt through.
+CHECK_SECONDS = 0.3
+
+
+def _enrol(app, user_id: int) -> None:
+    """Turn two-step sign-in on for the user, with a fresh key and its current code."""
+    with app.app_context():
+        user = db.session.get(User, user_id)
+        secret = mfa.new_secret()
+        auth_services.enrol_mfa(user, secret, mfa.code_at(secret, int(time.time()) // 30))
+
+
+def _sign_in_attempts():
+    """(name, failure raised by a wrong secret, enrol first, attempt(actor, index)) for each place
+    a secret is checked against the throttle (DESIGN.md section 5)."""
+    return [
+        ("password", "InvalidCredentialsError", False,
+         lambda actor, _i: auth_services.authenticate(actor.email, WRONG_PASSWORD, ATTACKER_IP)),
+        ("current password", "WrongPasswordError", False,
+         lambda actor, _i: auth_services.change_password(actor, WRONG_PASSWORD, NEW_PASSWORD, ATTACKER_IP)),
+        ("code", "MfaCodeError", True,
+         lambda actor, _i: auth_services.complete_mfa_sign_in(actor.id, actor.session_token, "000000", ATTACKER_IP)),
+        ("password to turn codes off", "WrongPasswordError", True,
+         lambda actor, _i: auth_services.disable_mfa(actor, WRONG_PASSWORD, ATTACKER_IP)),
+    ]
+
+
+@pytest.mark.parametrize(("name", "failure", "enrolled", "attempt"), _sign_in_attempts(),
+                         ids=[entry[0] for entry in _sign_in_attempts()])
+def test_simultaneous_wrong_secrets_are_checked_exactly_five_times(app, customer, monkeypatch, name, failure,
+                                                                   enrolled, attempt):
+    """When 20 wrong secrets for one user arrive at the same moment, each check slowed to 0.3 s,
+    are exactly 5 of them checked (LOGIN_MAX_FAILURES_PER_EMAIL) and the other 15 refused as
+    throttled, with the 5 on record as failures? A throttle that counts the failures before the
+    check and records them after lets all 20 through; one whose counts aren't serialized with
+    the claims checks fewer or more than 5 (OWASP ASVS 4.0.3 2.2.1)."""
+    if enrolled:
+        _enrol(app, customer.id)
+    verify_password, matching_step = auth_services.verify_password, mfa.matching_step
+
+    def slow_password_check(stored_hash: str, password: str) -> bool:
+        time.sleep(CHECK_SECONDS)
+        return verify_password(stored_hash, password)
+
+    def slow_code_check(secret: str, code: str, now: float | None = None) -> int | None:
+        time.sleep(CHECK_SECONDS)
+        return matching_step(secret, code, now)
+
+    monkeypatch.setattr(auth_services, "verify_password", slow_password_check)
+    monkeypatch.setattr(mfa, "matching_step", slow_code_check)
+
+    outcomes = _run_together(app, customer.id, THREADS, attempt)
+
+    counts = Counter(outcomes)
+    checked = counts[failure]
+    assert checked == 5, f"{checked} wrong {name}s were checked: {outcomes}"
+    assert counts["LoginThrottledError"] == THREADS - checked, outcomes
+    with app.app_context():
+        recorded = db.session.scalar(select(func.count(LoginAttempt.id)).where(LoginAttempt.email == customer.email))
+    assert recorded == checked, "a refused attempt must leave no failure behind, a checked one must"
+    actions = _actions(app)
+    assert actions["LOGIN_FAILURE"] + actions["MFA_FAILURE"] == checked
+    assert actions["LOGIN_THROTTLED"] == THREADS - checked
     _ledger_and_chain_ok(app)
