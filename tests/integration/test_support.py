@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 import json
 import re
+import threading
+import time
 from datetime import datetime
 
 import pytest
@@ -675,6 +677,45 @@ def test_ticket_creation_is_rate_limited_per_user(app, customer, other_customer)
     other = _signed_in(app, other_customer)
     assert other.post(CREATE, data={"subject": "Mine", "description": "x"}).status_code == 302
     assert [row[1] for row in _tickets(app)] == [customer.id, customer.id, other_customer.id]
+
+
+@pytest.mark.parametrize("app_overrides", [{"RATELIMIT_ENABLED": True, "TICKET_RATE_LIMIT": "2 per hour"}])
+def test_simultaneous_ticket_forms_open_no_more_tickets_than_the_limit(app, customer, monkeypatch):
+    """When 10 valid ticket forms from one signed-in customer arrive at the same moment, each
+    opening slowed to 0.3 s, are exactly 2 tickets opened (TICKET_RATE_LIMIT) and the other 8
+    answered 429? A limit tested before the request and deducted after its answer lets all 10
+    through (OWASP ASVS 4.0.3 11.1.4)."""
+    session_cookie = _signed_in(app, customer).get_cookie(app.config["SESSION_COOKIE_NAME"])
+    clients = []
+    for _ in range(10):
+        client = app.test_client()
+        client.set_cookie(session_cookie.key, session_cookie.value)
+        clients.append(client)
+    create_ticket = services.create_ticket
+
+    def slow_create_ticket(*args, **kwargs):
+        time.sleep(0.3)
+        return create_ticket(*args, **kwargs)
+
+    monkeypatch.setattr(services, "create_ticket", slow_create_ticket)
+    barrier = threading.Barrier(len(clients))
+    statuses: list[int | str] = ["not run"] * len(clients)
+
+    def post(index: int) -> None:
+        barrier.wait(timeout=30)
+        statuses[index] = clients[index].post(CREATE, data={"subject": f"Ticket {index}", "description": "x"}).status_code
+
+    threads = [threading.Thread(target=post, args=(index,)) for index in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert sorted(statuses, key=str) == [302, 302] + [429] * 8, statuses
+    assert [row[1] for row in _tickets(app)] == [customer.id, customer.id]
+    with app.app_context():
+        created = db.session.scalar(select(func.count(AuditLog.id)).where(AuditLog.action == "TICKET_CREATED"))
+    assert created == 2
 
 
 @pytest.mark.parametrize("app_overrides", [{"RATELIMIT_ENABLED": True, "TICKET_RATE_LIMIT": "2 per hour"}])
