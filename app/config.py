@@ -185,6 +185,10 @@ class BaseConfig:
     # Prepended to the limiter's keys, so several deployments (or test runs) can share one Redis.
     RATELIMIT_KEY_PREFIX = os.environ.get("RATELIMIT_KEY_PREFIX", "")
     RATELIMIT_HEADERS_ENABLED = False
+    # A rolling window: each limit counts the requests of the last period, wherever it falls. A
+    # fixed window restarts its count on the hour (or minute), so around the restart a client
+    # gets up to twice its limit within one period.
+    RATELIMIT_STRATEGY = "moving-window"
     LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "30 per minute")
     REGISTER_RATE_LIMIT = os.environ.get("REGISTER_RATE_LIMIT", "10 per hour")
     TRANSFER_RATE_LIMIT = os.environ.get("TRANSFER_RATE_LIMIT", "60 per minute")

@@ -719,6 +719,28 @@ def test_simultaneous_ticket_forms_open_no_more_tickets_than_the_limit(app, cust
 
 
 @pytest.mark.parametrize("app_overrides", [{"RATELIMIT_ENABLED": True, "TICKET_RATE_LIMIT": "2 per hour"}])
+def test_ticket_limit_is_a_rolling_hour(app, customer):
+    """Is TICKET_RATE_LIMIT counted over the last hour, wherever it starts: with one ticket at
+    0:00 and one at 0:50, is only one more allowed at 1:01 (the 0:50 ticket is still within the
+    hour)? A fixed window restarts at 1:00 and allows two, so around its restart a customer
+    opens twice the limit within one hour."""
+    import time_machine
+
+    with time_machine.travel(1_900_000_000, tick=False) as clock:
+        opened = []
+        for minutes in (0, 50, 11):
+            clock.shift(minutes * 60)
+            client = _signed_in(app, customer)  # afresh: the session's idle timeout is shorter
+            response = client.post(CREATE, data={"subject": f"After {minutes} min", "description": "x"})
+            opened.append((response.status_code, response.headers.get("Location")))
+        after_the_hour = client.post(CREATE, data={"subject": "Another", "description": "x"}).status_code
+
+    assert opened == [(302, MY_TICKETS)] * 3
+    assert after_the_hour == 429
+    assert len(_tickets(app)) == 3
+
+
+@pytest.mark.parametrize("app_overrides", [{"RATELIMIT_ENABLED": True, "TICKET_RATE_LIMIT": "2 per hour"}])
 def test_refused_ticket_forms_do_not_use_up_the_limit(app, customer):
     """Do invalid submissions (400) leave the customer's ticket allowance untouched, so only
     tickets actually opened count against TICKET_RATE_LIMIT?"""
