@@ -18,6 +18,7 @@ from flask import Flask, current_app, request
 from flask_bootstrap import Bootstrap5
 from flask_limiter import Limiter
 from flask_login import LoginManager, current_user
+from limits import parse as parse_rate_limit
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
@@ -51,6 +52,23 @@ def rate_limit_key() -> str:
 
 
 limiter = Limiter(key_func=lambda: request.remote_addr or "unknown")
+
+
+def take_allowance(limit_setting: str, scope: str) -> bool:
+    """Count one use of the request limit named by the config key `limit_setting` (e.g.
+    "TICKET_RATE_LIMIT", a Flask-Limiter string such as "10 per hour") under `scope`, for the
+    signed-in user (rate_limit_key), in the limiter's storage (shared by every process when it
+    is Redis); False once the limit is used up. Always True when request limits are off.
+
+    One atomic increment that checks and counts at once, for a limit a view takes only at the
+    point where the request is known to count: a limit tested before the request and deducted
+    after its answer (Flask-Limiter's deduct_when) lets simultaneous requests all pass the test.
+    """
+    if not limiter.enabled:
+        return True
+    config = current_app.config
+    return limiter.limiter.hit(parse_rate_limit(config[limit_setting]), config["RATELIMIT_KEY_PREFIX"], scope,
+                               rate_limit_key())
 
 # True while a service is inside atomic(): SQLite then begins its transaction IMMEDIATE.
 _write_intent: contextvars.ContextVar[bool] = contextvars.ContextVar("write_intent", default=False)

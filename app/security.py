@@ -14,11 +14,10 @@ from urllib.parse import urlsplit
 from flask import abort, current_app, has_request_context, request
 from flask_login import current_user
 from flask_wtf.form import SUBMIT_METHODS
-from limits import parse as parse_rate_limit
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .audit import services as audit_services
-from .extensions import atomic, db, limiter, login_manager, rate_limit_key
+from .extensions import atomic, db, login_manager, take_allowance
 from .models import ROLES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,17 +54,6 @@ def log_standalone_event(action: str, details: dict[str, Any] | None = None, *, 
         audit_services.queue_event(db.session, action, details, user_id, client_ip())
 
 
-def _refusal_within_limit() -> bool:
-    """Count one refusal by role against ACCESS_DENIED_RATE_LIMIT for the signed-in user, in the
-    rate limiter's storage (shared by every process when it is Redis); False once over it.
-    Always True when request rate limits are off (RATELIMIT_ENABLED)."""
-    if not limiter.enabled:
-        return True
-    config = current_app.config
-    return limiter.limiter.hit(parse_rate_limit(config["ACCESS_DENIED_RATE_LIMIT"]),
-                               config["RATELIMIT_KEY_PREFIX"], "access-denied", rate_limit_key())
-
-
 def roles_required(*roles: str) -> Callable[[F], F]:
     """Allow the view only to logged-in users whose role (read from the database) is in `roles`.
 
@@ -85,7 +73,7 @@ def roles_required(*roles: str) -> Callable[[F], F]:
             if not current_user.is_authenticated:
                 return login_manager.unauthorized()
             if current_user.role not in roles:
-                if not _refusal_within_limit():
+                if not take_allowance("ACCESS_DENIED_RATE_LIMIT", "access-denied"):
                     abort(429)
                 log_standalone_event(
                     "ACCESS_DENIED",

@@ -279,8 +279,8 @@ def _lock_throttle_keys(email: str, ip_address: str) -> None:
     """
     if db.session.get_bind().dialect.name != "postgresql":
         return
-    keys = sorted({int.from_bytes(hashlib.sha256(f"login-throttle:{kind}:{value}".encode()).digest()[:8], "big", signed=True)
-                   for kind, value in (("email", email), ("ip", ip_address))})
+    names = (f"login-throttle:email:{email}", f"login-throttle:ip:{ip_address}")
+    keys = sorted({int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True) for name in names})
     for key in keys:
         db.session.execute(_ADVISORY_LOCK, {"key": key})
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from limits import parse as parse_rate_limit
 
 from ..errors import DomainError, TicketNotFoundError, error_page
-from ..extensions import limiter, rate_limit_key
+from ..extensions import take_allowance
 from ..pagination import page_number
 from ..security import roles_required
 from . import services, support_bp
@@ -20,23 +19,6 @@ def ticket_not_found(exc: TicketNotFoundError):
     return error_page(404)
 
 
-def _take_ticket_allowance() -> bool:
-    """Take one of the signed-in customer's TICKET_RATE_LIMIT ticket openings in the rate
-    limiter's storage (Flask-Limiter's, shared by every process when it is Redis; DESIGN.md
-    section 5b); False once they are used up. Always True when request rate limits are off.
-
-    Called only for a form that validated, just before the ticket is opened, so refused forms
-    don't use up the allowance. The take is one atomic increment: a limit tested before the
-    request and deducted after its answer (Flask-Limiter's deduct_when) lets simultaneous
-    POSTs all pass the test and open as many tickets as there are POSTs.
-    """
-    if not limiter.enabled:
-        return True
-    config = current_app.config
-    return limiter.limiter.hit(parse_rate_limit(config["TICKET_RATE_LIMIT"]),
-                               config["RATELIMIT_KEY_PREFIX"], "ticket-create", rate_limit_key())
-
-
 @support_bp.route("/create", methods=["GET", "POST"])
 @roles_required("customer")
 def create_ticket():
@@ -44,7 +26,9 @@ def create_ticket():
     TICKET_RATE_LIMIT tickets in the window: 429, and nothing is opened."""
     form = TicketForm()
     if form.validate_on_submit():
-        if not _take_ticket_allowance():
+        # Taken here, not by a decorator: refused forms don't use up the allowance, and one
+        # atomic take holds against simultaneous POSTs (take_allowance).
+        if not take_allowance("TICKET_RATE_LIMIT", "ticket-create"):
             abort(429)
         try:
             ticket = services.create_ticket(current_user, form.subject.data, form.description.data)
