@@ -193,6 +193,7 @@ def render_backend(backend: str, v: dict, notes: list[str], errors: dict, cap: i
             f"{fmt(ratios(get('login.p50'), get('hash_ms')), 2)} | {errors.get('login', 0)} |", ""]
 
     out += safe(cpu_table)(backend, v)
+    out += safe(machine_table)(backend, v)
     out += safe(targets)(v, errors)
     out += safe(analysis)(backend, v, notes, cap)
     out += safe(sweep_table)(v, errors)
@@ -244,6 +245,57 @@ def cpu_table(backend: str, v: dict) -> list[str]:
                    f"{fmt(ratios(total, pk_cpu_totals(v, key)), 2)} | {scale} |")
     out.append("")
     return out
+
+
+MACHINE_ROWS = (
+    ("ceiling.pk.16", "one PK SELECT (ORM)"),
+    ("transfer.uniform.16.pk", "one PK SELECT (ORM), the runs around the uniform transfers"),
+    ("transfer.uniform.16", "a whole transfer (GET form + POST), uniform"),
+    ("transfer.hot.16.pk", "one PK SELECT (ORM), the runs around the hot transfers"),
+    ("transfer.hot.16", "a whole transfer (GET form + POST), hot"),
+    *((f"page.{name}.big", label + ", 1,000,000 rows") for name, label in PAGE_NAMES.items()),
+)
+MACHINE_COLUMNS = ("app", "db", "load", "other", "idle", "steal")
+
+
+def machine_table(backend: str, v: dict) -> list[str]:
+    """Where the machine's time went during the 16-client runs (bench/run.py machine_split), in
+    percent of both cores' time, with the load tool's CPU per operation."""
+    get = lambda key: v.get(key, [])  # noqa: E731
+    rows = [(key, label) for key, label in MACHINE_ROWS if get(key + ".machine_app")]
+    if not rows:
+        return []
+    database = "the PostgreSQL server's processes" if backend == "postgresql" else \
+        "the PostgreSQL server's processes (idle here: SQLite runs in the app's)"
+    out = ["### Where the machine's time went at 16 clients (percent of both cores' time)", "",
+           "The app's processes and the database server's (/proc/<pid>/stat), the load tool (wrk, on the same "
+           "machine: its own CPU, read when it ends), everything else that ran, idle, and steal (time the "
+           f"hypervisor gave to other guests), all from /proc/stat over each run; database: {database}. A "
+           "throughput ratio equals the ratio of the app's and the database's CPU per operation only when both "
+           "runs give them the same share of the machine.", "",
+           "| operation | app % | database % | load tool % | other % | idle % | steal % | load tool CPU ms per operation |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for key, label in rows:
+        cells = " | ".join(fmt(get(f"{key}.machine_{part}"), 1) for part in MACHINE_COLUMNS)
+        out.append(f"| {label} | {cells} | {fmt(get(key + '.cpu_load_ms'), 2)} |")
+    out.append("")
+    return out
+
+
+def _machine_sentence(v: dict, key: str, what: str) -> str:
+    """How the machine's time split during `key`'s runs against the PK runs around them."""
+    get = lambda k: med(v.get(k, []))  # noqa: E731
+    if math.isnan(get(f"{key}.machine_app")) or math.isnan(get(f"{key}.pk.machine_app")):
+        return ""
+    busy = get(f"{key}.machine_app") + get(f"{key}.machine_db")
+    pk_busy = get(f"{key}.pk.machine_app") + get(f"{key}.pk.machine_db")
+    return (f" During the {what} runs the app and the database had {busy:.0f}% of the machine's time against "
+            f"{pk_busy:.0f}% in the PK runs around them; the load tool {get(key + '.machine_load'):.0f}% against "
+            f"{get(key + '.pk.machine_load'):.0f}% ({get(key + '.cpu_load_ms'):.2f} ms of its CPU per operation "
+            f"against {get(key + '.pk.cpu_load_ms'):.2f}), other processes {get(key + '.machine_other'):.0f}% "
+            f"against {get(key + '.pk.machine_other'):.0f}%, idle {get(key + '.machine_idle'):.0f}% against "
+            f"{get(key + '.pk.machine_idle'):.0f}%, steal {get(key + '.machine_steal'):.0f}% against "
+            f"{get(key + '.pk.machine_steal'):.0f}% (the table above).")
 
 
 def targets(v: dict, errors: dict) -> list[str]:
@@ -353,7 +405,8 @@ def analysis(backend: str, v: dict, notes: list[str], cap: int | None = None) ->
             f"while the same SQL alone ran at {db_tps:,.0f}/s ({100 * app_tps / db_tps:.0f}% of it). Each transfer is two "
             f"requests through Flask, the session, CSRF, WTForms and the ORM; the PK route ({pk:,.0f} req/s) pays almost "
             f"none of that (the short text route: {text:,.0f} req/s). Where the workers' time went during transfers "
-            f"(py-spy, innermost library): {_shares(_profile(notes, 'transfer'))}.{_cpu_spread(notes)}")
+            f"(py-spy, innermost library): {_shares(_profile(notes, 'transfer'))}.{_cpu_spread(notes)}"
+            + _machine_sentence(v, "transfer.uniform.16", "uniform transfer"))
     page = med(get("page.transactions.big.p50"))
     pk_p50 = med(pk_for(v, "ceiling.floor.16", "p50"))
     floor_p50 = med(get("ceiling.floor.16.p50"))

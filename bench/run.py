@@ -32,6 +32,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -323,6 +324,39 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total / _CLOCK_TICKS
 
 
+def _machine_seconds() -> dict[str, float]:
+    """The whole machine's CPU time so far, all cores together, in seconds (the first line of
+    /proc/stat): "total" (every state), "idle" (idle or waiting for I/O) and "steal" (time the
+    hypervisor gave to other guests while this one had work)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    total = user + nice + system + idle + iowait + irq + softirq + steal
+    return {"total": total / _CLOCK_TICKS, "idle": (idle + iowait) / _CLOCK_TICKS, "steal": steal / _CLOCK_TICKS}
+
+
+def _children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's children that have ended and been waited for
+    (the load tool, once subprocess.run returns)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+MACHINE_PARTS = ("app", "db", "load", "other", "idle", "steal")
+
+
+def machine_split(cpu: dict[str, float]) -> dict[str, float]:
+    """Where the machine's time went during one run, as percentages of all its cores' time: the
+    app's processes, the database server's, the load tool (wrk), everything else that ran, idle,
+    and steal. `cpu`: seconds over the run, from run_wrk ("app", "db", "load", "idle", "steal"
+    and "machine", the cores' total). Empty when the run read no machine time."""
+    machine = cpu.get("machine", 0.0)
+    if machine <= 0:
+        return {}
+    measured = {part: max(0.0, cpu.get(part, 0.0)) for part in ("app", "db", "load", "idle", "steal")}
+    measured["other"] = max(0.0, machine - sum(measured.values()))
+    return {part: 100 * measured[part] / machine for part in MACHINE_PARTS}
+
+
 def _database_server_pids() -> list[int]:
     """The local PostgreSQL server's processes (postmaster and backends), by process name."""
     found = subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True)
@@ -390,16 +424,21 @@ def run_wrk(server: Server, script: str, clients: list[dict[str, str]], duration
     env = dict(os.environ, BENCH_CLIENTS=str(clients_path), BENCH_OUT=str(out_path), BENCH_PASSWORD=BENCH_PASSWORD)
     command = ["wrk", "-t", str(n), "-c", str(n), "-d", f"{max(1, round(duration))}s", "--timeout", "30s",
                "-s", str(WRK / script), f"http://127.0.0.1:{server.port}"]
-    cpu_before = _cpu_now(server)
+    cpu_before, machine_before, load_before = _cpu_now(server), _machine_seconds(), _children_cpu_seconds()
     LOAD_EVENTS["count"] += 1
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=duration + 120)
-    cpu_after = _cpu_now(server)
+    cpu_after, machine_after, load_after = _cpu_now(server), _machine_seconds(), _children_cpu_seconds()
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
     duration_s, socket_errors, closed = read_run_summary(out_path.read_text(), duration)
     latencies, statuses, bad, client_p50s = read_client_files(tag)
-    sample = Sample(duration_s, latencies, statuses, bad, socket_errors,
-                    {k: cpu_after[k] - cpu_before[k] for k in cpu_after}, client_p50s)
+    # CPU seconds over the run: the app's and the database server's processes (/proc/<pid>/stat),
+    # wrk's own ("load", from this process's waited-for children), and the whole machine's idle,
+    # steal and total time (/proc/stat): machine_split tells where the two cores went.
+    cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
+    cpu["load"] = load_after - load_before
+    cpu.update({("machine" if k == "total" else k): machine_after[k] - machine_before[k] for k in machine_after})
+    sample = Sample(duration_s, latencies, statuses, bad, socket_errors, cpu, client_p50s)
     if n == PAGE_CLIENTS:
         KEEPALIVE_TALLY["answers"] += sum(len(values) for values in latencies.values())
         KEEPALIVE_TALLY["closed"] += closed
@@ -564,6 +603,9 @@ def record(results: Results, backend: str, key: str, sample: Sample, label: str)
         # CPU per answered operation: the app's processes and the database server's, from /proc.
         results.add(backend, f"{key}.cpu_app_ms", cpu_ms_per_answer(sample, label, "app"))
         results.add(backend, f"{key}.cpu_db_ms", cpu_ms_per_answer(sample, label, "db"))
+        results.add(backend, f"{key}.cpu_load_ms", cpu_ms_per_answer(sample, label, "load"))
+        for part, share in machine_split(sample.cpu).items():
+            results.add(backend, f"{key}.machine_{part}", share)
 
 
 def cpu_ms_per_answer(sample: Sample, label: str, part: str) -> float:
@@ -606,12 +648,18 @@ class PkBracket:
 
 def bracket_figures(before: Sample, after: Sample) -> dict[str, float]:
     """The PK route's figures for a bracketed figure: the mean of the runs before and after it
-    (req/s, p50 ms, and the app's and the database server's CPU ms per request)."""
+    (req/s, p50 ms, the app's, the database server's and the load tool's CPU ms per request, and
+    where the machine's time went, `machine_<part>` in percent: machine_split)."""
     figures = {}
     for stat, read in (("rate", lambda s: s.rate("get")), ("p50", lambda s: s.pct("get", 50)),
                        ("cpu_app_ms", lambda s: cpu_ms_per_answer(s, "get", "app")),
-                       ("cpu_db_ms", lambda s: cpu_ms_per_answer(s, "get", "db"))):
+                       ("cpu_db_ms", lambda s: cpu_ms_per_answer(s, "get", "db")),
+                       ("cpu_load_ms", lambda s: cpu_ms_per_answer(s, "get", "load"))):
         figures[stat] = (read(before) + read(after)) / 2
+    split_before, split_after = machine_split(before.cpu), machine_split(after.cpu)
+    if split_before and split_after:
+        for part in MACHINE_PARTS:
+            figures[f"machine_{part}"] = (split_before[part] + split_after[part]) / 2
     return figures
 
 

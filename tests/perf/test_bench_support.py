@@ -358,12 +358,71 @@ def test_the_pk_runs_around_a_figure_are_averaged():
     and the app's and the database's CPU per request?"""
     from bench import run
 
-    def pk_run(rate: float, p50: float, app_s: float, db_s: float):
+    def pk_run(rate: float, p50: float, app_s: float, db_s: float, load_s: float, idle_s: float):
         answers = int(rate * 2)
-        return run.Sample(2.0, {"get": [p50] * answers}, {}, {}, 0, {"app": app_s, "db": db_s})
+        cpu = {"app": app_s, "db": db_s, "load": load_s, "idle": idle_s, "steal": 0.0, "machine": 4.0}
+        return run.Sample(2.0, {"get": [p50] * answers}, {}, {}, 0, cpu)
 
-    figures = run.bracket_figures(pk_run(100.0, 4.0, 0.2, 0.02), pk_run(300.0, 8.0, 1.2, 0.12))
-    assert figures == pytest.approx({"rate": 200.0, "p50": 6.0, "cpu_app_ms": 1.5, "cpu_db_ms": 0.15})
+    figures = run.bracket_figures(pk_run(100.0, 4.0, 0.2, 0.02, 0.4, 2.0), pk_run(300.0, 8.0, 1.2, 0.12, 0.6, 0.4))
+    assert figures == pytest.approx({
+        "rate": 200.0, "p50": 6.0, "cpu_app_ms": 1.5, "cpu_db_ms": 0.15, "cpu_load_ms": 1.5,
+        # percent of the machine's 4.0 s: (5 + 30) / 2, (0.5 + 3) / 2, (10 + 15) / 2, (50 + 10) / 2
+        "machine_app": 17.5, "machine_db": 1.75, "machine_load": 12.5, "machine_idle": 30.0, "machine_steal": 0.0,
+        "machine_other": 100 - 17.5 - 1.75 - 12.5 - 30.0})
+
+
+def test_the_load_tools_cpu_and_the_machines_idle_time_are_read_over_a_run():
+    """Does the benchmark count a finished child's CPU (the load tool's, read once subprocess.run
+    has waited for it), and read the whole machine's time from /proc/stat, idle and steal within
+    the total, growing as time passes?"""
+    import subprocess
+    import sys
+    import time
+
+    from bench import run
+
+    machine_before, load_before = run._machine_seconds(), run._children_cpu_seconds()
+    subprocess.run([sys.executable, "-c", "sum(i * i for i in range(3_000_000))"], check=True)
+    time.sleep(0.2)
+    machine_after, load_after = run._machine_seconds(), run._children_cpu_seconds()
+    assert load_after - load_before > 0.05
+    assert machine_after["total"] - machine_before["total"] >= load_after - load_before
+    for reading in (machine_before, machine_after):
+        assert 0 <= reading["steal"] <= reading["total"] and 0 <= reading["idle"] <= reading["total"]
+
+
+def test_the_machine_split_puts_what_no_measured_process_used_under_other():
+    """Does machine_split give each part's share of the machine's time, with everything the app,
+    the database, the load tool, idle and steal don't account for as "other", summing to 100%,
+    and nothing for a run that read no machine time?"""
+    from bench import run
+
+    split = run.machine_split({"app": 1.2, "db": 0.3, "load": 0.2, "idle": 0.1, "steal": 0.04, "machine": 2.0})
+    assert split == pytest.approx({"app": 60.0, "db": 15.0, "load": 10.0, "idle": 5.0, "steal": 2.0, "other": 8.0})
+    assert sum(split.values()) == pytest.approx(100.0)
+    assert run.machine_split({"app": 1.0, "db": 0.1}) == {}
+
+
+def test_the_report_shows_where_the_machines_time_went_during_transfers():
+    """Does the report show, for the transfers and the PK runs around them, each part's share of
+    the machine and the load tool's CPU per operation, and say in the analysis how the transfer
+    runs' split differs from the PK runs'?"""
+    from bench import report
+
+    values = {"ceiling.pk.16.cpu_app_ms": [2.0], "ceiling.pk.16.cpu_db_ms": [0.5],
+              "transfer.uniform.16.rate": [100.0], "ceiling.db.16": [500.0], "ceiling.text.16.rate": [900.0],
+              "transfer.uniform.16.pk.rate": [500.0]}
+    for key, shares, load_ms in (("transfer.uniform.16", (70, 10, 12, 3, 5, 0), 1.25),
+                                 ("transfer.uniform.16.pk", (78, 8, 6, 2, 6, 0), 0.31)):
+        values |= {f"{key}.machine_{part}": [float(share)] for part, share in zip(report.MACHINE_COLUMNS, shares)}
+        values[f"{key}.cpu_load_ms"] = [load_ms]
+    table = "\n".join(report.machine_table("postgresql", values))
+    assert "| a whole transfer (GET form + POST), uniform | 70.0 | 10.0 | 12.0 | 3.0 | 5.0 | 0.0 | 1.25 |" in table
+    assert "| one PK SELECT (ORM), the runs around the uniform transfers | 78.0 | 8.0 | 6.0 | 2.0 | 6.0 | 0.0 | 0.31 |" in table
+    analysis = "\n".join(report.analysis("postgresql", values, []))
+    assert ("the app and the database had 80% of the machine's time against 86% in the PK runs around them; "
+            "the load tool 12% against 6% (1.25 ms of its CPU per operation against 0.31)") in analysis
+    assert report.machine_table("postgresql", {"ceiling.pk.16.cpu_app_ms": [2.0]}) == []
 
 
 def test_the_pk_bracket_shares_a_run_only_between_adjacent_figures(monkeypatch, tmp_path):
