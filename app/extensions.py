@@ -18,10 +18,10 @@ from flask import Flask, current_app, request
 from flask_bootstrap import Bootstrap5
 from flask_limiter import Limiter
 from flask_login import LoginManager, current_user
-from limits import parse as parse_rate_limit
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
+from limits import parse as parse_rate_limit
 from sqlalchemy import Insert, MetaData, Table, bindparam, event, select, union_all
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError

@@ -427,7 +427,8 @@ def run_wrk(server: Server, script: str, clients: list[dict[str, str]], duration
     cpu_before, machine_before, load_before = _cpu_now(server), _machine_seconds(), _children_cpu_seconds()
     LOAD_EVENTS["count"] += 1
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=duration + 120)
-    cpu_after, machine_after, load_after = _cpu_now(server), _machine_seconds(), _children_cpu_seconds()
+    # The children's CPU is read first: _cpu_now runs pgrep, a child of its own, which is not load.
+    load_after, machine_after, cpu_after = _children_cpu_seconds(), _machine_seconds(), _cpu_now(server)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
     duration_s, socket_errors, closed = read_run_summary(out_path.read_text(), duration)
