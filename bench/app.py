@@ -15,6 +15,12 @@ at all, in the same run as the bank's own pages:
   session-token comparison, the session rules, the security headers, and the Bootstrap layout
   with its navigation and the logout form's CSRF token, around an empty page.
 
+With `BENCH_SQLITE_UNSYNCED=1` in its environment, the factory's SQLite connections also skip
+the sync of each commit (`PRAGMA synchronous = OFF`). `make bench` starts one such server, for one
+diagnostic figure only: the same transfers with and without the wait for the disk, so the report
+can say how much of a SQLite transfer's cost is the durability the app never gives up
+(`synchronous = FULL`, app/extensions.py). No other server, test or deployment sets it.
+
 They are registered by this factory only, which wraps the production factory unchanged and
 refuses to run with `APP_ENV=production`: `run.py`, `make serve` and the container never import
 this package, so the routes can't be reached there (tests/perf/test_bench_support.py checks
@@ -30,13 +36,16 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, render_template
 from flask_login import login_required
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from app import create_app
 from app.config import ConfigurationError
 from app.extensions import db, limiter
 from app.models import Account
 from app.security import log_standalone_event
+
+# The environment variable of the unsynced diagnostic server (module docstring).
+UNSYNCED_SETTING = "BENCH_SQLITE_UNSYNCED"
 
 bench_bp = Blueprint("bench", __name__, url_prefix="/bench", template_folder="templates")
 
@@ -91,4 +100,24 @@ def create_bench_app(test_config: dict[str, Any] | None = None) -> Flask:
     if application.config["APP_ENV"] == "production":  # pragma: no cover - guarded above
         raise ConfigurationError("bench routes are never served with APP_ENV=production")
     application.register_blueprint(bench_bp)
+    if os.environ.get(UNSYNCED_SETTING) == "1":
+        skip_sqlite_sync(application)
     return application
+
+
+def skip_sqlite_sync(application: Flask) -> None:
+    """Make every SQLite connection of `application` commit without syncing the disk
+    (`PRAGMA synchronous = OFF`, set after the app's own pragmas), for the benchmark's unsynced
+    diagnostic server only. Raises ConfigurationError when the database is not SQLite."""
+    with application.app_context():
+        engine = db.engine
+        if engine.dialect.name != "sqlite":
+            raise ConfigurationError(f"{UNSYNCED_SETTING} is a SQLite measurement")
+
+        @event.listens_for(engine, "connect")
+        def _no_sync(dbapi_connection, _record) -> None:  # pragma: no cover - driver callback
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA synchronous = OFF")
+            cursor.close()
+
+        engine.dispose()  # a connection opened before the listener existed would still sync

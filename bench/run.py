@@ -13,8 +13,9 @@ under reports/bench/):
 3. repetitions of: the ceilings (short text, one primary-key SELECT; pgbench's own throughput
    for the transfer's SQL on PostgreSQL, bench/sqlite_ceiling.py on SQLite), transfers at 1, 4
    and 16 clients (uniform over many accounts, and hot over 5), the pages at 16 clients on both
-   databases, the durable audit append alone (the write every audit hop makes), and login at
-   1 client, all driven by wrk with the scripts in bench/wrk/;
+   databases, the durable audit append alone (the write every audit hop makes), on SQLite the
+   uniform transfers once more with commits not synced (a measurement of the sync's cost only:
+   bench/app.py), and login at 1 client, all driven by wrk with the scripts in bench/wrk/;
 4. verify-ledger and verify-audit on every database, and a check that the ledger grew by
    exactly two rows per accepted transfer POST.
 
@@ -53,6 +54,7 @@ from tests.e2e.multiprocess_support import (  # noqa: E402
     Client, base_env, flask_command, free_port, stop_process_group,
 )
 
+from bench.app import UNSYNCED_SETTING  # noqa: E402
 from bench.seed import (  # noqa: E402
     AUDITOR_EMAIL, BENCH_PASSWORD, HEAVY_EMAIL, SeedSpec, customer_email, hot_email,
 )
@@ -202,21 +204,22 @@ def worker_connections(workers: int, threads: int) -> int:
     return max(math.ceil(PAGE_CLIENTS / workers), threads + 1)
 
 
-def gunicorn_env(url: str, port: int, workers: int, threads: int) -> dict[str, str]:
+def gunicorn_env(url: str, port: int, workers: int, threads: int, **settings: str) -> dict[str, str]:
     """The environment of the benchmark's gunicorn: the app on `url`, bound to 127.0.0.1:`port`,
     `workers` x `threads` through gunicorn.conf.py's own variables, each worker holding at most
-    worker_connections(workers, threads) connections."""
+    worker_connections(workers, threads) connections; `settings` added as they are."""
     return base_env(url, BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY=str(workers), WEB_THREADS=str(threads),
-                    WEB_WORKER_CONNECTIONS=str(worker_connections(workers, threads)))
+                    WEB_WORKER_CONNECTIONS=str(worker_connections(workers, threads)), **settings)
 
 
 @contextmanager
-def gunicorn(name: str, url: str, folder: Path, workers: int, threads: int):
+def gunicorn(name: str, url: str, folder: Path, workers: int, threads: int, **settings: str):
     """bench.wsgi:app under `gunicorn -c gunicorn.conf.py`, `workers` x `threads` through the
     config's own variables (WEB_CONCURRENCY, WEB_THREADS; the pool follows the threads), on a
-    free port; yields once every worker answers."""
+    free port, with `settings` in its environment (the unsynced diagnostic server:
+    bench/app.py); yields once every worker answers."""
     port = free_port()
-    env = gunicorn_env(url, port, workers, threads)
+    env = gunicorn_env(url, port, workers, threads, **settings)
     out_path, err_path = folder / f"{name}.access.log", folder / f"{name}.error.log"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "bench.wsgi:app"],
@@ -686,8 +689,15 @@ def bench_backend(backend: str, args, results: Results, meta: dict) -> None:
         with ExitStack() as stack:
             big = stack.enter_context(gunicorn(f"{backend}-big", big_url, folder, args.workers, args.threads))
             small = stack.enter_context(gunicorn(f"{backend}-small", small_url, folder, args.workers, args.threads))
+            # SQLite only: the same big database behind a server whose commits skip the sync, for
+            # the one diagnostic figure that prices SQLite's durable commit (bench/app.py).
+            unsynced = stack.enter_context(gunicorn(
+                f"{backend}-big-unsynced", big_url, folder, args.workers, args.threads, **{UNSYNCED_SETTING: "1"},
+            )) if backend == "sqlite" else None
             paths = dict(PAGES, filtered=filtered_path())
             warm(big, small, pop, paths, args)
+            if unsynced is not None:
+                run_wrk(unsynced, "transfer.lua", transfer_clients(big, pop, "uniform", 4), 1, "warm")
             for rep in range(1, 0 if args.only_sweep else args.reps + 1):
                 log(f"{backend}: repetition {rep}/{args.reps} (load average {os.getloadavg()[0]:.2f})")
                 results.add(backend, "loadavg", os.getloadavg()[0])
@@ -727,6 +737,13 @@ def bench_backend(backend: str, args, results: Results, meta: dict) -> None:
                     sample = bracket.around(key, partial(
                         run_wrk, big, "transfer.lua", transfer_sessions[pattern], args.duration,
                         f"{tag}-{pattern}-{PAGE_CLIENTS}"))
+                    record_transfer(results, backend, key, sample)
+                if unsynced is not None:
+                    # The uniform transfers again, the same sessions, on the unsynced server.
+                    key = f"transfer.uniform.unsynced.{PAGE_CLIENTS}"
+                    sample = bracket.around(key, partial(
+                        run_wrk, unsynced, "transfer.lua", transfer_sessions["uniform"], args.duration,
+                        f"{tag}-uniform-unsynced"))
                     record_transfer(results, backend, key, sample)
                 # Pages at 16 clients, on the small database and then on the big one, between PK runs
                 for name, path in [*paths.items(), ("hops", "/audit/transactions")]:

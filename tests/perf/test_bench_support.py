@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app import create_app
 from app.audit.services import verify_chain
@@ -480,3 +480,58 @@ def test_the_pk_bracket_shares_a_run_only_between_adjacent_figures(monkeypatch, 
     measured = results.values["sqlite"]
     assert (measured["a.pk.rate"], measured["b.pk.rate"], measured["c.pk.rate"], measured["d.pk.rate"]) == (
         [200.0], [400.0], [800.0], [1200.0])
+
+
+def _synchronous(application) -> int:
+    with application.app_context():
+        value = db.session.execute(text("PRAGMA synchronous")).scalar_one()
+        db.session.remove()
+        db.engine.dispose()
+    return value
+
+
+def test_only_the_unsynced_diagnostic_server_commits_without_syncing(tmp_path, monkeypatch):
+    """Does the benchmark's app keep the app's `synchronous = FULL` (2) on SQLite, and turn it
+    off (0) only with BENCH_SQLITE_UNSYNCED=1, which it refuses on any other database?"""
+    from bench.app import UNSYNCED_SETTING
+
+    settings = {"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'sync.db'}"}
+    monkeypatch.delenv(UNSYNCED_SETTING, raising=False)
+    assert _synchronous(create_bench_app(settings)) == 2
+    assert _synchronous(create_app(settings)) == 2
+    monkeypatch.setenv(UNSYNCED_SETTING, "1")
+    assert _synchronous(create_bench_app(settings)) == 0
+    assert _synchronous(create_app(settings)) == 2  # the production factory never reads it
+    with pytest.raises(ConfigurationError):
+        create_bench_app({"APP_ENV": "testing", "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://nobody@127.0.0.1:1/none"})
+
+
+def _transfer_figures(ratio: float, ratio_unsynced: float) -> dict:
+    values = {"transfer.uniform.16.rate": [100.0], "transfer.uniform.16.pk.rate": [200.0 / ratio],
+              "transfer.uniform.16.cpu_app_ms": [20.0], "transfer.uniform.16.machine_idle": [12.0],
+              "transfer.uniform.unsynced.16.rate": [130.0],
+              "transfer.uniform.unsynced.16.pk.rate": [260.0 / ratio_unsynced],
+              "transfer.uniform.unsynced.16.cpu_app_ms": [15.0], "transfer.uniform.unsynced.16.machine_idle": [4.0],
+              "ceiling.db.16": [500.0], "ceiling.text.16.rate": [900.0]}
+    return values
+
+
+def test_the_report_prices_sqlites_durable_commit_from_the_unsynced_run():
+    """With the unsynced transfers measured, does the SQLite analysis compare them with the synced
+    ones (rate, ratio, CPU, idle), say the sync is the bound when only the unsynced run meets the
+    target, and otherwise how much of the distance to it the sync accounts for? Does the
+    transfers table show the run as a measurement, and does a run without it say nothing?"""
+    from bench import report
+
+    bound = "\n".join(report.analysis("sqlite", _transfer_figures(0.30, 0.45), []))
+    assert ("made 130.0 transfers/s against 100.0: 2 x transfers/s ÷ PK route 0.45 against 0.30, 15.00 ms of the "
+            "app's CPU per transfer against 20.00, the machine idle 4% against 12%.") in bound
+    assert "Without the wait for the disk the target (0.40) is met" in bound
+    partial_share = "\n".join(report.analysis("sqlite", _transfer_figures(0.30, 0.35), []))
+    assert "The sync accounts for 50% of the distance to the target (0.40)" in partial_share
+    assert "Without the wait for the disk" not in partial_share
+    table = "\n".join(report.render_backend("sqlite", _transfer_figures(0.30, 0.35), [], {}))
+    assert "| uniform, commits not synced (a measurement only: bench/app.py) | 16 | 130.0 |" in table
+    without = {k: v for k, v in _transfer_figures(0.30, 0.35).items() if "unsynced" not in k}
+    assert "durable commit" not in "\n".join(report.analysis("sqlite", without, []))
+    assert "not synced" not in "\n".join(report.render_backend("sqlite", without, [], {}))
