@@ -97,6 +97,7 @@ def normalize_password(password: str | None) -> str:
 
 
 _NOT_LETTER_OR_DIGIT = re.compile(r"[\W_]+")
+_DIGITS = re.compile(r"\d+")
 
 
 def _made_of_context_words(password: str, sources: tuple[str, ...]) -> bool:
@@ -117,13 +118,29 @@ def _made_of_context_words(password: str, sources: tuple[str, ...]) -> bool:
     return reachable[-1]
 
 
+def _added_to_context_words(password: str, sources: tuple[str, ...]) -> str | None:
+    """The digits and symbols of `password` when its letters are nothing but words of `sources`
+    (as _made_of_context_words; "12345" for "BobTester12345" by Bob Tester), else None: a
+    derivative of the user's name or email whose only guesswork is what was added to it."""
+    letters = "".join(ch for ch in password if ch.isalpha())
+    added = "".join(ch for ch in password if not ch.isalpha() and not ch.isspace())
+    # The sources' words with their digits dropped as well, so "bob7@example.com" yields "bob".
+    sources = sources + tuple(_DIGITS.sub(" ", source or "") for source in sources)
+    if not added or not letters or not _made_of_context_words(letters, sources):
+        return None
+    return added
+
+
 def password_problem(password: str | None, *, email: str = "", full_name: str = "") -> str | None:
     """Return why `password` is refused, or None when it meets the policy.
 
     Policy (NIST SP 800-63B 5.1.1.2, OWASP ASVS 2.1.1, 2.1.2, 2.1.7, 2.1.9): 12 to 128 characters
     after NFKC normalization, no composition rules, no truncation, and a zxcvbn score of at
     least 3 given the user's email, name and the bank's name as context (which also covers
-    lists of common and breached passwords).
+    lists of common and breached passwords). Refused as well, whatever zxcvbn scores them, the
+    derivatives of those words NIST names: a password made of nothing but them, and one whose
+    letters are nothing but them and whose digits and symbols, taken alone, score below 3
+    ("BobTester12345"; "Bob 8302 9174 6651" passes).
     """
     normalized = normalize_password(password)
     if len(normalized) < PASSWORD_MIN_LENGTH:
@@ -133,9 +150,14 @@ def password_problem(password: str | None, *, email: str = "", full_name: str = 
     if any(unicodedata.category(ch) == "Cc" for ch in normalized):
         return "Use printable characters only (no tabs, line breaks or other control characters)."
     bank_name = current_app.config["BANK_NAME"]
-    if _made_of_context_words(normalized, (email, full_name, bank_name, "bank")):
+    sources = (email, full_name, bank_name, "bank")
+    if _made_of_context_words(normalized, sources):
         return ("This password is too easy to guess. It is made only of words from your name, your email "
                 "address or the bank's name; add words of your own.")
+    added = _added_to_context_words(normalized, sources)
+    if added is not None and zxcvbn(added, max_length=PASSWORD_MAX_LENGTH)["score"] < PASSWORD_MIN_SCORE:
+        return ("This password is too easy to guess. It is words from your name, your email address or the "
+                "bank's name with a few digits or symbols added; add words of your own.")
     context = [part for part in (email, *(full_name or "").split(), bank_name, *bank_name.split(), "bank") if part]
     if email and "@" in email:
         context.append(email.split("@", 1)[0])

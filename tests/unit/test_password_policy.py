@@ -183,3 +183,32 @@ def test_policy_refuses_control_characters(policy_app, control):
     message = problem(f"zebra quantum{control}harbor lantern")
 
     assert message is not None and "control characters" in message
+
+
+@pytest.mark.parametrize("password", [
+    "MargaretThistlewood1234",
+    "MargaretThistlewood1987!",
+    "thistlewood.margaret!2024",
+])
+def test_policy_refuses_the_users_words_with_a_few_digits_or_symbols_added(policy_app, password):
+    """Is a derivative of the user's and the bank's words (NIST SP 800-63B 5.1.1.2) refused,
+    a password whose letters are nothing but those words and whose digits and symbols alone
+    would be easy to guess, although zxcvbn scores each of these 3 or more?"""
+    message = problem(password)
+
+    assert message is not None and "with a few digits or symbols added" in message
+    assert problem(password, email="someone@example.com", full_name="Other Person") is None
+    assert "with a few digits or symbols added" in problem("QuokkaridgeSavings2026!!",
+                                                           email="someone@example.com", full_name="Other Person")
+
+
+def test_the_users_words_with_hard_to_guess_digits_pass(policy_app):
+    """Does a password whose letters are the user's words pass when what was added to them is
+    itself hard to guess (the rule judges the addition, not the presence of the name)?"""
+    assert problem("Margaret 8302 9174 6651") is None
+
+
+def test_a_derivative_of_an_email_with_digits_in_it_is_refused(policy_app):
+    """Are the email's words found with their digits dropped ("bob7" gives "bob")?"""
+    assert problem("BobTester12345", email="bob7.tester@example.com", full_name="Someone Else") is not None
+    assert problem("BobTester12345", email="someone@example.com", full_name="Someone Else") is None
