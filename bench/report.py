@@ -311,7 +311,9 @@ def _unsynced_sentence(v: dict) -> str:
         f"against {med(get(synced + '.rate')):,.1f}: 2 x transfers/s ÷ PK route {ratio_unsynced:.2f} against "
         f"{ratio:.2f}, {med(get(unsynced + '.cpu_app_ms')):.2f} ms of the app's CPU per transfer against "
         f"{med(get(synced + '.cpu_app_ms')):.2f}, the machine idle "
-        f"{med(get(unsynced + '.machine_idle')):.0f}% against {med(get(synced + '.machine_idle')):.0f}%.")
+        f"{med(get(unsynced + '.machine_idle')):.0f}% against {med(get(synced + '.machine_idle')):.0f}% and "
+        f"stolen by the hypervisor {med(get(unsynced + '.machine_steal')):.0f}% against "
+        f"{med(get(synced + '.machine_steal')):.0f}%.")
     if math.isnan(ratio) or math.isnan(ratio_unsynced):
         return sentence
     if ratio >= TARGET_TRANSFER:

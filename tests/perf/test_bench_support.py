@@ -509,6 +509,7 @@ def test_only_the_unsynced_diagnostic_server_commits_without_syncing(tmp_path, m
 def _transfer_figures(ratio: float, ratio_unsynced: float) -> dict:
     values = {"transfer.uniform.16.rate": [100.0], "transfer.uniform.16.pk.rate": [200.0 / ratio],
               "transfer.uniform.16.cpu_app_ms": [20.0], "transfer.uniform.16.machine_idle": [12.0],
+              "transfer.uniform.16.machine_steal": [30.0], "transfer.uniform.unsynced.16.machine_steal": [10.0],
               "transfer.uniform.unsynced.16.rate": [130.0],
               "transfer.uniform.unsynced.16.pk.rate": [260.0 / ratio_unsynced],
               "transfer.uniform.unsynced.16.cpu_app_ms": [15.0], "transfer.uniform.unsynced.16.machine_idle": [4.0],
@@ -525,7 +526,8 @@ def test_the_report_prices_sqlites_durable_commit_from_the_unsynced_run():
 
     bound = "\n".join(report.analysis("sqlite", _transfer_figures(0.30, 0.45), []))
     assert ("made 130.0 transfers/s against 100.0: 2 x transfers/s ÷ PK route 0.45 against 0.30, 15.00 ms of the "
-            "app's CPU per transfer against 20.00, the machine idle 4% against 12%.") in bound
+            "app's CPU per transfer against 20.00, the machine idle 4% against 12% and stolen by the hypervisor 10% "
+            "against 30%.") in bound
     assert "Without the wait for the disk the target (0.40) is met" in bound
     partial_share = "\n".join(report.analysis("sqlite", _transfer_figures(0.30, 0.35), []))
     assert "The sync accounts for 50% of the distance to the target (0.40)" in partial_share
