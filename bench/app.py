@@ -19,7 +19,8 @@ With `BENCH_SQLITE_UNSYNCED=1` in its environment, the factory's SQLite connecti
 the sync of each commit (`PRAGMA synchronous = OFF`). `make bench` starts one such server, for one
 diagnostic figure only: the same transfers with and without the wait for the disk, so the report
 can say how much of a SQLite transfer's cost is the durability the app never gives up
-(`synchronous = FULL`, app/extensions.py). No other server, test or deployment sets it.
+(`synchronous = FULL`, app/extensions.py). No deployment and no other server sets it; one test
+does, to check that it works and stays out of the production factory.
 
 They are registered by this factory only, which wraps the production factory unchanged and
 refuses to run with `APP_ENV=production`: `run.py`, `make serve` and the container never import
