@@ -164,21 +164,18 @@ def render_backend(backend: str, v: dict, notes: list[str], errors: dict, cap: i
             "| pattern | clients | transfers/s | POST p50 ms | POST p99 ms | p99/p50 | GET form p50 ms | errors | "
             "2 x transfers/s ÷ PK route req/s | transfers/s ÷ transfer SQL alone |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    def transfer_row(label: str, c: int, k: str) -> str:
+        return (f"| {label} | {c} | {fmt(get(k + '.rate'))} | {fmt(get(k + '.p50'))} | {fmt(get(k + '.p99'))} | "
+                f"{fmt(ratios(get(k + '.p99'), get(k + '.p50')), 2)} | {fmt(get(k + '.form_p50'))} | "
+                f"{errors.get(k, 0)} | {fmt(ratios(get(k + '.rate'), pk_for(v, k, 'rate', c), 2.0), 2)} | "
+                f"{fmt(ratios(get(k + '.rate'), get(f'ceiling.db.{c}')), 2)} |")
+
     for pattern in ("uniform", "hot"):
         for c in CLIENTS:
-            k = f"transfer.{pattern}.{c}"
-            out.append(
-                f"| {pattern} | {c} | {fmt(get(k + '.rate'))} | {fmt(get(k + '.p50'))} | {fmt(get(k + '.p99'))} | "
-                f"{fmt(ratios(get(k + '.p99'), get(k + '.p50')), 2)} | {fmt(get(k + '.form_p50'))} | {errors.get(k, 0)} | "
-                f"{fmt(ratios(get(k + '.rate'), pk_for(v, k, 'rate', c), 2.0), 2)} | "
-                f"{fmt(ratios(get(k + '.rate'), get(f'ceiling.db.{c}')), 2)} |")
-    k = f"{UNSYNCED}.16"
-    if get(k + ".rate"):
-        out.append(
-            f"| uniform, commits not synced (a measurement only: bench/app.py) | 16 | {fmt(get(k + '.rate'))} | "
-            f"{fmt(get(k + '.p50'))} | {fmt(get(k + '.p99'))} | {fmt(ratios(get(k + '.p99'), get(k + '.p50')), 2)} | "
-            f"{fmt(get(k + '.form_p50'))} | {errors.get(k, 0)} | {fmt(ratios(get(k + '.rate'), pk_for(v, k, 'rate'), 2.0), 2)} | "
-            f"{fmt(ratios(get(k + '.rate'), get('ceiling.db.16')), 2)} |")
+            out.append(transfer_row(pattern, c, f"transfer.{pattern}.{c}"))
+    if get(f"{UNSYNCED}.16.rate"):
+        out.append(transfer_row("uniform, commits not synced (a measurement only: bench/app.py)", 16,
+                                f"{UNSYNCED}.16"))
     out.append("")
 
     out += ["### Pages at 16 clients: 1,000,000 ledger rows against 10,000", "",

@@ -55,6 +55,7 @@ from tests.e2e.multiprocess_support import (  # noqa: E402
 )
 
 from bench.app import UNSYNCED_SETTING  # noqa: E402
+from bench.report import UNSYNCED  # noqa: E402
 from bench.seed import (  # noqa: E402
     AUDITOR_EMAIL, BENCH_PASSWORD, HEAVY_EMAIL, SeedSpec, customer_email, hot_email,
 )
@@ -740,7 +741,7 @@ def bench_backend(backend: str, args, results: Results, meta: dict) -> None:
                     record_transfer(results, backend, key, sample)
                 if unsynced is not None:
                     # The uniform transfers again, the same sessions, on the unsynced server.
-                    key = f"transfer.uniform.unsynced.{PAGE_CLIENTS}"
+                    key = f"{UNSYNCED}.{PAGE_CLIENTS}"
                     sample = bracket.around(key, partial(
                         run_wrk, unsynced, "transfer.lua", transfer_sessions["uniform"], args.duration,
                         f"{tag}-uniform-unsynced"))
