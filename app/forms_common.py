@@ -19,10 +19,15 @@ from .widgets import SelectField
 PHONE_PATTERN = re.compile(r"[0-9 +\-()]{7,20}")
 # C0/C1 controls other than tab and line breaks; the bidirectional overrides and isolates that
 # make stored text display in another order than it reads ("Trojan Source", CVE-2021-42574); and
-# invisible spaces that let a name look like another (zero-width space, word joiner, BOM).
-# Zero-width (non-)joiners stay allowed: several scripts need them in ordinary names.
+# the characters that display as nothing, which let a name look like another or look blank
+# (Unicode's Default_Ignorable_Code_Point and the blank "letters" TR #36 lists): soft hyphen,
+# combining grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian vowel separator,
+# zero-width space, word joiner, invisible operators, deprecated format controls, Braille blank,
+# interlinear annotation marks, BOM. Zero-width (non-)joiners and variation selectors stay
+# allowed: several scripts need the first in ordinary names, and emoji the second.
 CONTROL_CHARACTERS = re.compile(
-    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]"
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b"
+    r"\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\u2800\u3164\ufeff\uffa0\ufff9-\ufffb]"
 )
 LINE_BREAKS = re.compile(r"[\t\n\r\u2028\u2029]")
 DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -47,8 +52,10 @@ def at_most(limit: int, *, shortest: int = -1) -> Length:
 
 
 def no_control_characters(form, field) -> None:
-    """Refuse control characters (other than tab and newlines) and bidirectional overrides in
-    free text."""
+    """Refuse control characters (other than tab and newlines), bidirectional overrides and
+    characters that display as nothing (CONTROL_CHARACTERS) in free text: a name, description or
+    note must show what it holds (OWASP ASVS 4.0.3 5.1.3, Unicode TR #36 "Unicode Security
+    Considerations")."""
     if field.data and CONTROL_CHARACTERS.search(field.data):
         raise ValidationError("Remove control characters from this field.")
 

@@ -947,15 +947,44 @@ def test_register_refuses_an_email_that_normalizes_to_an_existing_one(client, ap
     assert "An account with this email already exists." in response.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("invisible", ["\u200b", "\u2060", "\ufeff"])
-def test_profile_refuses_invisible_characters_in_names(client, auth, customer, invisible):
-    """Is a name with a zero-width space, word joiner or byte-order mark (which can make two names
-    look alike) refused with 400?"""
+INVISIBLE_CHARACTERS = ["\u200b", "\u2060", "\ufeff", "\u00ad", "\u034f", "\u115f", "\u1160", "\u17b4",
+                        "\u180e", "\u2062", "\u206a", "\u2800", "\u3164", "\uffa0", "\ufffb"]
+
+
+@pytest.mark.parametrize("invisible", INVISIBLE_CHARACTERS)
+def test_profile_refuses_invisible_characters_in_names(client, auth, customer, invisible, app):
+    """Is a name with a character that displays as nothing (a zero-width space, word joiner, BOM,
+    soft hyphen, Hangul filler, Braille blank...: Unicode TR #36), which can make two names look
+    alike, refused with 400 and the name left as it was?"""
     auth.login(customer.email)
 
     response = client.post("/auth/profile", data={"full_name": f"Bo{invisible}b", "phone": "+1 555 0100"})
 
     assert response.status_code == 400
+    assert "Remove control characters from this field." in response.get_data(as_text=True)
+    assert user_row(app, customer.id)["full_name"] == customer.full_name
+
+
+@pytest.mark.parametrize("blank", ["\u3164", "\u2800\u2800", "\u115f\u1160", "\u00ad"])
+def test_register_refuses_a_name_that_displays_as_nothing(client, app, blank):
+    """Is a full name made only of characters that display as nothing (it would show as a blank in
+    the admin's user list, the owner pickers and the tickets) refused with 400, nobody created?"""
+    response = client.post("/auth/register", data=registration(full_name=blank, email="blank@example.com"))
+
+    assert response.status_code == 400
+    assert find_user(app, "blank@example.com") is None
+
+
+@pytest.mark.parametrize("name", ["Ra\u200dhul", "\u0646\u0648\u06cc\u062f\u200c\u0647", "Bo \u2764\ufe0f", "Zo\u00eb"])
+def test_profile_keeps_joiners_and_variation_selectors_in_names(client, auth, customer, name, app):
+    """Are the zero-width joiner and non-joiner (which several scripts need in ordinary names) and
+    an emoji's variation selector still accepted in a name?"""
+    auth.login(customer.email)
+
+    response = client.post("/auth/profile", data={"full_name": name, "phone": "+1 555 0100"})
+
+    assert response.status_code == 302
+    assert user_row(app, customer.id)["full_name"] == name
 
 
 def test_authenticate_service_survives_a_nul_byte_in_the_email(app):
