@@ -15,19 +15,31 @@ wsgi_app = "run:app"
 bind = [os.environ.get("BIND") or "127.0.0.1:8000"]
 
 # Worker processes, from WEB_CONCURRENCY (the variable gunicorn and most platforms use); by
-# default one per CPU core. Threaded workers (gthread): WEB_THREADS threads per process, default
-# 2, each request on its own thread with its own database connection. Both chosen by measurement
-# (the workers x threads sweep of `make bench`, bench/results.md): on this 2-core machine one
-# process per core served transfers and pages fastest (4 x 4 and 8 x 1 some 15-25% slower with
-# two to three times the POST p99), since more processes or threads only add switching between
-# them. Between 2 x 1 and 2 x 2 the runs disagree, each ahead by about a tenth in one run and
-# behind in another. 2 x 2 keeps a second thread in each process, so one slow request (a lock
-# wait, a 100 ms password hash) doesn't stop its process answering others, and its gthread
-# workers keep connections alive, where 2 x 1 means gunicorn's sync worker.
+# default one per CPU core. Threads per process from WEB_THREADS; by default 2 (gthread workers)
+# on PostgreSQL and 1 (gunicorn's sync worker) on SQLite, the database DATABASE_URL names (none:
+# the development default, SQLite). Both chosen by measurement (the workers x threads sweep of
+# `make bench`, on each database: bench/results.md). On this 2-core machine one process per core
+# served transfers and pages fastest on both (4 x 4 and 8 x 1 some 15-25% slower with two to
+# three times the POST p99), since more processes or threads only add switching between them.
+# On PostgreSQL, between 2 x 1 and 2 x 2 the runs disagree, each ahead by about a tenth in one
+# run and behind in another; 2 x 2 keeps a second thread in each process, so one slow request
+# (a lock wait, a 100 ms password hash) doesn't stop its process answering others, and its
+# gthread workers keep connections alive. On SQLite a second thread costs transfers a fifth of
+# their rate (2 x 1: 293 transfers/s, POST p99 45 ms; 2 x 2: 240/s, 82 ms; the PK route and
+# the pages alike): SQLite lets one writer in at a time, and a writer holding that lock in a
+# process with another busy thread must win Python's GIL back after every statement, so every
+# other writer waits longer for the lock.
 # A stuck request blocks one thread, and gunicorn's timeout still ends a worker that stops
 # answering.
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)
-threads = int(os.environ.get("WEB_THREADS") or 2)
+
+
+def _serves_sqlite(database_url: str) -> bool:
+    """True when DATABASE_URL names SQLite, or is unset (the development default)."""
+    return not database_url or database_url.startswith("sqlite")
+
+
+threads = int(os.environ.get("WEB_THREADS") or (1 if _serves_sqlite(os.environ.get("DATABASE_URL", "")) else 2))
 worker_class = "gthread" if threads > 1 else "sync"
 # How many connections a gthread worker holds open at once (gunicorn's default, 1000); past it
 # the worker stops accepting and leaves new connections to the others. It also bounds the idle

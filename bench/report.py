@@ -105,11 +105,9 @@ def render(meta: dict, values: dict, notes: dict, errors: dict) -> str:
         f"- machine: {m['cpu']}; {m['os']}",
         f"- load average (1 min) at start {meta['loadavg_start'][0]:.2f}, at end {meta['loadavg_end'][0]:.2f}; "
         "per repetition below (the benchmark's own server, database and load tool count in it).",
-        f"- gunicorn (gunicorn.conf.py): {meta['workers']} workers x {meta['threads']} threads "
-        f"({'sync' if meta['threads'] == 1 else 'gthread'}"
-        + (f", each worker holding at most {meta['worker_connections']} connections" if meta.get("worker_connections") else "")
-        + f"); the load tool: {m['wrk']} with bench/wrk/*.lua, "
-        "one connection per client, on the same machine",
+        "- gunicorn (gunicorn.conf.py, which picks the threads by database): "
+        + "; ".join(f"{backend}: {served_configuration(served)}" for backend, served in meta.get("gunicorn", {}).items())
+        + f"; the load tool: {m['wrk']} with bench/wrk/*.lua, one connection per client, on the same machine",
         f"- versions: Python {m['python']}; {m['postgresql']}; SQLite {m['sqlite']}; {m['pgbench']}; {m['packages']}",
     ]
     for backend, seeds in _seeds(meta).items():
@@ -118,9 +116,19 @@ def render(meta: dict, values: dict, notes: dict, errors: dict) -> str:
         lines.append(f"- password hash ({backend} run): {described}")
     lines.append("")
     for backend in values:
+        served = meta.get("gunicorn", {}).get(backend, {})
         lines += render_backend(backend, values[backend], notes.get(backend, []), errors.get(backend, {}),
-                                meta.get("worker_connections"))
+                                served.get("worker_connections"), sync=served.get("threads") == 1)
     return "\n".join(lines) + "\n"
+
+
+def served_configuration(served: dict) -> str:
+    """"2 workers x 2 threads (gthread, each worker holding at most 8 connections)" from a
+    backend's gunicorn configuration in the run's meta (bench/run.py server_configuration)."""
+    kind = "sync: one connection at a time, closed after each answer" if served["threads"] == 1 else "gthread"
+    cap = served.get("worker_connections")
+    return (f"{served['workers']} workers x {served['threads']} thread{'s' if served['threads'] > 1 else ''} "
+            f"({kind}" + (f", each worker holding at most {cap} connections" if cap else "") + ")")
 
 
 def _seeds(meta: dict) -> dict[str, list[str]]:
@@ -133,7 +141,8 @@ def _seeds(meta: dict) -> dict[str, list[str]]:
     return out
 
 
-def render_backend(backend: str, v: dict, notes: list[str], errors: dict, cap: int | None = None) -> list[str]:
+def render_backend(backend: str, v: dict, notes: list[str], errors: dict, cap: int | None = None, *,
+                   sync: bool = False) -> list[str]:
     get = lambda key: v.get(key, [])  # noqa: E731
     title = "PostgreSQL" if backend == "postgresql" else "SQLite"
     db_ceiling = "pgbench, bench/pgbench_transfer.sql" if backend == "postgresql" else "bench/sqlite_ceiling.py"
@@ -201,7 +210,7 @@ def render_backend(backend: str, v: dict, notes: list[str], errors: dict, cap: i
     out += safe(cpu_table)(backend, v)
     out += safe(machine_table)(backend, v)
     out += safe(targets)(v, errors)
-    out += safe(analysis)(backend, v, notes, cap)
+    out += safe(analysis)(backend, v, notes, cap, sync=sync)
     out += safe(sweep_table)(v, errors)
     checks = [n for n in notes if not n.startswith(("profile:", "profile-top:"))]
     if checks:
@@ -433,9 +442,10 @@ def _cpu_spread(notes: list[str]) -> str:
             f"cost is spread over the whole stack, not in one place the app could take out.")
 
 
-def analysis(backend: str, v: dict, notes: list[str], cap: int | None = None) -> list[str]:
+def analysis(backend: str, v: dict, notes: list[str], cap: int | None = None, *, sync: bool = False) -> list[str]:
     """What bounds each figure, from this run's own measurements. cap: the gunicorn workers'
-    `worker_connections` in the run (None: gunicorn's default, the clients split as they fell)."""
+    `worker_connections` in the run (None: gunicorn's default, the clients split as they fell).
+    sync: the servers ran gunicorn's sync workers, one request per connection."""
     get = lambda key: v.get(key, [])  # noqa: E731
     out = ["### What bounds each figure (this run's measurements)", ""]
     app_tps = med(get("transfer.uniform.16.rate"))
@@ -476,23 +486,28 @@ def analysis(backend: str, v: dict, notes: list[str], cap: int | None = None) ->
     page_spreads = [med(values) for key, values in sorted(v.items())
                     if key.startswith("page.") and key.endswith(".big.client_spread") and values]
     if pk_spread and page_spreads:
-        out.append(
-            (f"- **Each worker serves its share of the 16 clients**: with keep-alive, each of wrk's connections "
-             f"stays on the gunicorn worker that accepted it, and in this run each worker held at most {cap} of them "
-             f"(bench/run.py, worker_connections), so they could not split by which worker woke first (a 14/2 split, "
-             f"seen before the cap, made one client's p50 seven times another's). "
-             if cap else
-             f"- **A p50 at 16 clients depends on how the clients' connections split between the workers**: with "
-             f"keep-alive, each of wrk's 16 connections stays on the gunicorn worker that accepted it, and the "
-             f"workers seldom get equal shares (10/6 makes the slowest client's p50 about 1.8 times the fastest "
-             f"one's; 14/2, seen, about 7). ")
-            + f"The slowest client's p50 was {med(pk_spread):.1f} times the fastest one's on the PK route (median of "
-            f"the repetitions; {min(pk_spread):.1f} to {max(pk_spread):.1f}) and {min(page_spreads):.1f} to "
-            f"{max(page_spreads):.1f} times on the pages at 1,000,000 rows"
-            + (": with every worker serving as many clients, a p50 ratio at 16 clients comes close to the ratio "
-               "of CPU per request (the table above), which does not depend on the split." if cap else
-               ", so each p50 ratio above moves with two such draws from one repetition to the next; CPU per "
-               "request (the table above) does not depend on them."))
+        if sync:
+            lead = ("- **No client is tied to a worker**: gunicorn's sync workers answer one request per connection "
+                    "and close it, so each of wrk's requests reconnects and goes to whichever worker is free. ")
+            tail = (": a p50 ratio at 16 clients comes close to the ratio of CPU per request (the table above), "
+                    "which does not depend on how the requests fell.")
+        elif cap:
+            lead = (f"- **Each worker serves its share of the 16 clients**: with keep-alive, each of wrk's connections "
+                    f"stays on the gunicorn worker that accepted it, and in this run each worker held at most {cap} of "
+                    f"them (bench/run.py, worker_connections), so they could not split by which worker woke first (a "
+                    f"14/2 split, seen before the cap, made one client's p50 seven times another's). ")
+            tail = (": with every worker serving as many clients, a p50 ratio at 16 clients comes close to the ratio "
+                    "of CPU per request (the table above), which does not depend on the split.")
+        else:
+            lead = ("- **A p50 at 16 clients depends on how the clients' connections split between the workers**: "
+                    "with keep-alive, each of wrk's 16 connections stays on the gunicorn worker that accepted it, and "
+                    "the workers seldom get equal shares (10/6 makes the slowest client's p50 about 1.8 times the "
+                    "fastest one's; 14/2, seen, about 7). ")
+            tail = (", so each p50 ratio above moves with two such draws from one repetition to the next; CPU per "
+                    "request (the table above) does not depend on them.")
+        out.append(lead + f"The slowest client's p50 was {med(pk_spread):.1f} times the fastest one's on the PK "
+                   f"route (median of the repetitions; {min(pk_spread):.1f} to {max(pk_spread):.1f}) and "
+                   f"{min(page_spreads):.1f} to {max(page_spreads):.1f} times on the pages at 1,000,000 rows" + tail)
     out += _hops_analysis(backend, v)
     login = med(get("login.p50"))
     hash_ms = med(get("hash_ms"))

@@ -687,13 +687,15 @@ def bench_backend(backend: str, args, results: Results, meta: dict) -> None:
         TRANSFER_TALLY.update(accepted=0, in_flight=0)
         KEEPALIVE_TALLY.update(answers=0, closed=0)
         meta.setdefault("hash", {})[backend] = hash_verification_ms()
+        served = meta.setdefault("gunicorn", {})[backend] = server_configuration(backend, big_url, args)
+        workers, threads = served["workers"], served["threads"]
         with ExitStack() as stack:
-            big = stack.enter_context(gunicorn(f"{backend}-big", big_url, folder, args.workers, args.threads))
-            small = stack.enter_context(gunicorn(f"{backend}-small", small_url, folder, args.workers, args.threads))
+            big = stack.enter_context(gunicorn(f"{backend}-big", big_url, folder, workers, threads))
+            small = stack.enter_context(gunicorn(f"{backend}-small", small_url, folder, workers, threads))
             # SQLite only: the same big database behind a server whose commits skip the sync, for
             # the one diagnostic figure that prices SQLite's durable commit (bench/app.py).
             unsynced = stack.enter_context(gunicorn(
-                f"{backend}-big-unsynced", big_url, folder, args.workers, args.threads, **{UNSYNCED_SETTING: "1"},
+                f"{backend}-big-unsynced", big_url, folder, workers, threads, **{UNSYNCED_SETTING: "1"},
             )) if backend == "sqlite" else None
             paths = dict(PAGES, filtered=filtered_path())
             warm(big, small, pop, paths, args)
@@ -772,11 +774,12 @@ def bench_backend(backend: str, args, results: Results, meta: dict) -> None:
                 results.add(backend, "hash_ms", hash_verification_ms(7)[0])
             if args.reps and not args.only_sweep:
                 results.note(backend, f"answers at {PAGE_CLIENTS} clients that closed their keep-alive connection "
-                                      f"(gunicorn's `Connection: close`): {KEEPALIVE_TALLY['closed']:,} of "
-                                      f"{KEEPALIVE_TALLY['answers']:,}")
+                                      f"(gunicorn's `Connection: close`"
+                                      + ("; a sync worker closes every one" if threads == 1 else "")
+                                      + f"): {KEEPALIVE_TALLY['closed']:,} of {KEEPALIVE_TALLY['answers']:,}")
             if args.profile:
                 profile(backend, big, pop, args, results)
-        if args.sweep and backend == "postgresql":
+        if args.sweep:
             sweep(backend, big_url, folder, pop, args, results)
         ledger_after = databases.scalar(big_url, 'SELECT count(*) FROM "transaction"')
         grown = ledger_after - ledger_before
@@ -805,13 +808,22 @@ def warm(big: Server, small: Server, pop: Population, paths: dict, args) -> None
 
 
 SWEEP = ((2, 1), (4, 1), (6, 1), (8, 1), (2, 2), (2, 4), (4, 2), (4, 4))
+# On SQLite, only what the choice turns on there: one thread per process or more. SQLite lets
+# one writer in at a time, so more processes or threads add writers queueing for the same lock.
+SQLITE_SWEEP = ((2, 1), (4, 1), (2, 2), (2, 4))
+
+
+def sweep_configurations(backend: str) -> tuple[tuple[int, int], ...]:
+    """The (workers, threads) pairs the sweep measures on `backend` ("postgresql" or "sqlite")."""
+    return SQLITE_SWEEP if backend == "sqlite" else SWEEP
 
 
 def sweep(backend: str, url: str, folder: Path, pop: Population, args, results: Results) -> None:
     """Workers x threads: the PK route, transfers and transactions page 1 at 16 clients, so
     gunicorn.conf.py's choice rests on a measurement. Two passes, the second in reverse order,
     so a change in the machine's background load doesn't favour the configurations run first."""
-    for workers, threads in SWEEP + tuple(reversed(SWEEP)):
+    configurations = sweep_configurations(backend)
+    for workers, threads in configurations + tuple(reversed(configurations)):
         log(f"{backend}: sweep {workers} workers x {threads} threads")
         with gunicorn(f"{backend}-sweep", url, folder, workers, threads) as server:
             cookie = sign_in(server, HEAVY_EMAIL)
@@ -967,14 +979,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="postgresql,sqlite")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per measured run")
-    parser.add_argument("--workers", type=int, default=None, help="default: gunicorn.conf.py's")
-    parser.add_argument("--threads", type=int, default=None, help="default: gunicorn.conf.py's")
+    parser.add_argument("--workers", type=int, default=None, help="default: gunicorn.conf.py's for each database")
+    parser.add_argument("--threads", type=int, default=None, help="default: gunicorn.conf.py's for each database")
     parser.add_argument("--quick", action="store_true", help="a 10x smaller big database (for trying the bench)")
     parser.add_argument("--no-profile", dest="profile", action="store_false",
                         help="skip py-spy on the workers during a transfer run and a login run")
     parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
     parser.add_argument("--no-sweep", dest="sweep", action="store_false",
-                        help="skip the workers x threads sweep (run on PostgreSQL only)")
+                        help="skip the workers x threads sweep")
     parser.add_argument("--only-sweep", action="store_true", help="seed, then only the configuration sweep")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--pg-url", default=os.environ.get("BENCH_DATABASE_URL") or DEFAULT_PG)
@@ -991,14 +1003,10 @@ def main(argv: list[str] | None = None) -> int:
             psycopg.connect(_libpq(args.pg_url), connect_timeout=5).close()
         except Exception as exc:  # noqa: BLE001 - any failure: say which server and why
             parser.error(f"cannot connect to PostgreSQL at {args.pg_url} (BENCH_DATABASE_URL): {exc}")
-    conf = load_gunicorn_conf()
-    args.workers = args.workers or conf["workers"]
-    args.threads = args.threads or conf["threads"]
     REPORTS.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.timezone.utc)
     meta: dict = {"started": started.strftime("%Y-%m-%d %H:%M UTC"), "loadavg_start": os.getloadavg(),
-                  "machine": machine_description(), "workers": args.workers, "threads": args.threads,
-                  "worker_connections": worker_connections(args.workers, args.threads) if args.threads > 1 else None,
+                  "machine": machine_description(),
                   "duration": args.duration, "reps": args.reps, "quick": args.quick}
     results = Results()
     for backend in args.backends.split(","):
@@ -1014,11 +1022,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def load_gunicorn_conf() -> dict:
-    """workers and threads as gunicorn.conf.py computes them (with the environment as it is)."""
+def load_gunicorn_conf(database_url: str) -> dict:
+    """workers and threads as gunicorn.conf.py computes them for a server on `database_url`
+    (the rest of the environment as it is: WEB_CONCURRENCY and WEB_THREADS still win)."""
     namespace: dict = {}
-    exec(compile((REPO / "gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"), namespace)  # nosec B102
+    saved = os.environ.get("DATABASE_URL")
+    os.environ["DATABASE_URL"] = database_url
+    try:
+        exec(compile((REPO / "gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"), namespace)  # nosec B102
+    finally:
+        if saved is None:
+            os.environ.pop("DATABASE_URL", None)
+        else:
+            os.environ["DATABASE_URL"] = saved
     return {"workers": namespace.get("workers", 1), "threads": namespace.get("threads", 1)}
+
+
+def server_configuration(backend: str, database_url: str, args) -> dict:
+    """The gunicorn configuration every server of `backend` runs with: gunicorn.conf.py's
+    workers and threads for that database, unless --workers or --threads say otherwise, and
+    each worker's connection cap (None for sync workers, which hold one connection at a time)."""
+    conf = load_gunicorn_conf(database_url)
+    workers, threads = args.workers or conf["workers"], args.threads or conf["threads"]
+    return {"workers": workers, "threads": threads,
+            "worker_connections": worker_connections(workers, threads) if threads > 1 else None}
 
 
 if __name__ == "__main__":

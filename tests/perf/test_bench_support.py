@@ -127,7 +127,7 @@ def test_production_factory_is_the_one_the_benchmark_wraps():
 
 
 def _gunicorn_settings(monkeypatch, **env) -> dict:
-    for name in ("WEB_THREADS", "DATABASE_POOL_SIZE", "DATABASE_MAX_OVERFLOW"):
+    for name in ("WEB_THREADS", "DATABASE_POOL_SIZE", "DATABASE_MAX_OVERFLOW", "DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -136,30 +136,72 @@ def _gunicorn_settings(monkeypatch, **env) -> dict:
     return namespace
 
 
+PG_URL = "postgresql+psycopg://bank@db.example:5432/bank"
+
+
 def test_connection_pool_is_sized_to_the_worker(monkeypatch):
     """Does each worker's pool hold one connection per thread and no overflow (so workers x
     threads connections in all), unless the environment sets the pool explicitly?"""
-    settings = _gunicorn_settings(monkeypatch)
+    settings = _gunicorn_settings(monkeypatch, DATABASE_URL=PG_URL)
     assert (settings["threads"], settings["worker_class"]) == (2, "gthread")
     assert settings["raw_env"] == ["DATABASE_POOL_SIZE=2", "DATABASE_MAX_OVERFLOW=0"]
-    settings = _gunicorn_settings(monkeypatch, WEB_THREADS="1")
+    settings = _gunicorn_settings(monkeypatch, DATABASE_URL=PG_URL, WEB_THREADS="1")
     assert settings["worker_class"] == "sync" and "DATABASE_POOL_SIZE=1" in settings["raw_env"]
-    settings = _gunicorn_settings(monkeypatch, DATABASE_POOL_SIZE="9")
+    settings = _gunicorn_settings(monkeypatch, DATABASE_URL=PG_URL, DATABASE_POOL_SIZE="9")
     assert settings["raw_env"] == ["DATABASE_MAX_OVERFLOW=0"]
+
+
+@pytest.mark.parametrize("database_url", [None, "", "sqlite:////srv/bank/bank.db", "sqlite:///bank.db"])
+def test_sqlite_is_served_by_one_thread_per_process(monkeypatch, database_url):
+    """On SQLite (named, or DATABASE_URL unset: the development default) does gunicorn.conf.py
+    default to one thread per process, gunicorn's sync worker (the workers x threads sweep of
+    `make bench`: a second thread slows SQLite's serialized writers), while WEB_THREADS still
+    wins and PostgreSQL keeps two threads?"""
+    env = {} if database_url is None else {"DATABASE_URL": database_url}
+    settings = _gunicorn_settings(monkeypatch, **env)
+    assert (settings["threads"], settings["worker_class"]) == (1, "sync")
+    assert settings["raw_env"] == ["DATABASE_POOL_SIZE=1", "DATABASE_MAX_OVERFLOW=0"]
+    settings = _gunicorn_settings(monkeypatch, WEB_THREADS="2", **env)
+    assert (settings["threads"], settings["worker_class"]) == (2, "gthread")
+    for url in (PG_URL, "postgres://bank@db.example/bank"):
+        assert _gunicorn_settings(monkeypatch, DATABASE_URL=url)["threads"] == 2
+
+
+def test_the_benchmark_serves_each_database_as_gunicorn_conf_would(monkeypatch):
+    """Does the benchmark take each database's workers and threads from gunicorn.conf.py for that
+    database (1 thread on SQLite, 2 on PostgreSQL, no connection cap for sync workers), let
+    --workers and --threads override them, and leave the environment's DATABASE_URL as it was?"""
+    from argparse import Namespace
+
+    from bench.run import server_configuration
+
+    monkeypatch.delenv("WEB_THREADS", raising=False)
+    monkeypatch.setenv("WEB_CONCURRENCY", "2")
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///elsewhere.db")
+    defaults = Namespace(workers=None, threads=None)
+    assert server_configuration("sqlite", "sqlite:////tmp/big.db", defaults) == {
+        "workers": 2, "threads": 1, "worker_connections": None}
+    assert server_configuration("postgresql", PG_URL, defaults) == {
+        "workers": 2, "threads": 2, "worker_connections": 8}
+    assert server_configuration("sqlite", "sqlite:////tmp/big.db", Namespace(workers=4, threads=2)) == {
+        "workers": 4, "threads": 2, "worker_connections": 4}
+    import os
+
+    assert os.environ["DATABASE_URL"] == "sqlite:///elsewhere.db"
 
 
 def test_the_benchmark_splits_its_connections_evenly_and_a_deployment_keeps_the_default(monkeypatch):
     """Does a deployment keep gunicorn's default worker_connections (1000), while the benchmark's
     gunicorn caps each worker at its share of the 16 clients (8 each for 2 x 2), with room for
     every client and never so few that a gthread worker has no connection left to keep alive?"""
-    from bench.run import PAGE_CLIENTS, SWEEP, gunicorn_env, worker_connections
+    from bench.run import PAGE_CLIENTS, gunicorn_env, sweep_configurations, worker_connections
 
     monkeypatch.delenv("WEB_WORKER_CONNECTIONS", raising=False)
     assert _gunicorn_settings(monkeypatch)["worker_connections"] == 1000
     env = gunicorn_env("sqlite:///bench.db", 8123, 2, 2)
     assert (env["WEB_CONCURRENCY"], env["WEB_THREADS"], env["WEB_WORKER_CONNECTIONS"]) == ("2", "2", "8")
     assert _gunicorn_settings(monkeypatch, WEB_WORKER_CONNECTIONS=env["WEB_WORKER_CONNECTIONS"])["worker_connections"] == 8
-    for workers, threads in SWEEP:
+    for workers, threads in sweep_configurations("postgresql") + sweep_configurations("sqlite"):
         if threads == 1:
             continue  # sync workers: one connection at a time, closed after each answer
         cap, share = worker_connections(workers, threads), -(-PAGE_CLIENTS // workers)
@@ -267,6 +309,9 @@ def test_each_clients_own_p50_shows_how_unevenly_the_clients_were_served(tmp_pat
     assert "The slowest client's p50 was 1.5 times the fastest one's on the PK route" in text
     assert "(median of the repetitions; 1.2 to 1.8) and 1.1 to 1.9 times on the pages" in text
     assert "split between the workers" not in "\n".join(report.analysis("postgresql", {}, []))
+    synced = "\n".join(report.analysis("sqlite", values, [], sync=True))
+    assert "No client is tied to a worker" in synced and "split between the workers" not in synced
+    assert "The slowest client's p50 was 1.5 times the fastest one's on the PK route" in synced
 
 
 def test_the_report_takes_the_durable_append_out_of_an_audit_hop():
