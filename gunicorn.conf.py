@@ -24,11 +24,11 @@ bind = [os.environ.get("BIND") or "127.0.0.1:8000"]
 # On PostgreSQL, between 2 x 1 and 2 x 2 the runs disagree, each ahead by about a tenth in one
 # run and behind in another; 2 x 2 keeps a second thread in each process, so one slow request
 # (a lock wait, a 100 ms password hash) doesn't stop its process answering others, and its
-# gthread workers keep connections alive. On SQLite a second thread costs transfers a fifth of
-# their rate (2 x 1: 293 transfers/s, POST p99 45 ms; 2 x 2: 240/s, 82 ms; the PK route and
-# the pages alike): SQLite lets one writer in at a time, and a writer holding that lock in a
-# process with another busy thread must win Python's GIL back after every statement, so every
-# other writer waits longer for the lock.
+# gthread workers keep connections alive. On SQLite a second thread costs transfers 14 to 18%
+# of their rate (2 x 1: 293 and 222 transfers/s, POST p99 45 and 56 ms, in two sweeps; 2 x 2:
+# 240 and 191/s, 82 and 87 ms; transactions page 1 alike): SQLite lets one writer in at a time,
+# and a writer holding that lock shares its process's GIL with the other thread, so every other
+# writer waits longer for the lock.
 # A stuck request blocks one thread, and gunicorn's timeout still ends a worker that stops
 # answering.
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)
