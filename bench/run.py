@@ -687,7 +687,7 @@ def bench_backend(backend: str, args, results: Results, meta: dict) -> None:
         TRANSFER_TALLY.update(accepted=0, in_flight=0)
         KEEPALIVE_TALLY.update(answers=0, closed=0)
         meta.setdefault("hash", {})[backend] = hash_verification_ms()
-        served = meta.setdefault("gunicorn", {})[backend] = server_configuration(backend, big_url, args)
+        served = meta.setdefault("gunicorn", {})[backend] = server_configuration(big_url, args)
         workers, threads = served["workers"], served["threads"]
         with ExitStack() as stack:
             big = stack.enter_context(gunicorn(f"{backend}-big", big_url, folder, workers, threads))
@@ -1038,8 +1038,8 @@ def load_gunicorn_conf(database_url: str) -> dict:
     return {"workers": namespace.get("workers", 1), "threads": namespace.get("threads", 1)}
 
 
-def server_configuration(backend: str, database_url: str, args) -> dict:
-    """The gunicorn configuration every server of `backend` runs with: gunicorn.conf.py's
+def server_configuration(database_url: str, args) -> dict:
+    """The gunicorn configuration every server on `database_url`'s database runs with: gunicorn.conf.py's
     workers and threads for that database, unless --workers or --threads say otherwise, and
     each worker's connection cap (None for sync workers, which hold one connection at a time)."""
     conf = load_gunicorn_conf(database_url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 from pathlib import Path
 
@@ -179,14 +180,12 @@ def test_the_benchmark_serves_each_database_as_gunicorn_conf_would(monkeypatch):
     monkeypatch.setenv("WEB_CONCURRENCY", "2")
     monkeypatch.setenv("DATABASE_URL", "sqlite:///elsewhere.db")
     defaults = Namespace(workers=None, threads=None)
-    assert server_configuration("sqlite", "sqlite:////tmp/big.db", defaults) == {
+    assert server_configuration("sqlite:////tmp/big.db", defaults) == {
         "workers": 2, "threads": 1, "worker_connections": None}
-    assert server_configuration("postgresql", PG_URL, defaults) == {
+    assert server_configuration(PG_URL, defaults) == {
         "workers": 2, "threads": 2, "worker_connections": 8}
-    assert server_configuration("sqlite", "sqlite:////tmp/big.db", Namespace(workers=4, threads=2)) == {
+    assert server_configuration("sqlite:////tmp/big.db", Namespace(workers=4, threads=2)) == {
         "workers": 4, "threads": 2, "worker_connections": 4}
-    import os
-
     assert os.environ["DATABASE_URL"] == "sqlite:///elsewhere.db"
 
 
@@ -309,9 +308,9 @@ def test_each_clients_own_p50_shows_how_unevenly_the_clients_were_served(tmp_pat
     assert "The slowest client's p50 was 1.5 times the fastest one's on the PK route" in text
     assert "(median of the repetitions; 1.2 to 1.8) and 1.1 to 1.9 times on the pages" in text
     assert "split between the workers" not in "\n".join(report.analysis("postgresql", {}, []))
-    synced = "\n".join(report.analysis("sqlite", values, [], sync=True))
-    assert "No client is tied to a worker" in synced and "split between the workers" not in synced
-    assert "The slowest client's p50 was 1.5 times the fastest one's on the PK route" in synced
+    sync_workers = "\n".join(report.analysis("sqlite", values, [], sync=True))
+    assert "No client is tied to a worker" in sync_workers and "split between the workers" not in sync_workers
+    assert "The slowest client's p50 was 1.5 times the fastest one's on the PK route" in sync_workers
 
 
 def test_the_report_takes_the_durable_append_out_of_an_audit_hop():
