@@ -40,7 +40,8 @@ def seed_admin_command() -> None:
 @click.command("verify-ledger")
 @with_appcontext
 def verify_ledger_command() -> None:
-    """Check the money invariants (DESIGN.md section 2); exit status 1 on any violation."""
+    """Check the money invariants (DESIGN.md section 2) and the ledger against the audit trail;
+    exit status 1 on any violation."""
     from .banking.services import verify_ledger
 
     report = verify_ledger()
@@ -48,7 +49,8 @@ def verify_ledger_command() -> None:
     if report.ok:
         click.echo(
             f"Ledger consistent: {report.accounts_checked} accounts, balances total "
-            f"{report.total_balance_cents} cents = deposits {report.total_deposits_cents} cents."
+            f"{report.total_balance_cents} cents = deposits {report.total_deposits_cents} cents; "
+            f"{report.transfers_checked} transfers and every opening deposit match their audit rows."
         )
         return
     for problem in report.problems:

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from app.auth.services import hash_password
 from app.extensions import db
 from app.models import Account, Transaction, User
+from app.security import log_event
 
 DEFAULT_PASSWORD = "correct horse battery staple 42"
 _counter = itertools.count(1)
@@ -45,8 +46,9 @@ def snapshot_user(user: User) -> SimpleNamespace:
 
 def make_account(owner, balance: str | Decimal = "100.00", *, type: str = "checking",
                  status: str = "active", number: str | None = None) -> SimpleNamespace:
-    """Create and commit an account holding `balance`, recorded as an opening-deposit credit so
-    the ledger invariants hold."""
+    """Create and commit an account holding `balance`, recorded as an opening-deposit credit and
+    an ACCOUNT_CREATED audit row, as the bank records an opening, so the ledger invariants and
+    the ledger's match with the audit trail hold."""
     n = next(_counter)
     amount = Decimal(balance)
     account = Account(
@@ -61,6 +63,10 @@ def make_account(owner, balance: str | Decimal = "100.00", *, type: str = "check
             type="credit", description="Opening deposit", reference=f"DP-TEST{n:011d}",
             initiated_by_user_id=owner.id,
         ))
+    # The audit row the bank writes with every opening: verify-ledger matches the two.
+    log_event("ACCOUNT_CREATED", {"account_id": account.id, "account_number": account.account_number,
+                                  "owner_id": owner.id, "type": type, "opening_deposit": str(amount)},
+              user_id=owner.id)
     db.session.commit()
     return SimpleNamespace(id=account.id, account_number=account.account_number, owner_id=account.owner_id,
                            type=account.type, status=account.status)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 from flask import current_app
 from itsdangerous import Signer
@@ -42,6 +43,7 @@ from ..models import (
     ACCOUNT_TYPES,
     ENTRY_TYPES,
     Account,
+    AuditLog,
     EntrySides,
     Transaction,
     User,
@@ -943,21 +945,28 @@ def unfreeze_account(actor: User, account_id: int) -> bool:
 
 @dataclass(frozen=True)
 class LedgerReport:
-    """Result of `verify_ledger`: `ok`, the problems found, and totals in cents."""
+    """Result of `verify_ledger`: `ok`, the problems found, totals in cents, and how many
+    transfers were matched with their audit rows."""
 
     ok: bool
     problems: list[str]
     accounts_checked: int
     total_balance_cents: int
     total_deposits_cents: int
+    transfers_checked: int
 
 
 def verify_ledger() -> LedgerReport:
-    """Check the invariants of DESIGN.md section 2 over the whole database (read-only).
+    """Check the invariants of DESIGN.md section 2 over the whole database (read-only), and that
+    the ledger and the audit trail tell the same story.
 
     No balance is negative; each account's balance equals its credits minus its debits; every
     debit has a matching credit (same reference and amount); the sum of all balances equals the
-    sum of external money in (opening deposits). Sums are taken in integer cents.
+    sum of external money in (opening deposits). Then every transfer in the ledger has exactly
+    one TRANSFER_CREATED audit row with its reference, amount, source account and target account,
+    and every such row a transfer; every account has exactly one ACCOUNT_CREATED row, whose
+    opening deposit is what the ledger holds as the account's deposit (_audit_cross_check).
+    Sums are taken in integer cents. Returns a LedgerReport; raises nothing on a violation.
     """
     cents = lambda column: type_coerce(column, BigInteger)  # noqa: E731
     problems: list[str] = []
@@ -978,22 +987,111 @@ def verify_ledger() -> LedgerReport:
                 f"account {account_id}: balance {balance} cents but ledger says {net.get(account_id, 0)} cents"
             )
     debit_side = db.session.execute(
-        select(Transaction.reference, cents(Transaction.amount)).where(Transaction.type == "debit")
+        select(Transaction.reference, cents(Transaction.amount), Transaction.account_id,
+               Transaction.receiver_account_id).where(Transaction.type == "debit")
     ).all()
     credit_side = dict(db.session.execute(
         select(Transaction.reference, cents(Transaction.amount))
         .where(Transaction.type == "credit", Transaction.sender_account_id.is_not(None))
     ).all())
-    for reference, amount in debit_side:
+    for reference, amount, _source, _target in debit_side:
         if credit_side.pop(reference, None) != amount:
             problems.append(f"transfer {reference}: debit without a matching credit")
     for reference in credit_side:
         problems.append(f"transfer {reference}: credit without a matching debit")
-    total_balance = sum(balances.values())
-    deposits = db.session.scalar(
-        select(func.coalesce(func.sum(cents(Transaction.amount)), 0))
+    deposit_rows = db.session.execute(
+        select(Transaction.account_id, cents(Transaction.amount))
         .where(Transaction.type == "credit", Transaction.sender_account_id.is_(None))
-    ) or 0
-    if total_balance != int(deposits):
-        problems.append(f"sum of balances {total_balance} cents differs from deposits {int(deposits)} cents")
-    return LedgerReport(not problems, problems, len(balances), total_balance, int(deposits))
+    ).all()
+    total_balance = sum(balances.values())
+    deposits = sum(int(amount) for _, amount in deposit_rows)
+    if total_balance != deposits:
+        problems.append(f"sum of balances {total_balance} cents differs from deposits {deposits} cents")
+    problems += _audit_cross_check(debit_side, deposit_rows, set(balances))
+    return LedgerReport(not problems, problems, len(balances), total_balance, deposits, len(debit_side))
+
+
+def _audit_cents(value: object) -> int | None:
+    """An amount as the audit details hold it ("120.50") in integer cents; None if it isn't one."""
+    try:
+        amount = Decimal(str(value))
+    except ArithmeticError:
+        return None
+    if not amount.is_finite() or amount != amount.quantize(Decimal("0.01")):
+        return None
+    return int(amount * 100)
+
+
+def _audit_details_of(action: str) -> Iterator[tuple[int, dict]]:
+    """(audit row id, details as a dict) of every row of `action`, in chain order; details that
+    are not a JSON object read as {} (the checks below then report the row)."""
+    rows = db.session.execute(select(AuditLog.id, AuditLog.details).where(AuditLog.action == action)
+                              .order_by(AuditLog.id))
+    for row_id, text in rows:
+        try:
+            details = json.loads(text)
+        except ValueError:
+            details = {}
+        yield row_id, details if isinstance(details, dict) else {}
+
+
+def _audit_cross_check(debits: list[Row], deposits: list[Row], account_ids: set[int]) -> list[str]:
+    """The ledger against the audit trail: each ledger row is written with its audit row in one
+    transaction (DESIGN.md sections 3 and 4), so a row on one side only, or the two disagreeing,
+    means money was written behind the app's back (PCI DSS 10.2.1, 10.3.4). A deposit and its
+    matching balance inserted with SQL pass the balance checks above; they can't pass this one
+    without an audit row, which only the holder of AUDIT_HMAC_KEY can chain (`flask verify-audit`).
+
+    debits: ledger debit rows (reference, amount in cents, source account id, target account id).
+    deposits: opening-deposit credits (account id, amount in cents). account_ids: every account.
+    Returns the problems found, as sentences; an empty list when both sides agree.
+    """
+    problems: list[str] = []
+    numbers = dict(db.session.execute(select(Account.id, Account.account_number)).all())
+    recorded: dict[str, tuple[int, dict]] = {}
+    for row_id, details in _audit_details_of("TRANSFER_CREATED"):
+        reference = str(details.get("reference", ""))
+        if reference in recorded:
+            problems.append(f"transfer {reference}: recorded by audit rows {recorded[reference][0]} and {row_id}")
+            continue
+        recorded[reference] = (row_id, details)
+    for reference, amount, source_id, target_id in debits:
+        row_id, details = recorded.pop(reference, (None, None))
+        if details is None:
+            problems.append(f"transfer {reference}: no TRANSFER_CREATED audit row records it")
+            continue
+        ledger = {"amount": amount, "source account": source_id, "target account": numbers.get(target_id)}
+        audited = {"amount": _audit_cents(details.get("amount")), "source account": details.get("source_account_id"),
+                   "target account": details.get("target_account")}
+        for name, value in ledger.items():
+            if audited[name] != value:
+                problems.append(f"transfer {reference}: the ledger's {name} is {value}, "
+                                f"its TRANSFER_CREATED audit row {row_id} says {audited[name]}")
+    for reference, (row_id, _details) in recorded.items():
+        problems.append(f"audit row {row_id} (TRANSFER_CREATED) records transfer {reference or '(none)'}, "
+                        "which the ledger does not hold")
+
+    deposited: dict[int, list[int]] = {}
+    for account_id, amount in deposits:
+        deposited.setdefault(account_id, []).append(int(amount))
+    opened: dict[int, tuple[int, int | None]] = {}
+    for row_id, details in _audit_details_of("ACCOUNT_CREATED"):
+        account_id = details.get("account_id")
+        if account_id not in account_ids:
+            problems.append(f"audit row {row_id} (ACCOUNT_CREATED) records account {account_id}, which does not exist")
+        elif account_id in opened:
+            problems.append(f"account {account_id}: opened by audit rows {opened[account_id][0]} and {row_id}")
+        else:
+            opened[account_id] = (row_id, _audit_cents(details.get("opening_deposit")))
+    for account_id in sorted(account_ids):
+        in_ledger = deposited.get(account_id, [])
+        if len(in_ledger) > 1:
+            problems.append(f"account {account_id}: {len(in_ledger)} opening deposits in the ledger, one at most")
+        if account_id not in opened:
+            problems.append(f"account {account_id}: no ACCOUNT_CREATED audit row records its opening")
+            continue
+        row_id, audited = opened[account_id]
+        if audited != sum(in_ledger):
+            problems.append(f"account {account_id}: opening deposit {sum(in_ledger)} cents in the ledger, "
+                            f"its ACCOUNT_CREATED audit row {row_id} says {audited} cents")
+    return problems

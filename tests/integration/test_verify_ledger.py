@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.banking import services
 from app.extensions import db
-from app.models import Transaction, User
+from app.models import Account, Transaction, User
 from tests.conftest import MIGRATIONS, build_app
 from tests.databases import AUDIT_TRIGGERS, LEDGER_TRIGGERS, drop_ledger_triggers, table_triggers
 
@@ -40,6 +40,7 @@ def test_verify_ledger_passes_after_transfers(runner, after_transfers):
     assert result.exit_code == 0, result.output
     assert "Ledger consistent: 3 accounts" in result.output
     assert "balances total 52500 cents = deposits 52500 cents" in result.output
+    assert "3 transfers and every opening deposit match their audit rows" in result.output
 
 
 def test_verify_ledger_fails_when_a_balance_is_changed_behind_the_ledger(app, runner, after_transfers):
@@ -85,6 +86,135 @@ def test_verify_ledger_fails_on_a_debit_without_its_credit(app, runner, after_tr
 
     assert result.exit_code != 0
     assert "debit without a matching credit" in result.output
+
+
+# --- the ledger against the audit trail (verify_ledger's _audit_cross_check) ---
+
+
+def _write_behind_the_app(app, rows, *, credits: dict[int, str]) -> None:
+    """Add ledger `rows` (Transaction objects) and raise each balance in `credits` ({account id:
+    amount}) by its amount, with SQL and without an audit row, as someone with write access to
+    the tables but not to the application would."""
+    with app.app_context():
+        db.session.add_all(rows)
+        for account_id, amount in credits.items():
+            db.session.execute(text("UPDATE account SET balance = balance + :cents WHERE id = :id"),
+                               {"cents": int(Decimal(amount) * 100), "id": account_id})  # stored in cents
+        db.session.commit()
+
+
+def _balance_problems(app) -> list[str]:
+    """What verify_ledger reports with the audit cross-check left out: the balance checks only."""
+    with app.app_context():
+        return [p for p in services.verify_ledger().problems if "audit row" not in p and "opening deposit" not in p]
+
+
+def test_verify_ledger_fails_on_a_deposit_no_account_opening_recorded(app, runner, customer, after_transfers):
+    """Is money printed as a second opening deposit, with its balance raised to match, caught?
+    Every balance check passes on it (the balance equals the ledger, the total equals the
+    deposits); only the ACCOUNT_CREATED row, which records a 0.00 opening, gives it away."""
+    _, savings, _ = after_transfers
+    _write_behind_the_app(app, [Transaction(
+        account_id=savings.id, sender_account_id=None, receiver_account_id=savings.id, amount=Decimal("1000.00"),
+        type="credit", description="Opening deposit", reference="DP-FORGED000000000001",
+        initiated_by_user_id=customer.id)], credits={savings.id: "1000.00"})
+
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert _balance_problems(app) == []
+    assert result.exit_code != 0
+    assert f"account {savings.id}: opening deposit 100000 cents in the ledger" in result.output
+    assert "says 0 cents" in result.output
+
+
+def test_verify_ledger_fails_on_a_second_opening_deposit(app, runner, customer, after_transfers):
+    """Is a second deposit on an account that was opened with money reported as one too many?"""
+    checking, _, _ = after_transfers
+    _write_behind_the_app(app, [Transaction(
+        account_id=checking.id, sender_account_id=None, receiver_account_id=checking.id, amount=Decimal("5.00"),
+        type="credit", description="Opening deposit", reference="DP-FORGED000000000002",
+        initiated_by_user_id=customer.id)], credits={checking.id: "5.00"})
+
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert result.exit_code != 0
+    assert f"account {checking.id}: 2 opening deposits in the ledger, one at most" in result.output
+
+
+def _forged_transfer(source, target, amount: str, reference: str, user_id: int) -> list[Transaction]:
+    common = dict(sender_account_id=source.id, receiver_account_id=target.id, amount=Decimal(amount),
+                  description="forged", reference=reference, initiated_by_user_id=user_id)
+    return [Transaction(account_id=source.id, type="debit", **common),
+            Transaction(account_id=target.id, type="credit", **common)]
+
+
+def test_verify_ledger_fails_on_a_transfer_no_audit_row_records(app, runner, customer, other_customer,
+                                                                after_transfers):
+    """Is a balanced debit and credit pair, with both balances moved, that the application never
+    wrote (no TRANSFER_CREATED row) reported, though every balance check passes on it?"""
+    checking, _, theirs = after_transfers
+    _write_behind_the_app(app, _forged_transfer(checking, theirs, "50.00", "TX-FORGED000000000001", customer.id),
+                          credits={checking.id: "-50.00", theirs.id: "50.00"})
+
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert _balance_problems(app) == []
+    assert result.exit_code != 0
+    assert "transfer TX-FORGED000000000001: no TRANSFER_CREATED audit row records it" in result.output
+
+
+def test_verify_ledger_fails_when_the_ledger_and_its_audit_row_disagree(app, runner, customer, after_transfers):
+    """Is a transfer whose ledger rows say 50.00 to one account, while its audit row says 0.50 to
+    another, reported field by field (amount and target account)?"""
+    checking, savings, theirs = after_transfers
+    _write_behind_the_app(app, _forged_transfer(checking, theirs, "50.00", "TX-FORGED000000000002", customer.id),
+                          credits={checking.id: "-50.00", theirs.id: "50.00"})
+    with app.app_context():
+        services.log_event("TRANSFER_CREATED", {
+            "kind": "internal", "amount": "0.50", "source_account_id": checking.id,
+            "source_account": checking.account_number, "target_account": savings.account_number,
+            "reference": "TX-FORGED000000000002"}, user_id=customer.id)
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert result.exit_code != 0
+    assert "transfer TX-FORGED000000000002: the ledger's amount is 5000, its TRANSFER_CREATED audit row" in result.output
+    assert "says 50" in result.output
+    assert f"the ledger's target account is {theirs.account_number}" in result.output
+    assert "the ledger's source account" not in result.output
+
+
+def test_verify_ledger_fails_on_an_audited_transfer_the_ledger_lost(app, runner, customer, after_transfers):
+    """Is a TRANSFER_CREATED row whose reference has no ledger rows reported (money the audit
+    trail says moved, which the ledger doesn't show)?"""
+    checking, savings, _ = after_transfers
+    with app.app_context():
+        services.log_event("TRANSFER_CREATED", {
+            "kind": "internal", "amount": "1.00", "source_account_id": checking.id,
+            "source_account": checking.account_number, "target_account": savings.account_number,
+            "reference": "TX-MISSING0000000001"}, user_id=customer.id)
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert result.exit_code != 0
+    assert "records transfer TX-MISSING0000000001, which the ledger does not hold" in result.output
+
+
+def test_verify_ledger_fails_on_an_account_without_its_opening_row(app, runner, customer, after_transfers):
+    """Is an account inserted behind the app (no ACCOUNT_CREATED row) reported, though it holds nothing?"""
+    with app.app_context():
+        account = Account(account_number="999999999999", owner_id=customer.id, type="checking")
+        db.session.add(account)
+        db.session.commit()
+        forged = account.id
+
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert _balance_problems(app) == []
+    assert result.exit_code != 0
+    assert f"account {forged}: no ACCOUNT_CREATED audit row records its opening" in result.output
 
 
 def test_database_refuses_a_negative_balance(app, after_transfers):

@@ -28,6 +28,7 @@ from app.audit.services import verify_chain
 from app.banking.services import verify_ledger
 from app.extensions import db
 from app.models import Account, AuditLog, Transaction, User
+from app.security import log_event
 from tests import factories
 from tests.conftest import build_app, dispose_engines
 from tests.integration.test_headers_and_errors import inline_code_in
@@ -126,19 +127,32 @@ def make_account(app: Flask, owner, balance: str | Decimal = "100.00", **kwargs)
         return factories.make_account(owner, balance, **kwargs)
 
 
-def add_deposits(app: Flask, account, amounts, *, description: str = "Deposit") -> None:
-    """Add opening-deposit credits of `amounts` to `account` and raise its balance by their sum,
-    so the ledger invariants keep holding (set-up only)."""
+def add_credits(app: Flask, account, amounts, *, description: str = "Payment in") -> None:
+    """Pay each of `amounts` (strings or Decimals, two places) into `account` as a transfer from
+    a funding account of a new customer, written as the bank writes a transfer: a debit and a
+    credit under one reference, both balances moved, and a TRANSFER_CREATED audit row. The
+    ledger invariants and the ledger's match with the audit trail (verify_ledger) keep holding,
+    which an extra opening deposit would break (set-up only)."""
+    amounts = [Decimal(amount) for amount in amounts]
+    payer = make_user(app, "customer")
+    funding = make_account(app, payer, sum(amounts, Decimal("0.00")))
     with app.app_context():
-        row = db.session.get(Account, account.id)
+        source, target = db.session.get(Account, funding.id), db.session.get(Account, account.id)
         for amount in amounts:
-            amount = Decimal(amount)
-            db.session.add(Transaction(
-                account_id=row.id, sender_account_id=None, receiver_account_id=row.id, amount=amount,
-                type="credit", description=description.format(amount=amount),
-                reference=f"DP-ATK{next(_markers):017d}"[-24:], initiated_by_user_id=row.owner_id,
-            ))
-            row.balance = row.balance + amount
+            reference = f"TX-ATK{next(_markers):018d}"[-24:]
+            for row_account, entry_type in ((source, "debit"), (target, "credit")):
+                db.session.add(Transaction(
+                    account_id=row_account.id, sender_account_id=source.id, receiver_account_id=target.id,
+                    amount=amount, type=entry_type, description=description.format(amount=amount),
+                    reference=reference, initiated_by_user_id=payer.id,
+                ))
+            source.balance = source.balance - amount
+            target.balance = target.balance + amount
+            log_event("TRANSFER_CREATED", {
+                "kind": "external", "amount": str(amount), "source_account_id": source.id,
+                "source_account": source.account_number, "source_owner_id": payer.id,
+                "target_account": target.account_number, "target_owner_id": target.owner_id,
+                "acting_role": "customer", "reference": reference}, user_id=payer.id)
         db.session.commit()
 
 

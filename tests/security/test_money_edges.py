@@ -28,7 +28,7 @@ from app.extensions import db
 from app.models import Account, Transaction
 from tests.factories import issued_key
 from tests.security.attack_data import (
-    add_deposits,
+    add_credits,
     balances,
     field_errors,
     make_account,
@@ -104,7 +104,7 @@ def world(test_backend):
         own_target = make_account(app, payer, "0.00", type="savings")
         payee_account = make_account(app, payee, "0.00")
         filter_account = make_account(app, filtered, FILTER_AMOUNTS[0])
-        add_deposits(app, filter_account, FILTER_AMOUNTS[1:])
+        add_credits(app, filter_account, FILTER_AMOUNTS[1:])
         yield SimpleNamespace(
             app=app, payer=payer, opener=opener, source=source, own_target=own_target, payee_account=payee_account,
             filter_account=filter_account,

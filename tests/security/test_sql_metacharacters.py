@@ -25,7 +25,7 @@ from app.support import services as support_services
 from tests.factories import issued_key
 from tests.security.attack_data import (
     SQL_PAYLOADS,
-    add_deposits,
+    add_credits,
     assert_database_intact,
     audit_head,
     audit_rows_since,
@@ -55,7 +55,7 @@ def world(test_backend):
         owner, other = make_user(app, "customer"), make_user(app, "customer")
         mine = make_account(app, owner, "500.00")
         theirs = make_account(app, other, "300.00")
-        add_deposits(app, mine, ["12.00", "13.00"])
+        add_credits(app, mine, ["12.00", "13.00"])
         clients = {"admin": signed_in(app, admin), "support": signed_in(app, support),
                    "auditor": signed_in(app, auditor), "owner": signed_in(app, owner)}
         for sender, client, source, target, amount in ((owner, clients["owner"], mine, theirs, "5.00"),

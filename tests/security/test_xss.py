@@ -28,7 +28,7 @@ from app.support import services as support_services
 from tests.factories import DEFAULT_PASSWORD, issued_key
 from tests.security.attack_data import (
     XSS_PAYLOADS,
-    add_deposits,
+    add_credits,
     balances,
     injected_markup,
     link,
@@ -62,7 +62,7 @@ def world(test_backend):
         admin, support, auditor = (make_user(app, role) for role in ("admin", "support", "auditor"))
         busy = make_user(app, "customer")
         busy_account = make_account(app, busy, "1.00")
-        add_deposits(app, busy_account, ["1.00"] * 26)
+        add_credits(app, busy_account, ["1.00"] * 26)
         with app.app_context():
             owner = db.session.get(User, busy.id)
             for n in range(26):
