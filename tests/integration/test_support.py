@@ -156,6 +156,9 @@ def test_create_accepts_values_at_the_limits(client, app, logged_in_customer):
     ({"description": "d" * 5001}, "at most 5000 characters"),
     ({"description": "null\x00byte"}, "Remove control characters"),
     ({"description": "escape\x1b[31m"}, "Remove control characters"),
+    ({"subject": "\u200d\ufe0f"}, "Enter visible text"),
+    ({"description": "\u200c\n\u200d"}, "Enter visible text"),
+    ({"subject": "Hidden \U000e0069\U000e0067\U000e006e"}, "Remove control characters"),
 ])
 def test_create_refuses_fields_outside_their_limits(client, app, logged_in_customer, changes, message):
     """Does an empty, blank, over-long or control-character subject or description re-render the
@@ -416,6 +419,7 @@ def test_same_status_and_empty_note_changes_nothing_and_says_so(app, customer, s
     ({"status": "RESOLVED", "note": "x"}, "Not a valid choice"),
     ({"status": "resolved", "note": "n" * 2001}, "at most 2000 characters"),
     ({"status": "resolved", "note": "bad\x00"}, "Remove control characters"),
+    ({"status": "resolved", "note": "\u200d\u200d\ufe0f"}, "Enter visible text"),
 ])
 def test_bad_update_is_a_400_and_changes_nothing(app, customer, support_user, data, message):
     """Does an unknown or missing status, an over-long note or a control character re-render the

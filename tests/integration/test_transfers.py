@@ -471,6 +471,21 @@ def test_description_over_140_characters_is_refused(client, app, logged_in_custo
     assert _internal(client, checking, savings, "1.00", "y" * 140).status_code == 302
 
 
+@pytest.mark.parametrize("description, message", [
+    ("\u200c\u200d", "Enter visible text: this field shows nothing."),
+    ("\ufe0f \ufe0f", "Enter visible text: this field shows nothing."),
+    ("rent\U000e0020\U000e0070\U000e0061\U000e0079", "Remove control characters from this field."),
+    ("rent\U0001d173", "Remove control characters from this field."),
+])
+def test_description_that_shows_nothing_or_hides_text_is_refused(client, app, logged_in_customer, checking, savings,
+                                                                  description, message):
+    """Is a description of joiners and variation selectors only (a blank that isn't empty), or one
+    carrying tag characters (hidden ASCII) or invisible format controls, refused, moving nothing?"""
+    before = _state(app)
+    response = _internal(client, checking, savings, "1.00", description)
+    _assert_refused_without_trace(app, before, response, message)
+
+
 def test_missing_or_malformed_idempotency_key_is_refused(client, app, logged_in_customer, checking, savings):
     """Is a transfer without a well-formed server-issued idempotency key refused with a message?"""
     for key, message in [
