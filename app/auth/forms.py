@@ -6,7 +6,15 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField, SubmitField
 from wtforms.validators import DataRequired, Email, EqualTo, InputRequired, Length, Regexp, ValidationError
 
-from ..forms_common import at_most, no_control_characters, phone_number, printable_only, single_line, strip_filter
+from ..forms_common import (
+    ascii_email,
+    at_most,
+    no_control_characters,
+    phone_number,
+    printable_only,
+    single_line,
+    strip_filter,
+)
 from . import services
 
 PASSWORD_LENGTH = Length(max=services.PASSWORD_MAX_LENGTH * 4, message="That password is far too long.")
@@ -32,7 +40,7 @@ class RegisterForm(FlaskForm):
         "Email",
         filters=[strip_filter],
         validators=[DataRequired("Enter your email address."), at_most(254), printable_only,
-                    Email("Enter a valid email address.", check_deliverability=False)],
+                    Email("Enter a valid email address.", check_deliverability=False), ascii_email],
     )
     phone = _phone_field()
     password = PasswordField("Password", validators=[InputRequired("Choose a password."), PASSWORD_LENGTH])

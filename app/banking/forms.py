@@ -11,6 +11,7 @@ from wtforms.validators import DataRequired, Email, InputRequired, Length, Optio
 from ..forms_common import (  # noqa: F401  (TransactionFilterForm is re-exported for the routes)
     AmountField,
     TransactionFilterForm,
+    ascii_email,
     at_most,
     no_control_characters,
     phone_number,
@@ -145,7 +146,7 @@ class UserEditForm(FlaskForm):
     email = EmailField(
         "Email", filters=[strip_filter],
         validators=[DataRequired("Enter the email address."), at_most(254), printable_only,
-                    Email("Enter a valid email address.", check_deliverability=False)],
+                    Email("Enter a valid email address.", check_deliverability=False), ascii_email],
     )
     phone = StringField("Phone", filters=[strip_filter], validators=[DataRequired("Enter a phone number."),
                                                               at_most(20), phone_number])

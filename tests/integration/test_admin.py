@@ -297,10 +297,11 @@ def test_duplicate_email_is_a_form_error(app, admin_client, customer, other_cust
 @pytest.mark.parametrize("changes", [
     {"role": "superuser"}, {"role": ""}, {"full_name": "x" * 101}, {"full_name": ""},
     {"email": "not-an-email"}, {"email": "a" * 250 + "@example.com"}, {"phone": "12"}, {"phone": "call me"},
+    {"email": "\u0430dmin@example.com"},
 ])
 def test_bad_edit_input_is_refused_without_change(app, admin_client, customer, changes):
-    """Are unknown roles, oversized or empty names, malformed emails and phones a 400 that changes
-    nothing (and never a 500)?"""
+    """Are unknown roles, oversized or empty names, malformed or non-ASCII (homograph) emails and
+    phones a 400 that changes nothing (and never a 500)?"""
     response = admin_client.post(_edit_url(customer.id), data=_form(customer, **changes))
 
     assert response.status_code == 400
