@@ -8,6 +8,7 @@ own their transaction through `atomic()`.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 import unicodedata
@@ -328,14 +329,28 @@ def _log_failure(email: str, user: User | None, reason: str) -> None:
     log_standalone_event("LOGIN_FAILURE", {"email": email, "reason": reason}, user_id=user.id if user else None)
 
 
-def attempted_email(typed: str | None) -> str:
-    """The email of a sign-in attempt as the throttle counts it and the audit rows record it:
-    normalized (normalize_email), control characters replaced by U+FFFD, at most 254 characters.
+NOT_AN_ADDRESS = "not an email address #"
 
-    Control characters can't belong to any user's address (registration refuses them), and
-    PostgreSQL can't store NUL: replaced, the text still reaches the throttle and the audit row.
+
+def attempted_email(typed: str | None) -> str:
+    """The email of a sign-in attempt as the throttle counts it and the audit rows record it
+    (DESIGN.md section 8): a valid address normalized (normalize_email), at most 254 characters.
+
+    Text that is no valid address is recorded as NOT_AN_ADDRESS and a keyed fingerprint, never
+    as typed: it is often the password typed into the wrong field, which must not sit in the
+    audit trail for good (OWASP ASVS 4.0.3 7.1.1). The fingerprint (HMAC-SHA-256 under a key
+    derived from SECRET_KEY, 16 hex digits) is the same for the same text, so the throttle still
+    counts repeated tries of it and an auditor can still see them repeat; it holds a space, so
+    no user's address is ever equal to it. Needs an application context.
     """
-    return "".join(ch if ch.isprintable() else "\ufffd" for ch in normalize_email(typed or ""))[:254]
+    text = (typed or "").strip()
+    try:
+        return validate_email(text, check_deliverability=False).normalized.lower()[:254]
+    except EmailNotValidError:
+        secret = current_app.config["SECRET_KEY"]
+        secret = secret.encode() if isinstance(secret, str) else secret
+        key = hmac.new(secret, b"bank.login-identifier", hashlib.sha256).digest()
+        return NOT_AN_ADDRESS + hmac.new(key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:16]
 
 
 def authenticate(email: str, password: str, ip_address: str) -> User:
