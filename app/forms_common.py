@@ -6,6 +6,7 @@ import re
 import unicodedata
 from decimal import Decimal
 
+from confusable_homoglyphs import categories as unicode_scripts
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from flask_wtf import FlaskForm
@@ -24,24 +25,35 @@ PHONE_PATTERN = re.compile(r"[0-9 +\-()]{7,20}")
 # (Unicode's Default_Ignorable_Code_Point and the blank "letters" TR #36 lists): soft hyphen,
 # combining grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian vowel separator,
 # zero-width space, word joiner, invisible operators, deprecated format controls, Braille blank,
-# interlinear annotation marks, BOM, Egyptian hieroglyph format controls, musical symbol format
-# controls, and the tag characters that can carry a hidden ASCII message ("ASCII smuggling"),
-# unless they spell a subdivision flag emoji (EMOJI_TAG_SEQUENCE, removed before the check).
-# Zero-width (non-)joiners and variation selectors stay allowed: several scripts need the first
-# in ordinary names, and emoji the second; text made of nothing else is refused as blank
-# (INVISIBLE_ONLY_CATEGORIES, `no_control_characters`).
+# interlinear annotation marks, BOM, Egyptian hieroglyph format controls, shorthand format
+# controls, musical symbol format controls, Khitan filler, the code points Unicode reserves as
+# default-ignorable (U+2065, U+FFF0..FFF8, U+E0080..E00FF, U+E01F0..E0FFF), and the tag
+# characters that can carry a hidden ASCII message ("ASCII smuggling"), unless they spell a
+# subdivision flag emoji (EMOJI_TAG_SEQUENCE, removed before the check). Zero-width
+# (non-)joiners and variation selectors stay allowed: several scripts need the first in ordinary
+# names, and emoji and Mongolian the second; text made of nothing else is refused as blank
+# (VISIBLE_CATEGORIES, `no_control_characters`).
 CONTROL_CHARACTERS = re.compile(
     r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b"
-    r"\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\u2800\u3164\ufeff\uffa0\ufff9-\ufffb"
-    r"\U00013430-\U0001343f\U0001d173-\U0001d17a\U000e0000-\U000e007f]"
+    r"\u200e\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufeff\uffa0\ufff0-\ufffb"
+    r"\U00013430-\U0001343f\U00016fe4\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e00ff"
+    r"\U000e01f0-\U000e0fff]"
 )
 # An emoji tag sequence (Unicode TS #51): the black flag, tag letters, the cancel tag, as in the
 # flags of England, Scotland and Wales. Its tags draw the flag; nowhere else do they show.
 EMOJI_TAG_SEQUENCE = re.compile(r"\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f")
-# What draws nothing by itself: white space, separators, format characters (the joiners among
-# them) and the variation selectors (nonspacing marks that only choose a glyph's look).
-INVISIBLE_ONLY_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
-VARIATION_SELECTORS = re.compile(r"[\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+# What draws something by itself: letters, digits, punctuation and symbols (the general
+# categories L*, N*, P*, S*). White space, joiners, variation selectors and combining marks
+# alone draw nothing a reader can see.
+VISIBLE_CATEGORIES = ("L", "N", "P", "S")
+# Accents stacked on one character past this many spill over the lines around them ("Zalgo"
+# text); the most any script's ordinary spelling stacks is fewer (Vietnamese 2, Hebrew points
+# with cantillation 3, Tibetan stacks 4).
+MAX_COMBINING_MARKS = 5
+# The scripts whose letters pass for one another (Latin a, Cyrillic а, Greek α): one word that
+# mixes them (a Cyrillic А in "Аdministrator") is a homograph of another word (Unicode TR #36
+# section 2, UTS #39 section 5). Other mixes (Japanese kanji with kana) are ordinary spelling.
+CONFUSABLE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK"})
 LINE_BREAKS = re.compile(r"[\t\n\r\u2028\u2029]")
 DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -66,28 +78,44 @@ def at_most(limit: int, *, shortest: int = -1) -> Length:
 
 def no_control_characters(form, field) -> None:
     """Refuse control characters (other than tab and newlines), bidirectional overrides and
-    characters that display as nothing (CONTROL_CHARACTERS) in free text, and text that holds
-    only characters drawing nothing (joiners, variation selectors, white space): a name,
-    description or note must show what it holds (OWASP ASVS 4.0.3 5.1.3, Unicode TR #36
+    characters that display as nothing (CONTROL_CHARACTERS) in free text, text that holds only
+    characters drawing nothing (joiners, variation selectors, combining marks, white space), and
+    more than MAX_COMBINING_MARKS marks stacked on one character, and words that mix Latin,
+    Cyrillic or Greek letters (CONFUSABLE_SCRIPTS): a name, description or note must show what
+    it holds and not pass for other text (OWASP ASVS 4.0.3 5.1.3, Unicode TR #36
     "Unicode Security Considerations"). Raises ValidationError with the message to show."""
     if not field.data:
         return
     if CONTROL_CHARACTERS.search(EMOJI_TAG_SEQUENCE.sub("", field.data)):
         raise ValidationError("Remove control characters from this field.")
-    drawn = VARIATION_SELECTORS.sub("", field.data)
-    if all(unicodedata.category(ch) in INVISIBLE_ONLY_CATEGORIES for ch in drawn):
+    if not any(unicodedata.category(ch).startswith(VISIBLE_CATEGORIES) for ch in field.data):
         raise ValidationError("Enter visible text: this field shows nothing.")
+    if _stacks_combining_marks(field.data):
+        raise ValidationError(f"Use at most {MAX_COMBINING_MARKS} accent marks on one character.")
+    if any(len(unicode_scripts.unique_aliases(word) & CONFUSABLE_SCRIPTS) > 1 for word in field.data.split()):
+        raise ValidationError("Write each word in one alphabet: a word here mixes Latin, Cyrillic or Greek letters.")
+
+
+def _stacks_combining_marks(text: str) -> bool:
+    """Whether `text` has more than MAX_COMBINING_MARKS combining marks (Mn, Me) in a row."""
+    run = 0
+    for ch in text:
+        run = run + 1 if unicodedata.category(ch) in ("Mn", "Me") else 0
+        if run > MAX_COMBINING_MARKS:
+            return True
+    return False
 
 
 def ascii_email(form, field) -> None:
     """Refuse an email address that is not plain ASCII once normalized (a full-width
-    `ｅxample.com` domain folds to ASCII and passes): a Cyrillic `а` or a dotted `İ` in an address
+    `ｅxample.com` domain folds to ASCII and passes; a punycode `xn--exmple-4nf.org` unfolds to
+    Cyrillic and is refused): a Cyrillic `а` or a dotted `İ` in an address
     makes it look like another user's to the staff who read it, a homograph (Unicode TR #36
     section 2, OWASP ASVS 4.0.3 5.1.3). Raises ValidationError; an address that is not valid at
     all is left to the Email validator's message."""
-    if not field.data or field.data.isascii():
+    if not field.data:
         return
-    try:
+    try:  # an ASCII `xn--` domain is normalized to its Unicode form: judged by that, not as typed
         normalized = validate_email(field.data, check_deliverability=False).normalized
     except EmailNotValidError:
         return

@@ -961,11 +961,13 @@ def verify_ledger() -> LedgerReport:
     the ledger and the audit trail tell the same story.
 
     No balance is negative; each account's balance equals its credits minus its debits; every
-    debit has a matching credit (same reference and amount); the sum of all balances equals the
-    sum of external money in (opening deposits). Then every transfer in the ledger has exactly
-    one TRANSFER_CREATED audit row with its reference, amount, source account and target account,
-    and every such row a transfer; every account has exactly one ACCOUNT_CREATED row, whose
-    opening deposit is what the ledger holds as the account's deposit (_audit_cross_check).
+    debit, on its sender's account, has one matching credit on its receiver's (same reference,
+    amount, sender and receiver); the sum of all balances equals the sum of external money in
+    (opening deposits). Then every transfer in the ledger has exactly one TRANSFER_CREATED audit
+    row with its reference, amount, source account and target account, and every such row a
+    transfer; every account has exactly one ACCOUNT_CREATED row, whose opening deposit is what
+    the ledger holds as the account's deposit and whose number, owner and type are the
+    account's (_audit_cross_check).
     Sums are taken in integer cents. Returns a LedgerReport; raises nothing on a violation.
     """
     cents = lambda column: type_coerce(column, BigInteger)  # noqa: E731
@@ -986,28 +988,44 @@ def verify_ledger() -> LedgerReport:
             problems.append(
                 f"account {account_id}: balance {balance} cents but ledger says {net.get(account_id, 0)} cents"
             )
+    # A transfer's debit sits on its sender's account, its credit on its receiver's, and the two
+    # rows agree on reference, amount, sender and receiver: a credit moved to another account
+    # (or a debit to another sender) no longer pairs up.
     debit_side = db.session.execute(
         select(Transaction.reference, cents(Transaction.amount), Transaction.account_id,
-               Transaction.receiver_account_id).where(Transaction.type == "debit")
+               Transaction.receiver_account_id, Transaction.sender_account_id).where(Transaction.type == "debit")
     ).all()
-    credit_side = dict(db.session.execute(
-        select(Transaction.reference, cents(Transaction.amount))
+    credit_side: dict[str, tuple] = {}
+    for reference, amount, account_id, sender_id, receiver_id in db.session.execute(
+        select(Transaction.reference, cents(Transaction.amount), Transaction.account_id,
+               Transaction.sender_account_id, Transaction.receiver_account_id)
         .where(Transaction.type == "credit", Transaction.sender_account_id.is_not(None))
-    ).all())
-    for reference, amount, _source, _target in debit_side:
-        if credit_side.pop(reference, None) != amount:
-            problems.append(f"transfer {reference}: debit without a matching credit")
+    ):
+        if account_id != receiver_id:
+            problems.append(f"transfer {reference}: its credit is on account {account_id}, "
+                            f"but names account {receiver_id} as the receiver")
+        credit_side[reference] = (amount, sender_id, receiver_id)
+    for reference, amount, account_id, receiver_id, sender_id in debit_side:
+        if account_id != sender_id:
+            problems.append(f"transfer {reference}: its debit is on account {account_id}, "
+                            f"but names account {sender_id} as the sender")
+        if credit_side.pop(reference, None) != (amount, sender_id, receiver_id):
+            problems.append(f"transfer {reference}: debit without a matching credit "
+                            "(same amount, sender and receiver)")
     for reference in credit_side:
         problems.append(f"transfer {reference}: credit without a matching debit")
     deposit_rows = db.session.execute(
-        select(Transaction.account_id, cents(Transaction.amount))
+        select(Transaction.account_id, cents(Transaction.amount), Transaction.receiver_account_id)
         .where(Transaction.type == "credit", Transaction.sender_account_id.is_(None))
     ).all()
+    for account_id, _amount, receiver_id in deposit_rows:
+        if account_id != receiver_id:
+            problems.append(f"account {account_id}: an opening deposit on it names account {receiver_id}")
     total_balance = sum(balances.values())
-    deposits = sum(int(amount) for _, amount in deposit_rows)
+    deposits = sum(int(amount) for _, amount, _ in deposit_rows)
     if total_balance != deposits:
         problems.append(f"sum of balances {total_balance} cents differs from deposits {deposits} cents")
-    problems += _audit_cross_check(debit_side, deposit_rows, set(balances))
+    problems += _audit_cross_check([row[:4] for row in debit_side], deposit_rows)
     return LedgerReport(not problems, problems, len(balances), total_balance, deposits, len(debit_side))
 
 
@@ -1026,7 +1044,7 @@ def _audit_details_of(action: str) -> Iterator[tuple[int, dict]]:
     """(audit row id, details as a dict) of every row of `action`, in chain order; details that
     are not a JSON object read as {} (the checks below then report the row)."""
     rows = db.session.execute(select(AuditLog.id, AuditLog.details).where(AuditLog.action == action)
-                              .order_by(AuditLog.id))
+                              .order_by(AuditLog.id).execution_options(yield_per=5000))  # streamed
     for row_id, text in rows:
         try:
             details = json.loads(text)
@@ -1035,63 +1053,76 @@ def _audit_details_of(action: str) -> Iterator[tuple[int, dict]]:
         yield row_id, details if isinstance(details, dict) else {}
 
 
-def _audit_cross_check(debits: list[Row], deposits: list[Row], account_ids: set[int]) -> list[str]:
+def _audit_cross_check(debits: list[Row], deposits: list[Row]) -> list[str]:
     """The ledger against the audit trail: each ledger row is written with its audit row in one
     transaction (DESIGN.md sections 3 and 4), so a row on one side only, or the two disagreeing,
     means money was written behind the app's back (PCI DSS 10.2.1, 10.3.4). A deposit and its
     matching balance inserted with SQL pass the balance checks above; they can't pass this one
     without an audit row, which only the holder of AUDIT_HMAC_KEY can chain (`flask verify-audit`).
 
+    An account's number, owner and type never change after it is opened: each must still be
+    what its ACCOUNT_CREATED row says (an account handed to another customer with SQL is caught).
+
     debits: ledger debit rows (reference, amount in cents, source account id, target account id).
-    deposits: opening-deposit credits (account id, amount in cents). account_ids: every account.
+    deposits: opening-deposit credits (account id, amount in cents, ...).
     Returns the problems found, as sentences; an empty list when both sides agree.
     """
     problems: list[str] = []
-    numbers = dict(db.session.execute(select(Account.id, Account.account_number)).all())
-    recorded: dict[str, tuple[int, dict]] = {}
+    accounts = {account_id: (number, owner_id, kind) for account_id, number, owner_id, kind in db.session.execute(
+        select(Account.id, Account.account_number, Account.owner_id, Account.type))}
+    numbers = {account_id: facts[0] for account_id, facts in accounts.items()}
+    # reference -> (audit row id, (amount in cents, source account id, target account number)):
+    # only what is compared is kept, so a ledger of millions of transfers fits in memory.
+    recorded: dict[str, tuple[int, tuple]] = {}
     for row_id, details in _audit_details_of("TRANSFER_CREATED"):
         reference = str(details.get("reference", ""))
         if reference in recorded:
             problems.append(f"transfer {reference}: recorded by audit rows {recorded[reference][0]} and {row_id}")
             continue
-        recorded[reference] = (row_id, details)
+        recorded[reference] = (row_id, (_audit_cents(details.get("amount")), details.get("source_account_id"),
+                                        details.get("target_account")))
+    names = ("amount", "source account", "target account")
     for reference, amount, source_id, target_id in debits:
-        row_id, details = recorded.pop(reference, (None, None))
-        if details is None:
+        row_id, audited = recorded.pop(reference, (None, None))
+        if audited is None:
             problems.append(f"transfer {reference}: no TRANSFER_CREATED audit row records it")
             continue
-        ledger = {"amount": amount, "source account": source_id, "target account": numbers.get(target_id)}
-        audited = {"amount": _audit_cents(details.get("amount")), "source account": details.get("source_account_id"),
-                   "target account": details.get("target_account")}
-        for name, value in ledger.items():
-            if audited[name] != value:
+        ledger = (amount, source_id, numbers.get(target_id))
+        for name, value, said in zip(names, ledger, audited):
+            if said != value:
                 problems.append(f"transfer {reference}: the ledger's {name} is {value}, "
-                                f"its TRANSFER_CREATED audit row {row_id} says {audited[name]}")
-    for reference, (row_id, _details) in recorded.items():
+                                f"its TRANSFER_CREATED audit row {row_id} says {said}")
+    for reference, (row_id, _audited) in recorded.items():
         problems.append(f"audit row {row_id} (TRANSFER_CREATED) records transfer {reference or '(none)'}, "
                         "which the ledger does not hold")
 
     deposited: dict[int, list[int]] = {}
-    for account_id, amount in deposits:
+    for account_id, amount, *_rest in deposits:
         deposited.setdefault(account_id, []).append(int(amount))
-    opened: dict[int, tuple[int, int | None]] = {}
+    # account id -> (audit row id, opening deposit in cents, (number, owner id, type) as recorded)
+    opened: dict[int, tuple[int, int | None, tuple]] = {}
     for row_id, details in _audit_details_of("ACCOUNT_CREATED"):
         account_id = details.get("account_id")
-        if account_id not in account_ids:
+        if account_id not in accounts:
             problems.append(f"audit row {row_id} (ACCOUNT_CREATED) records account {account_id}, which does not exist")
         elif account_id in opened:
             problems.append(f"account {account_id}: opened by audit rows {opened[account_id][0]} and {row_id}")
         else:
-            opened[account_id] = (row_id, _audit_cents(details.get("opening_deposit")))
-    for account_id in sorted(account_ids):
+            opened[account_id] = (row_id, _audit_cents(details.get("opening_deposit")),
+                                  (details.get("account_number"), details.get("owner_id"), details.get("type")))
+    for account_id in sorted(accounts):
         in_ledger = deposited.get(account_id, [])
         if len(in_ledger) > 1:
             problems.append(f"account {account_id}: {len(in_ledger)} opening deposits in the ledger, one at most")
         if account_id not in opened:
             problems.append(f"account {account_id}: no ACCOUNT_CREATED audit row records its opening")
             continue
-        row_id, audited = opened[account_id]
+        row_id, audited, recorded_facts = opened[account_id]
         if audited != sum(in_ledger):
             problems.append(f"account {account_id}: opening deposit {sum(in_ledger)} cents in the ledger, "
                             f"its ACCOUNT_CREATED audit row {row_id} says {audited} cents")
+        for name, value, said in zip(("number", "owner", "type"), accounts[account_id], recorded_facts):
+            if said != value:
+                problems.append(f"account {account_id}: its {name} is {value}, "
+                                f"its ACCOUNT_CREATED audit row {row_id} says {said}")
     return problems

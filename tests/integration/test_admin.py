@@ -297,7 +297,7 @@ def test_duplicate_email_is_a_form_error(app, admin_client, customer, other_cust
 @pytest.mark.parametrize("changes", [
     {"role": "superuser"}, {"role": ""}, {"full_name": "x" * 101}, {"full_name": ""},
     {"email": "not-an-email"}, {"email": "a" * 250 + "@example.com"}, {"phone": "12"}, {"phone": "call me"},
-    {"email": "\u0430dmin@example.com"},
+    {"email": "\u0430dmin@example.com"}, {"email": "admin@xn--exmple-4nf.org"},
 ])
 def test_bad_edit_input_is_refused_without_change(app, admin_client, customer, changes):
     """Are unknown roles, oversized or empty names, malformed or non-ASCII (homograph) emails and

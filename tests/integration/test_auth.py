@@ -973,6 +973,7 @@ def test_register_refuses_an_email_that_normalizes_to_an_existing_one(client, ap
     "\u0130lker@example.com",   # dotted capital I
     "alice@ex\u0430mple.com",   # Cyrillic a in the domain
     "j\u00f6rg@example.com",    # an accented letter
+    "alice@xn--exmple-4nf.org",  # ASCII as typed, but punycode for ex\u0430mple.org
 ])
 def test_register_refuses_an_email_that_is_not_plain_ascii(client, app, lookalike):
     """Is an address with a non-ASCII letter, which can look exactly like another user's to the
@@ -997,7 +998,9 @@ def test_register_accepts_a_full_width_domain_that_folds_to_ascii(client, app):
 INVISIBLE_CHARACTERS = ["\u200b", "\u2060", "\ufeff", "\u00ad", "\u034f", "\u115f", "\u1160", "\u17b4",
                         "\u180e", "\u2062", "\u206a", "\u2800", "\u3164", "\uffa0", "\ufffb",
                         # a tag letter (hidden ASCII), the cancel tag, Egyptian and musical format controls
-                        "\U000e0041", "\U000e007f", "\U00013430", "\U0001d173"]
+                        "\U000e0041", "\U000e007f", "\U00013430", "\U0001d173",
+                        # shorthand format controls, Khitan filler, reserved default-ignorables
+                        "\U0001bca0", "\U0001bca1", "\U00016fe4", "\u2065", "\ufff0", "\U000e0080", "\U000e01f0"]
 
 
 @pytest.mark.parametrize("invisible", INVISIBLE_CHARACTERS)
@@ -1024,10 +1027,12 @@ def test_register_refuses_a_name_that_displays_as_nothing(client, app, blank):
     assert find_user(app, "blank@example.com") is None
 
 
-@pytest.mark.parametrize("blank", ["\u200d", "\u200c\u200d", "\ufe0f", "\u200d \ufe0f", "\U000e0100"])
+@pytest.mark.parametrize("blank", ["\u200d", "\u200c\u200d", "\ufe0f", "\u200d \ufe0f", "\U000e0100",
+                                   "\u180b\u180c", "\u0301\u0301\u0301", "\u20dd"])
 def test_register_refuses_a_name_of_joiners_and_variation_selectors_only(client, app, blank):
-    """The joiners and variation selectors allowed inside names draw nothing by themselves: is a
-    name made only of them (and spaces) refused with 400 and the reason, nobody created?"""
+    """The joiners, variation selectors (Mongolian's too) and combining marks allowed inside names
+    draw nothing by themselves: is a name made only of them (and spaces) refused with 400 and
+    the reason, nobody created?"""
     response = client.post("/auth/register", data=registration(full_name=blank, email="blank@example.com"))
 
     assert response.status_code == 400
@@ -1035,12 +1040,44 @@ def test_register_refuses_a_name_of_joiners_and_variation_selectors_only(client,
     assert find_user(app, "blank@example.com") is None
 
 
+def test_register_refuses_accents_stacked_past_five_on_one_letter(client, app):
+    """Is "Zalgo" text (dozens of accents on one letter, spilling over the lines around it in
+    the staff's lists) refused, while five on one letter, and a letter per accent, pass?"""
+    refused = client.post("/auth/register", data=registration(full_name="Bob" + "\u0301" * 6,
+                                                                 email="zalgo@example.com"))
+    accepted = client.post("/auth/register", data=registration(full_name="Bo\u0302\u0301\u0323\u0308\u0304b",
+                                                                  email="five@example.com"))
+
+    assert refused.status_code == 400
+    assert "Use at most 5 accent marks on one character." in refused.get_data(as_text=True)
+    assert find_user(app, "zalgo@example.com") is None
+    assert accepted.status_code == 302 and find_user(app, "five@example.com") is not None
+
+
+@pytest.mark.parametrize("name", ["\u0410dministrator", "Supp\u043ert Team", "B\u03bfb Smith"])
+def test_profile_refuses_a_word_mixing_latin_cyrillic_or_greek(client, auth, customer, app, name):
+    """Is a name with a word spelled in two look-alike alphabets (a Cyrillic А or о, a Greek ο
+    among Latin letters), which passes for another name in the staff's lists, refused with 400
+    and the reason, the name left as it was?"""
+    auth.login(customer.email)
+
+    response = client.post("/auth/profile", data={"full_name": name, "phone": "+1 555 0100"})
+
+    assert response.status_code == 400
+    assert "Write each word in one alphabet" in response.get_data(as_text=True)
+    assert user_row(app, customer.id)["full_name"] == customer.full_name
+
+
 @pytest.mark.parametrize("name", ["Ra\u200dhul", "\u0646\u0648\u06cc\u062f\u200c\u0647", "Bo \u2764\ufe0f", "Zo\u00eb",
+                                  "Nguye\u0302\u0303n", "\u1828\u180b\u1820",  # Vietnamese NFD, Mongolian FVS
+                                  "\u0418\u0432\u0430\u043d Smith", "\u03a3\u03c9\u03ba\u03c1\u03ac\u03c4\u03b7\u03c2 O\u2019Brien-Jones",
+                                  "\u5c71\u7530\u305f\u308d\u3046",  # one alphabet per word; kanji with kana
                                   # the flag of Scotland: black flag, tag letters "gbsct", cancel tag
                                   "Ailsa \U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"])
 def test_profile_keeps_joiners_and_variation_selectors_in_names(client, auth, customer, name, app):
     """Are the zero-width joiner and non-joiner (which several scripts need in ordinary names), an
-    emoji's variation selector and the tags of a subdivision flag emoji still accepted in a name?"""
+    emoji's variation selector, the tags of a subdivision flag emoji, decomposed accents, and
+    names whose words are each in one alphabet still accepted?"""
     auth.login(customer.email)
 
     response = client.post("/auth/profile", data={"full_name": name, "phone": "+1 555 0100"})

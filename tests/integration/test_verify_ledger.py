@@ -217,6 +217,67 @@ def test_verify_ledger_fails_on_an_account_without_its_opening_row(app, runner, 
     assert f"account {forged}: no ACCOUNT_CREATED audit row records its opening" in result.output
 
 
+def test_verify_ledger_fails_when_a_credit_is_moved_to_another_account(app, runner, after_transfers):
+    """Is the credit half of a transfer moved into another account (the receiver's balance down,
+    the other account's up by the same) reported, though reference and amount still pair?"""
+    _, savings, theirs = after_transfers
+    with app.app_context():
+        drop_ledger_triggers(db.session)  # as someone holding the schema owner's rights would
+        db.session.execute(text(
+            "UPDATE \"transaction\" SET account_id = :savings, receiver_account_id = :savings "
+            "WHERE type = 'credit' AND description = 'dinner'"), {"savings": savings.id})
+        db.session.execute(text("UPDATE account SET balance = balance - 7950 WHERE id = :id"), {"id": theirs.id})
+        db.session.execute(text("UPDATE account SET balance = balance + 7950 WHERE id = :id"), {"id": savings.id})
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert result.exit_code != 0
+    assert "debit without a matching credit (same amount, sender and receiver)" in result.output
+
+
+def test_verify_ledger_fails_on_a_ledger_row_on_another_account_than_it_names(app, runner, backend_name,
+                                                                            after_transfers):
+    """Is a debit row moved to another account than the sender it names reported? The table's
+    CHECK constraint refuses that; on PostgreSQL the schema owner can drop the constraint, and
+    verify-ledger must not rely on it still being there."""
+    if backend_name != "postgresql":
+        pytest.skip("SQLite can't drop a CHECK constraint short of rebuilding the table")
+    checking, savings, _ = after_transfers
+    with app.app_context():
+        drop_ledger_triggers(db.session)
+        db.session.execute(text(
+            'ALTER TABLE "transaction" DROP CONSTRAINT ck_transaction_entry_side_matches_account'))
+        db.session.execute(text("UPDATE \"transaction\" SET account_id = :savings "
+                                "WHERE type = 'debit' AND description = 'dinner'"), {"savings": savings.id})
+        db.session.execute(text("UPDATE account SET balance = balance + 7950 WHERE id = :id"), {"id": checking.id})
+        db.session.execute(text("UPDATE account SET balance = balance - 7950 WHERE id = :id"), {"id": savings.id})
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert result.exit_code != 0
+    assert f"its debit is on account {savings.id}, but names account {checking.id} as the sender" in result.output
+
+
+def test_verify_ledger_fails_when_an_account_is_handed_to_another_customer(app, runner, other_customer,
+                                                                          after_transfers):
+    """Is an account whose owner was changed with SQL (which needs no trigger dropped, and would
+    let the new owner spend its money) reported against its ACCOUNT_CREATED row, though every
+    balance check passes?"""
+    checking, _, _ = after_transfers
+    with app.app_context():
+        db.session.execute(text("UPDATE account SET owner_id = :owner WHERE id = :id"),
+                           {"owner": other_customer.id, "id": checking.id})
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert _balance_problems(app) == []
+    assert result.exit_code != 0
+    assert f"account {checking.id}: its owner is {other_customer.id}, its ACCOUNT_CREATED audit row" in result.output
+
+
 def test_database_refuses_a_negative_balance(app, after_transfers):
     """Does the balance >= 0 CHECK constraint stop raw SQL from overdrawing an account?"""
     from sqlalchemy.exc import IntegrityError
