@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 from decimal import Decimal
 
 from confusable_homoglyphs import categories as unicode_scripts
@@ -28,20 +29,25 @@ PHONE_PATTERN = re.compile(r"[0-9 +\-()]{7,20}")
 # interlinear annotation marks, BOM, Egyptian hieroglyph format controls, shorthand format
 # controls, musical symbol format controls, Khitan filler, the code points Unicode reserves as
 # default-ignorable (U+2065, U+FFF0..FFF8, U+E0080..E00FF, U+E01F0..E0FFF), and the tag
-# characters that can carry a hidden ASCII message ("ASCII smuggling"), unless they spell a
-# subdivision flag emoji (EMOJI_TAG_SEQUENCE, removed before the check). Zero-width
+# characters that can carry a hidden ASCII message ("ASCII smuggling"), unless they spell one of
+# the three subdivision flag emoji (EMOJI_TAG_SEQUENCE, removed before the check). Zero-width
 # (non-)joiners and variation selectors stay allowed: several scripts need the first in ordinary
-# names, and emoji and Mongolian the second; text made of nothing else is refused as blank
-# (VISIBLE_CATEGORIES, `no_control_characters`).
+# names, and emoji, CJK and Mongolian the second, though a selector only where it selects a
+# glyph (_misplaced_variation_selector: one after each base, never a run that hides bytes);
+# text made of nothing else is refused as blank (VISIBLE_CATEGORIES, `no_control_characters`).
 CONTROL_CHARACTERS = re.compile(
     r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b"
     r"\u200e\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufeff\uffa0\ufff0-\ufffb"
     r"\U00013430-\U0001343f\U00016fe4\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e00ff"
     r"\U000e01f0-\U000e0fff]"
 )
-# An emoji tag sequence (Unicode TS #51): the black flag, tag letters, the cancel tag, as in the
-# flags of England, Scotland and Wales. Its tags draw the flag; nowhere else do they show.
-EMOJI_TAG_SEQUENCE = re.compile(r"\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f")
+# The emoji tag sequences Unicode recommends (TS #51, RGI): the black flag, the tag letters of
+# "gbeng", "gbsct" or "gbwls", the cancel tag: the flags of England, Scotland and Wales. Their
+# tags draw the flag; any other tag text shows nothing and could hide a message.
+EMOJI_TAG_SEQUENCE = re.compile(
+    "\U0001f3f4\U000e0067\U000e0062(?:\U000e0065\U000e006e\U000e0067|\U000e0073\U000e0063\U000e0074"
+    "|\U000e0077\U000e006c\U000e0073)\U000e007f"
+)
 # What draws something by itself: letters, digits, punctuation and symbols (the general
 # categories L*, N*, P*, S*). White space, joiners, variation selectors and combining marks
 # alone draw nothing a reader can see.
@@ -50,10 +56,18 @@ VISIBLE_CATEGORIES = ("L", "N", "P", "S")
 # text); the most any script's ordinary spelling stacks is fewer (Vietnamese 2, Hebrew points
 # with cantillation 3, Tibetan stacks 4).
 MAX_COMBINING_MARKS = 5
-# The scripts whose letters pass for one another (Latin a, Cyrillic а, Greek α): one word that
-# mixes them (a Cyrillic А in "Аdministrator") is a homograph of another word (Unicode TR #36
-# section 2, UTS #39 section 5). Other mixes (Japanese kanji with kana) are ordinary spelling.
-CONFUSABLE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK"})
+# The scripts whose letters pass for one another (Latin a, Cyrillic а, Greek α, Armenian օ,
+# Cherokee Ꭺ, Lisu ꓮ, Coptic ⲁ): one word that mixes them (a Cyrillic А in "Аdministrator") is a
+# homograph of another word (Unicode TR #36 section 2, UTS #39 section 5). Other mixes
+# (Japanese kanji with kana, "Tシャツ") are ordinary spelling. A word is a run of letters and
+# marks (joiners inside it): "Kyiv/Київ" is two words, "Аd\u200dmin" one.
+CONFUSABLE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE", "LISU", "COPTIC"})
+# Mathematical Alphanumeric Symbols (𝐀, 𝔄, 𝖠, 𝟏): styled copies of Latin and Greek letters and
+# digits that pass for the plain ones and that no one types in a name or a payment reference.
+STYLED_LETTERS = re.compile(r"[\U0001d400-\U0001d7ff]")
+# Variation selectors: text/emoji presentation, the standardized and ideographic ones, Mongolian.
+PRESENTATION_SELECTORS = frozenset({0xFE0E, 0xFE0F})
+MONGOLIAN_SELECTORS = frozenset({0x180B, 0x180C, 0x180D, 0x180F})
 LINE_BREAKS = re.compile(r"[\t\n\r\u2028\u2029]")
 DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -80,30 +94,80 @@ def no_control_characters(form, field) -> None:
     """Refuse control characters (other than tab and newlines), bidirectional overrides and
     characters that display as nothing (CONTROL_CHARACTERS) in free text, text that holds only
     characters drawing nothing (joiners, variation selectors, combining marks, white space), and
-    more than MAX_COMBINING_MARKS marks stacked on one character, and words that mix Latin,
-    Cyrillic or Greek letters (CONFUSABLE_SCRIPTS): a name, description or note must show what
-    it holds and not pass for other text (OWASP ASVS 4.0.3 5.1.3, Unicode TR #36
+    more than MAX_COMBINING_MARKS marks stacked on one character, styled mathematical letters,
+    and words that mix Latin, Cyrillic, Greek or other look-alike letters (CONFUSABLE_SCRIPTS):
+    a name, description or note must show what it holds and not pass for other text (OWASP ASVS 4.0.3 5.1.3, Unicode TR #36
     "Unicode Security Considerations"). Raises ValidationError with the message to show."""
     if not field.data:
         return
-    if CONTROL_CHARACTERS.search(EMOJI_TAG_SEQUENCE.sub("", field.data)):
-        raise ValidationError("Remove control characters from this field.")
-    if not any(unicodedata.category(ch).startswith(VISIBLE_CATEGORIES) for ch in field.data):
+    text = EMOJI_TAG_SEQUENCE.sub("\U0001f3f4", field.data)
+    if not any(unicodedata.category(ch).startswith(VISIBLE_CATEGORIES) for ch in text):
         raise ValidationError("Enter visible text: this field shows nothing.")
-    if _stacks_combining_marks(field.data):
+    if CONTROL_CHARACTERS.search(text) or _misplaced_variation_selector(text):
+        raise ValidationError("Remove control characters from this field.")
+    if _stacks_combining_marks(text):
         raise ValidationError(f"Use at most {MAX_COMBINING_MARKS} accent marks on one character.")
-    if any(len(unicode_scripts.unique_aliases(word) & CONFUSABLE_SCRIPTS) > 1 for word in field.data.split()):
-        raise ValidationError("Write each word in one alphabet: a word here mixes Latin, Cyrillic or Greek letters.")
+    if STYLED_LETTERS.search(text):
+        raise ValidationError("Use ordinary letters and digits: styled mathematical ones pass for others.")
+    if any(len(unicode_scripts.unique_aliases(word) & CONFUSABLE_SCRIPTS) > 1 for word in _words(text)):
+        raise ValidationError("Write each word in one alphabet: a word here mixes Latin, Cyrillic, Greek "
+                              "or other look-alike letters.")
 
 
 def _stacks_combining_marks(text: str) -> bool:
-    """Whether `text` has more than MAX_COMBINING_MARKS combining marks (Mn, Me) in a row."""
+    """Whether `text` has more than MAX_COMBINING_MARKS combining marks (Mn, Mc, Me) on one base
+    character. Joiners and other format characters between them don't start a new character."""
     run = 0
     for ch in text:
-        run = run + 1 if unicodedata.category(ch) in ("Mn", "Me") else 0
-        if run > MAX_COMBINING_MARKS:
-            return True
+        category = unicodedata.category(ch)
+        if category[0] == "M":
+            run += 1
+            if run > MAX_COMBINING_MARKS:
+                return True
+        elif category != "Cf":
+            run = 0
     return False
+
+
+def _misplaced_variation_selector(text: str) -> bool:
+    """Whether a variation selector in `text` stands where it selects nothing, the way a run of
+    selectors can carry hidden bytes ("variation selector smuggling"): each must follow a base
+    character directly, never another selector; the text/emoji ones (U+FE0E, U+FE0F) a letter,
+    digit, punctuation or symbol; U+FE00..FE0D a symbol or a CJK ideograph; the ideographic
+    ones (U+E0100..E01EF) a CJK ideograph; the Mongolian ones a Mongolian letter."""
+    base = ""
+    for ch in text:
+        code = ord(ch)
+        if code in PRESENTATION_SELECTORS:
+            fits = bool(base) and unicodedata.category(base)[0] in "LNPS"
+        elif 0xFE00 <= code <= 0xFE0D:
+            fits = bool(base) and (unicodedata.category(base) in ("Sm", "So") or unicode_scripts.alias(base) == "HAN")
+        elif 0xE0100 <= code <= 0xE01EF:
+            fits = bool(base) and unicode_scripts.alias(base) == "HAN"
+        elif code in MONGOLIAN_SELECTORS:
+            fits = bool(base) and unicode_scripts.alias(base) == "MONGOLIAN"
+        else:
+            base = ch
+            continue
+        if not fits:
+            return True
+        base = ""  # a second selector in a row has nothing left to select
+    return False
+
+
+def _words(text: str) -> Iterator[str]:
+    """The words of `text`: runs of letters and marks, with any format character (a joiner)
+    inside them; digits, punctuation, symbols and spaces separate words."""
+    word: list[str] = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        if category[0] in "LM" or category == "Cf":
+            word.append(ch)
+        elif word:
+            yield "".join(word)
+            word = []
+    if word:
+        yield "".join(word)
 
 
 def ascii_email(form, field) -> None:

@@ -982,7 +982,24 @@ def verify_ledger() -> LedgerReport:
     ).all()
     net: dict[int, int] = {}
     for account_id, entry_type, total in movements:
-        net[account_id] = net.get(account_id, 0) + (int(total) if entry_type == "credit" else -int(total))
+        sign = {"credit": 1, "debit": -1}.get(entry_type, 0)  # any other type is reported below
+        net[account_id] = net.get(account_id, 0) + sign * int(total)
+    # Every row as the table's constraints shape it: a known type, a positive amount, accounts
+    # that exist. The constraints can be switched off (SQLite's PRAGMA ignore_check_constraints
+    # and foreign_keys, PostgreSQL's DROP CONSTRAINT), and a row of another type, a negative
+    # amount or on no account would slip past every sum below.
+    existing = select(Account.id)
+    for row_id, entry_type, amount, account_id, sender_id, receiver_id in db.session.execute(
+        select(Transaction.id, Transaction.type, cents(Transaction.amount), Transaction.account_id,
+               Transaction.sender_account_id, Transaction.receiver_account_id)
+        .where(or_(Transaction.type.not_in(ENTRY_TYPES), cents(Transaction.amount) <= 0,
+                   Transaction.account_id.is_(None), Transaction.account_id.not_in(existing),
+                   Transaction.sender_account_id.not_in(existing), Transaction.receiver_account_id.not_in(existing)))
+        .order_by(Transaction.id)
+    ):
+        problems.append(f"ledger row {row_id}: type {entry_type!r}, amount {amount} cents, on account {account_id} "
+                        f"from {sender_id} to {receiver_id}: not a debit or credit of a positive amount "
+                        "between accounts that exist")
     for account_id, balance in balances.items():
         if net.get(account_id, 0) != balance:
             problems.append(

@@ -476,6 +476,7 @@ def test_description_over_140_characters_is_refused(client, app, logged_in_custo
     ("\ufe0f \ufe0f", "Enter visible text: this field shows nothing."),
     ("rent\U000e0020\U000e0070\U000e0061\U000e0079", "Remove control characters from this field."),
     ("rent\U0001d173", "Remove control characters from this field."),
+    ("Lunch \U0001f3f4\U000e0070\U000e0061\U000e0079\U000e007f", "Remove control characters from this field."),
 ])
 def test_description_that_shows_nothing_or_hides_text_is_refused(client, app, logged_in_customer, checking, savings,
                                                                   description, message):
@@ -484,6 +485,15 @@ def test_description_that_shows_nothing_or_hides_text_is_refused(client, app, lo
     before = _state(app)
     response = _internal(client, checking, savings, "1.00", description)
     _assert_refused_without_trace(app, before, response, message)
+
+
+@pytest.mark.parametrize("description", ["Rent Kyiv/\u041a\u0438\u0457\u0432", "\u03b2-blocker refund",
+                                         "SMS-\u043a\u043e\u0434 \U0001f3f4\U000e0067\U000e0062\U000e0077\U000e006c\U000e0073\U000e007f"])
+def test_description_with_words_of_several_alphabets_is_accepted(client, app, logged_in_customer, checking, savings,
+                                                                 description):
+    """Are words of different alphabets joined by punctuation ("Kyiv/Київ", "β-blocker"), and
+    the flag of Wales, accepted in a description (the one-alphabet rule is per word)?"""
+    assert _internal(client, checking, savings, "1.00", description).status_code == 302
 
 
 def test_missing_or_malformed_idempotency_key_is_refused(client, app, logged_in_customer, checking, savings):

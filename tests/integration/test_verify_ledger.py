@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from decimal import Decimal
 
 import pytest
@@ -276,6 +277,58 @@ def test_verify_ledger_fails_when_an_account_is_handed_to_another_customer(app, 
     assert _balance_problems(app) == []
     assert result.exit_code != 0
     assert f"account {checking.id}: its owner is {other_customer.id}, its ACCOUNT_CREATED audit row" in result.output
+
+
+_RAW_ENTRY = (
+    'INSERT INTO "transaction" (account_id, sender_account_id, receiver_account_id, amount, type, description, '
+    "reference, timestamp, initiated_by_user_id) "
+    "VALUES ({account}, {sender}, {receiver}, {cents}, '{type}', 'forged', '{reference}', CURRENT_TIMESTAMP, {user})")
+
+
+def _write_unshaped_rows(app, backend_name: str, statements: list[str]) -> None:
+    """Run `statements` with what shapes a ledger row (its CHECK constraints and foreign keys)
+    switched off, as the file's owner can (SQLite: two PRAGMAs in the sqlite3 shell, no DDL) or
+    the schema owner (PostgreSQL: DROP CONSTRAINT)."""
+    with app.app_context():
+        if backend_name == "postgresql":
+            for name in ("ck_transaction_type_valid", "ck_transaction_amount_positive",
+                         "ck_transaction_entry_side_matches_account", "fk_transaction_account_id_account",
+                         "fk_transaction_receiver_account_id_account", "fk_transaction_sender_account_id_account"):
+                db.session.execute(text(f'ALTER TABLE "transaction" DROP CONSTRAINT {name}'))
+            for statement in statements:
+                db.session.execute(text(statement))
+            db.session.commit()
+            return
+        path = db.engine.url.database
+        db.engine.dispose()
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA foreign_keys = OFF")
+        connection.execute("PRAGMA ignore_check_constraints = ON")
+        for statement in statements:
+            connection.execute(statement)
+    finally:
+        connection.close()
+
+
+def test_verify_ledger_fails_on_a_row_of_another_type_or_a_negative_amount(app, backend_name, customer,
+                                                                          after_transfers):
+    """With the table's constraints switched off, is money printed by a row that is no debit or
+    credit (a "fee" of -50,000.00 that raises a balance) and a deposit on an account that does
+    not exist (which raises the deposits' total to match) reported, though the sums balance?"""
+    checking, _, _ = after_transfers
+    _write_unshaped_rows(app, backend_name, [
+        _RAW_ENTRY.format(account=999999, sender="NULL", receiver=999999, cents=5_000_000, type="credit",
+                          reference="TX-FAKE0000000003", user=customer.id),
+        _RAW_ENTRY.format(account=checking.id, sender="NULL", receiver="NULL", cents=-5_000_000, type="fee",
+                          reference="TX-FAKE0000000004", user=customer.id),
+        f"UPDATE account SET balance = balance + 5000000 WHERE id = {checking.id}",
+    ])
+    with app.app_context():
+        problems = services.verify_ledger().problems
+
+    assert any("type 'fee', amount -5000000 cents" in problem for problem in problems), problems
+    assert any("type 'credit', amount 5000000 cents, on account 999999" in problem for problem in problems), problems
 
 
 def test_database_refuses_a_negative_balance(app, after_transfers):
