@@ -47,8 +47,8 @@ def snapshot_user(user: User) -> SimpleNamespace:
 def make_account(owner, balance: str | Decimal = "100.00", *, type: str = "checking",
                  status: str = "active", number: str | None = None) -> SimpleNamespace:
     """Create and commit an account holding `balance`, recorded as an opening-deposit credit and
-    an ACCOUNT_CREATED audit row, as the bank records an opening, so the ledger invariants and
-    the ledger's match with the audit trail hold."""
+    an ACCOUNT_CREATED audit row (and an ACCOUNT_FROZEN one for a frozen account), as the bank
+    records them, so the ledger invariants and the match with the audit trail hold."""
     n = next(_counter)
     amount = Decimal(balance)
     account = Account(
@@ -67,6 +67,9 @@ def make_account(owner, balance: str | Decimal = "100.00", *, type: str = "check
     log_event("ACCOUNT_CREATED", {"account_id": account.id, "account_number": account.account_number,
                                   "owner_id": owner.id, "type": type, "opening_deposit": str(amount)},
               user_id=owner.id)
+    if status == "frozen":  # as an admin's freeze records it (nothing in the bank closes an account)
+        log_event("ACCOUNT_FROZEN", {"account_id": account.id, "account_number": account.account_number,
+                                     "owner_id": owner.id, "from": "active", "to": status}, user_id=owner.id)
     db.session.commit()
     return SimpleNamespace(id=account.id, account_number=account.account_number, owner_id=account.owner_id,
                            type=account.type, status=account.status)

@@ -967,7 +967,8 @@ def verify_ledger() -> LedgerReport:
     row with its reference, amount, source account and target account, and every such row a
     transfer; every account has exactly one ACCOUNT_CREATED row, whose opening deposit is what
     the ledger holds as the account's deposit and whose number, owner and type are the
-    account's (_audit_cross_check).
+    account's; each account's status is where its freezes and unfreezes left it
+    (_audit_cross_check, _status_cross_check).
     Sums are taken in integer cents. Returns a LedgerReport; raises nothing on a violation.
     """
     cents = lambda column: type_coerce(column, BigInteger)  # noqa: E731
@@ -1085,8 +1086,12 @@ def _audit_cross_check(debits: list[Row], deposits: list[Row]) -> list[str]:
     Returns the problems found, as sentences; an empty list when both sides agree.
     """
     problems: list[str] = []
-    accounts = {account_id: (number, owner_id, kind) for account_id, number, owner_id, kind in db.session.execute(
-        select(Account.id, Account.account_number, Account.owner_id, Account.type))}
+    accounts: dict[int, tuple] = {}
+    statuses: dict[int, str] = {}
+    for account_id, number, owner_id, kind, status in db.session.execute(
+            select(Account.id, Account.account_number, Account.owner_id, Account.type, Account.status)):
+        accounts[account_id] = (number, owner_id, kind)
+        statuses[account_id] = status
     numbers = {account_id: facts[0] for account_id, facts in accounts.items()}
     # reference -> (audit row id, (amount in cents, source account id, target account number)):
     # only what is compared is kept, so a ledger of millions of transfers fits in memory.
@@ -1142,4 +1147,24 @@ def _audit_cross_check(debits: list[Row], deposits: list[Row]) -> list[str]:
             if said != value:
                 problems.append(f"account {account_id}: its {name} is {value}, "
                                 f"its ACCOUNT_CREATED audit row {row_id} says {said}")
+    problems += _status_cross_check(statuses)
     return problems
+
+
+def _status_cross_check(statuses: dict[int, str]) -> list[str]:
+    """Each account's status against its audit trail: an account opens active, and only an
+    ACCOUNT_FROZEN or ACCOUNT_UNFROZEN row that carries the change ("to", not a refusal) moves
+    it. A frozen account unfrozen with SQL can send money again; an active one frozen with SQL
+    locks its owner out: either is reported. statuses: {account id: status as stored}."""
+    audited = {account_id: "active" for account_id in statuses}
+    last_row: dict[int, int] = {}
+    for action in ("ACCOUNT_FROZEN", "ACCOUNT_UNFROZEN"):
+        for row_id, details in _audit_details_of(action):
+            account_id = details.get("account_id")
+            if details.get("outcome") == "refused" or account_id not in audited:
+                continue
+            if row_id > last_row.get(account_id, 0):
+                audited[account_id], last_row[account_id] = details.get("to"), row_id
+    return [f"account {account_id}: status {status}, but its audit trail leaves it {audited[account_id]}"
+            + (f" (audit row {last_row[account_id]})" if account_id in last_row else " (never frozen)")
+            for account_id, status in sorted(statuses.items()) if status != audited[account_id]]

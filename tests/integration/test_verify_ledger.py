@@ -279,6 +279,27 @@ def test_verify_ledger_fails_when_an_account_is_handed_to_another_customer(app, 
     assert f"account {checking.id}: its owner is {other_customer.id}, its ACCOUNT_CREATED audit row" in result.output
 
 
+def test_verify_ledger_follows_freezes_and_reports_a_status_changed_behind_the_app(app, runner, admin,
+                                                                                  after_transfers):
+    """After an admin's freeze and unfreeze (recorded), does verify-ledger pass; and is an account
+    unfrozen with SQL (free to send money again) reported against its last ACCOUNT_FROZEN row?"""
+    checking, savings, _ = after_transfers
+    with app.app_context():
+        acting = db.session.get(User, admin.id)
+        services.freeze_account(acting, checking.id)
+        services.unfreeze_account(acting, checking.id)
+        services.freeze_account(acting, savings.id)
+        assert services.verify_ledger().ok, services.verify_ledger().problems
+        db.session.execute(text("UPDATE account SET status = 'active' WHERE id = :id"), {"id": savings.id})
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert result.exit_code != 0
+    assert f"account {savings.id}: status active, but its audit trail leaves it frozen (audit row" in result.output
+    assert f"account {checking.id}: status" not in result.output
+
+
 _RAW_ENTRY = (
     'INSERT INTO "transaction" (account_id, sender_account_id, receiver_account_id, amount, type, description, '
     "reference, timestamp, initiated_by_user_id) "
