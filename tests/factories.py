@@ -23,7 +23,8 @@ _counter = itertools.count(1)
 def make_user(role: str = "customer", *, email: str | None = None, password: str = DEFAULT_PASSWORD,
               full_name: str | None = None, is_active: bool = True,
               must_change_password: bool = False) -> SimpleNamespace:
-    """Create and commit a user; the email defaults to `<role><n>@example.com`."""
+    """Create and commit a user, with the REGISTER_SUCCESS audit row (and the USER_UPDATED row
+    of a deactivation) the bank records; the email defaults to `<role><n>@example.com`."""
     n = next(_counter)
     user = User(
         full_name=full_name or f"{role.capitalize()} Person {n}",
@@ -35,6 +36,12 @@ def make_user(role: str = "customer", *, email: str | None = None, password: str
         must_change_password=must_change_password,
     )
     db.session.add(user)
+    db.session.flush()
+    # The audit rows the bank writes for a new user (and a deactivation): verify-audit replays them.
+    log_event("REGISTER_SUCCESS", {"email": user.email, "role": role}, user_id=user.id)
+    if not is_active:
+        log_event("USER_UPDATED", {"user_id": user.id, "fields": ["is_active"],
+                                   "is_active": {"from": True, "to": False}}, user_id=user.id)
     db.session.commit()
     return snapshot_user(user)
 

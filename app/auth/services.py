@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import unicodedata
@@ -27,7 +28,7 @@ from zxcvbn import zxcvbn
 
 from ..errors import DomainError, ValidationRuleError
 from ..extensions import atomic, db
-from ..models import ROLES, LoginAttempt, User, lock_account_holder, new_session_token, utcnow
+from ..models import ROLES, AuditLog, LoginAttempt, User, lock_account_holder, new_session_token, utcnow
 from . import mfa
 from ..pagination import Page, numbered_page
 from ..security import log_event, log_standalone_event
@@ -768,3 +769,65 @@ def disable_mfa(user: User, password: str, ip_address: str) -> None:
         user.mfa_last_step = None
         user.session_token = new_session_token()
         log_event("MFA_DISABLED", {"user_id": user.id}, user_id=user.id)
+
+
+# ---------------------------------------------------------------------------------------------
+# The users table against the audit trail
+# ---------------------------------------------------------------------------------------------
+
+_USER_EVENTS = ("REGISTER_SUCCESS", "ROLE_CHANGED", "USER_UPDATED")
+
+
+def verify_user_records() -> list[str]:
+    """Each user's email, role and active flag against what the audit trail says they are
+    (read-only). A user is created by registration or seed-admin (REGISTER_SUCCESS, under the
+    new user's id, with email and role, active), and only the admin's edit changes those three
+    (ROLE_CHANGED `to`, USER_UPDATED `email.to` and `is_active.to`; refusals change nothing),
+    each in the same commit as its audit row (DESIGN.md section 4). A role raised to admin, an
+    email swapped for an account takeover, or a deactivated user switched back on with SQL is
+    therefore reported here, as is a user no REGISTER_SUCCESS row records (PCI DSS 10.2.1,
+    10.3.4). The rows themselves are protected by the HMAC chain (verify_chain).
+
+    Returns the problems found as sentences, in user id order; an empty list when all agree.
+    """
+    recorded: dict[int, dict] = {}
+    problems: list[str] = []
+    rows = db.session.execute(
+        select(AuditLog.id, AuditLog.action, AuditLog.user_id, AuditLog.details)
+        .where(AuditLog.action.in_(_USER_EVENTS)).order_by(AuditLog.id).execution_options(yield_per=5000))
+    for row_id, action, actor_id, text_details in rows:
+        try:
+            details = json.loads(text_details)
+        except ValueError:
+            details = None
+        if not isinstance(details, dict):
+            problems.append(f"audit row {row_id} ({action}): its details are not a JSON object")
+            continue
+        if action == "REGISTER_SUCCESS":
+            recorded[actor_id] = {"email": details.get("email"), "role": details.get("role"), "is_active": True}
+            continue
+        if details.get("outcome") == "refused":
+            continue
+        state = recorded.get(details.get("user_id"))
+        if state is None:
+            problems.append(f"audit row {row_id} ({action}) changes user {details.get('user_id')}, "
+                            "whom no earlier REGISTER_SUCCESS row records")
+            continue
+        if action == "ROLE_CHANGED":
+            state["role"] = details.get("to")
+        for name in ("email", "is_active"):
+            change = details.get(name) if action == "USER_UPDATED" else None
+            if isinstance(change, dict):
+                state[name] = change.get("to")
+    for user_id, email, role, is_active in db.session.execute(
+            select(User.id, User.email, User.role, User.is_active).order_by(User.id)):
+        state = recorded.pop(user_id, None)
+        if state is None:
+            problems.append(f"user {user_id}: no REGISTER_SUCCESS audit row records its creation")
+            continue
+        for name, value in (("email", email), ("role", role), ("is_active", bool(is_active))):
+            if state[name] != value:
+                problems.append(f"user {user_id}: {name} is {value!r}, but the audit trail says {state[name]!r}")
+    for user_id in sorted(recorded, key=lambda key: (key is None, key or 0)):
+        problems.append(f"a REGISTER_SUCCESS audit row records user {user_id}, who does not exist")
+    return problems

@@ -105,6 +105,67 @@ def test_rows_record_who_what_when_where(client, app):
     assert rows[0].user_id == rows[1].user_id == rows[2].user_id is not None
 
 
+# --- the users table against the audit trail (verify-audit's verify_user_records) ---
+
+
+def _edit_user(app, admin, user, **changes) -> None:
+    """The admin's edit of `user` through the service (audited as the app audits it)."""
+    from app.auth import services as identity
+
+    with app.app_context():
+        target = db.session.get(User, user.id)
+        fields = {"full_name": target.full_name, "email": target.email, "phone": target.phone,
+                  "role": target.role, "is_active": target.is_active} | changes
+        identity.update_user(db.session.get(User, admin.id), user.id, **fields)
+
+
+def test_verify_audit_follows_the_admins_edits_of_users(app, runner, admin, customer, other_customer):
+    """After an admin changes a role, an email and deactivates a user (each audited), do the
+    users still match the trail, so verify-audit passes and says so?"""
+    _edit_user(app, admin, customer, role="auditor")
+    _edit_user(app, admin, other_customer, email="renamed@example.com", is_active=False)
+
+    result = runner.invoke(args=["verify-audit"])
+
+    assert result.exit_code == 0, result.output
+    assert "every user's email, role and active flag match it" in result.output
+
+
+@pytest.mark.parametrize("column, value, shown", [
+    ("role", "'admin'", "role is 'admin', but the audit trail says 'customer'"),
+    ("email", "'attacker@example.com'", "email is 'attacker@example.com', but the audit trail says"),
+    ("is_active", "false", "is_active is False, but the audit trail says True"),
+])
+def test_verify_audit_reports_a_user_changed_behind_the_app(app, runner, customer, column, value, shown):
+    """Is a customer raised to admin, an email swapped (the way to take an account over), or a
+    user deactivated with SQL, which needs no trigger dropped, reported by verify-audit with
+    exit status 1, naming the user and the field, though the chain itself holds?"""
+    with app.app_context():
+        db.session.execute(text(f'UPDATE "user" SET {column} = {value} WHERE id = :id'), {"id": customer.id})
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-audit"])
+
+    assert result.exit_code == 1
+    assert "Audit chain holds" in result.output
+    assert f"user {customer.id}: {shown}" in result.output
+
+
+def test_verify_audit_reports_a_user_no_registration_records(app, runner):
+    """Is a user inserted behind the app (say, an admin with a known password) reported?"""
+    with app.app_context():
+        intruder = User(full_name="Intruder", email="intruder@example.com", phone="+1 555 0100",
+                        password_hash="x", role="admin")
+        db.session.add(intruder)
+        db.session.commit()
+        intruder_id = intruder.id
+
+    result = runner.invoke(args=["verify-audit"])
+
+    assert result.exit_code == 1
+    assert f"user {intruder_id}: no REGISTER_SUCCESS audit row records its creation" in result.output
+
+
 def test_verify_chain_and_verify_audit_accept_an_intact_log(client, app, runner):
     """Do verify_chain and `flask verify-audit` report an untouched log as intact (exit 0)?"""
     _some_history(client)

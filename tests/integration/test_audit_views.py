@@ -190,7 +190,8 @@ def test_user_id_filter_selects_that_users_rows(client, app, monkeypatch, staff,
 
     rows = _table(client.get(LOGS, query_string={"user_id": str(alice.id)}))
 
-    assert [(cells[2], cells[3]) for cells in rows] == [(str(alice.id), "PROFILE_UPDATED"), (str(alice.id), "LOGOUT")]
+    assert [(cells[2], cells[3]) for cells in rows] == [(str(alice.id), "PROFILE_UPDATED"), (str(alice.id), "LOGOUT"),
+                                                        (str(alice.id), "REGISTER_SUCCESS")]
 
 
 def test_date_filters_are_inclusive_utc_days(client, app, monkeypatch, staff):
