@@ -93,11 +93,12 @@ def at_most(limit: int, *, shortest: int = -1) -> Length:
 def no_control_characters(form, field) -> None:
     """Refuse control characters (other than tab and newlines), bidirectional overrides and
     characters that display as nothing (CONTROL_CHARACTERS) in free text, text that holds only
-    characters drawing nothing (joiners, variation selectors, combining marks, white space), and
+    characters drawing nothing (joiners, variation selectors, combining marks, white space),
     more than MAX_COMBINING_MARKS marks stacked on one character, styled mathematical letters,
     and words that mix Latin, Cyrillic, Greek or other look-alike letters (CONFUSABLE_SCRIPTS):
-    a name, description or note must show what it holds and not pass for other text (OWASP ASVS 4.0.3 5.1.3, Unicode TR #36
-    "Unicode Security Considerations"). Raises ValidationError with the message to show."""
+    a name, description or note must show what it holds and not pass for other text (OWASP
+    ASVS 4.0.3 5.1.3, Unicode TR #36 "Unicode Security Considerations", UTS #39). Raises
+    ValidationError with the message to show."""
     if not field.data:
         return
     text = EMOJI_TAG_SEQUENCE.sub("\U0001f3f4", field.data)
