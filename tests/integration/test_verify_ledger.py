@@ -352,6 +352,46 @@ def test_verify_ledger_fails_on_a_row_of_another_type_or_a_negative_amount(app, 
     assert any("type 'credit', amount 5000000 cents, on account 999999" in problem for problem in problems), problems
 
 
+def test_verify_ledger_fails_on_an_amount_that_is_not_whole_cents(app, backend_name, customer, after_transfers):
+    """SQLite keeps whatever is written once the constraints are off: is an amount stored as the
+    text '1000_0' (10 cents to SQLite's SUM, 10,000 to Python's int()) or as the real 0.5
+    reported, rather than read one way by one check and another way by the next?"""
+    if backend_name == "postgresql":
+        pytest.skip("PostgreSQL's bigint column holds integers only")
+    _, savings, _ = after_transfers
+    _write_unshaped_rows(app, backend_name, [
+        _RAW_ENTRY.format(account=savings.id, sender="NULL", receiver=savings.id, cents="'1000_0'", type="credit",
+                          reference="DP-FAKE0000000005", user=customer.id),
+        _RAW_ENTRY.format(account=savings.id, sender="NULL", receiver=savings.id, cents="0.5", type="credit",
+                          reference="DP-FAKE0000000006", user=customer.id),
+    ])
+    with app.app_context():
+        problems = services.verify_ledger().problems
+
+    assert f"account {savings.id}: its opening deposit is stored as '1000_0', not a whole number of cents" in problems
+    assert f"account {savings.id}: its opening deposit is stored as 0.5, not a whole number of cents" in problems
+
+
+def test_verify_ledger_fails_on_two_credits_under_one_reference(app, backend_name, customer, after_transfers):
+    """With the unique (reference, type) constraint dropped, is a second credit under a transfer's
+    reference reported, though the real credit still pairs with the debit?"""
+    if backend_name != "postgresql":
+        pytest.skip("SQLite can't drop a UNIQUE constraint short of rebuilding the table")
+    checking, savings, theirs = after_transfers
+    with app.app_context():
+        reference = db.session.scalar(select(Transaction.reference).where(Transaction.description == "dinner"))
+        db.session.execute(text('ALTER TABLE "transaction" DROP CONSTRAINT uq_transaction_reference_type'))
+        db.session.add(Transaction(account_id=savings.id, sender_account_id=checking.id, receiver_account_id=savings.id,
+                                   amount=Decimal("79.50"), type="credit", description="dinner", reference=reference,
+                                   initiated_by_user_id=customer.id))
+        db.session.execute(text("UPDATE account SET balance = balance + 7950 WHERE id = :id"), {"id": savings.id})
+        db.session.execute(text("UPDATE account SET balance = balance - 7950 WHERE id = :id"), {"id": checking.id})
+        db.session.commit()
+        problems = services.verify_ledger().problems
+
+    assert f"transfer {reference}: more than one credit" in problems
+
+
 def test_database_refuses_a_negative_balance(app, after_transfers):
     """Does the balance >= 0 CHECK constraint stop raw SQL from overdrawing an account?"""
     from sqlalchemy.exc import IntegrityError
