@@ -164,18 +164,24 @@ def test_verify_ledger_fails_on_a_transfer_no_audit_row_records(app, runner, cus
     assert "transfer TX-FORGED000000000001: no TRANSFER_CREATED audit row records it" in result.output
 
 
+def _log_transfer_created(app, source, target, amount: str, reference: str, user_id: int) -> None:
+    """A TRANSFER_CREATED audit row for a transfer of `amount` from `source` to `target`, written
+    as the app writes one but with no ledger rows of its own."""
+    with app.app_context():
+        services.log_event("TRANSFER_CREATED", {
+            "kind": "internal", "amount": amount, "source_account_id": source.id,
+            "source_account": source.account_number, "target_account": target.account_number,
+            "reference": reference}, user_id=user_id)
+        db.session.commit()
+
+
 def test_verify_ledger_fails_when_the_ledger_and_its_audit_row_disagree(app, runner, customer, after_transfers):
     """Is a transfer whose ledger rows say 50.00 to one account, while its audit row says 0.50 to
     another, reported field by field (amount and target account)?"""
     checking, savings, theirs = after_transfers
     _write_behind_the_app(app, _forged_transfer(checking, theirs, "50.00", "TX-FORGED000000000002", customer.id),
                           credits={checking.id: "-50.00", theirs.id: "50.00"})
-    with app.app_context():
-        services.log_event("TRANSFER_CREATED", {
-            "kind": "internal", "amount": "0.50", "source_account_id": checking.id,
-            "source_account": checking.account_number, "target_account": savings.account_number,
-            "reference": "TX-FORGED000000000002"}, user_id=customer.id)
-        db.session.commit()
+    _log_transfer_created(app, checking, savings, "0.50", "TX-FORGED000000000002", customer.id)
 
     result = runner.invoke(args=["verify-ledger"])
 
@@ -190,12 +196,7 @@ def test_verify_ledger_fails_on_an_audited_transfer_the_ledger_lost(app, runner,
     """Is a TRANSFER_CREATED row whose reference has no ledger rows reported (money the audit
     trail says moved, which the ledger doesn't show)?"""
     checking, savings, _ = after_transfers
-    with app.app_context():
-        services.log_event("TRANSFER_CREATED", {
-            "kind": "internal", "amount": "1.00", "source_account_id": checking.id,
-            "source_account": checking.account_number, "target_account": savings.account_number,
-            "reference": "TX-MISSING0000000001"}, user_id=customer.id)
-        db.session.commit()
+    _log_transfer_created(app, checking, savings, "1.00", "TX-MISSING0000000001", customer.id)
 
     result = runner.invoke(args=["verify-ledger"])
 
