@@ -16,7 +16,8 @@ import hmac
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Any
+from collections.abc import Collection, Iterator
+from typing import Any, NamedTuple
 
 from flask import current_app
 from sqlalchemy import Insert, bindparam, event, func, select
@@ -321,3 +322,30 @@ def verify_log() -> tuple[ChainReport, tuple[int, str]]:
     """
     report = verify_chain(db.session)
     return report, stored_head(db.session)
+
+
+class RecordedEvent(NamedTuple):
+    """One audit row as the verifying commands replay it: id, action, user_id (int or None) and
+    details, the stored JSON text parsed; None when that text is not a JSON object."""
+
+    id: int
+    action: str
+    user_id: int | None
+    details: dict[str, Any] | None
+
+
+def recorded_events(actions: Collection[str]) -> Iterator[RecordedEvent]:
+    """Every audit row whose action is one of `actions`, in chain order (ascending id), with its
+    details parsed (read-only; streamed in batches of 5,000 rows, so memory stays flat on a long
+    trail). The cross-checks of `flask verify-ledger` and `flask verify-audit` replay what the
+    trail says happened through this one reader (PCI DSS 10.3.4). A row whose details are not a
+    JSON object comes with details None, for the caller to report."""
+    rows = db.session.execute(
+        select(AuditLog.id, AuditLog.action, AuditLog.user_id, AuditLog.details)
+        .where(AuditLog.action.in_(tuple(actions))).order_by(AuditLog.id).execution_options(yield_per=5000))
+    for row_id, action, user_id, text in rows:
+        try:
+            details = json.loads(text)
+        except (TypeError, ValueError):
+            details = None
+        yield RecordedEvent(row_id, action, user_id, details if isinstance(details, dict) else None)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import unicodedata
@@ -28,9 +27,10 @@ from zxcvbn import zxcvbn
 
 from ..errors import DomainError, ValidationRuleError
 from ..extensions import atomic, db
-from ..models import ROLES, AuditLog, LoginAttempt, User, lock_account_holder, new_session_token, utcnow
+from ..models import ROLES, LoginAttempt, User, lock_account_holder, new_session_token, utcnow
 from . import mfa
 from ..pagination import Page, numbered_page
+from ..audit import services as audit_services
 from ..security import log_event, log_standalone_event
 
 PASSWORD_MIN_LENGTH = 12
@@ -792,15 +792,8 @@ def verify_user_records() -> list[str]:
     """
     recorded: dict[int, dict] = {}
     problems: list[str] = []
-    rows = db.session.execute(
-        select(AuditLog.id, AuditLog.action, AuditLog.user_id, AuditLog.details)
-        .where(AuditLog.action.in_(_USER_EVENTS)).order_by(AuditLog.id).execution_options(yield_per=5000))
-    for row_id, action, actor_id, text_details in rows:
-        try:
-            details = json.loads(text_details)
-        except ValueError:
-            details = None
-        if not isinstance(details, dict):
+    for row_id, action, actor_id, details in audit_services.recorded_events(_USER_EVENTS):
+        if details is None:
             problems.append(f"audit row {row_id} ({action}): its details are not a JSON object")
             continue
         if action == "REGISTER_SUCCESS":

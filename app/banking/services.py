@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -43,7 +42,6 @@ from ..models import (
     ACCOUNT_TYPES,
     ENTRY_TYPES,
     Account,
-    AuditLog,
     EntrySides,
     Transaction,
     User,
@@ -54,6 +52,7 @@ from ..models import (
 )
 from ..money import ZERO, format_amount, quantize
 from ..pagination import PAGE_SIZE, KeysetPage, Page, fixed_limit, keyset_statements, numbered_page, run_keyset_page
+from ..audit import services as audit_services
 from ..security import log_event, log_standalone_event
 
 RECENT_PER_ACCOUNT = 5
@@ -1077,14 +1076,8 @@ def _audit_cents(value: object) -> int | None:
 def _audit_details_of(action: str) -> Iterator[tuple[int, dict]]:
     """(audit row id, details as a dict) of every row of `action`, in chain order; details that
     are not a JSON object read as {} (the checks below then report the row)."""
-    rows = db.session.execute(select(AuditLog.id, AuditLog.details).where(AuditLog.action == action)
-                              .order_by(AuditLog.id).execution_options(yield_per=5000))  # streamed
-    for row_id, text in rows:
-        try:
-            details = json.loads(text)
-        except ValueError:
-            details = {}
-        yield row_id, details if isinstance(details, dict) else {}
+    for event in audit_services.recorded_events((action,)):
+        yield event.id, event.details if event.details is not None else {}
 
 
 def _audit_cross_check(debits: list[Row], deposits: list[Row]) -> list[str]:
