@@ -53,8 +53,10 @@ run: seed
 	$(FLASK) run --host $(HOST) --port $(PORT)
 
 # Production-style server: gunicorn with gunicorn.conf.py (WEB_CONCURRENCY workers, default one per
-# core, of WEB_THREADS threads, default 2, listening on BIND, default 127.0.0.1:8000) against
-# DATABASE_URL, after applying the migrations.
+# core, of WEB_THREADS threads, default 2 on PostgreSQL and 1 on SQLite, listening on BIND, default
+# 127.0.0.1:8000) against DATABASE_URL, after applying the migrations. With more than one worker,
+# set RATELIMIT_STORAGE_URI=redis://...: gunicorn warns about memory:// in development and refuses
+# it in production.
 serve: migrate
 	$(BIN)/gunicorn -c gunicorn.conf.py
 

@@ -7,6 +7,8 @@ process serves HTTP is decided here. Each worker builds its own app, engine and 
 
 import os
 
+from app.config import ConfigurationError, check_rate_limit_storage
+
 # The WSGI callable: `app` in run.py, the same factory call `flask --app run.py` uses.
 wsgi_app = "run:app"
 
@@ -33,6 +35,25 @@ bind = [os.environ.get("BIND") or "127.0.0.1:8000"]
 # answering.
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)
 
+
+# Flask-Limiter's default storage, memory://, counts requests in one process: behind several
+# workers each limit would be multiplied by their number. With the limits on and more than one
+# worker, production refuses to start unless RATELIMIT_STORAGE_URI is shared (redis://), and
+# development starts with a warning (app/config.py check_rate_limit_storage, OWASP ASVS 11.1.4).
+def on_starting(server) -> None:
+    """Gunicorn hook, run once in the master before any worker starts.
+
+    Checks the request rate limits' storage against the final number of workers (this file's,
+    or `--workers` on the command line). Logs the warning in development; in production logs
+    the error and exits with status 1 before any worker is started.
+    """
+    try:
+        warning = check_rate_limit_storage(server.cfg.workers, os.environ)
+    except ConfigurationError as exc:
+        server.log.error("refusing to start: %s", exc)
+        raise SystemExit(1) from None
+    if warning:
+        server.log.warning("%s", warning)
 
 def _serves_sqlite(database_url: str) -> bool:
     """True when DATABASE_URL names SQLite, or is unset (the development default)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,15 +23,15 @@ class ConfigurationError(RuntimeError):
     """Raised at start-up when a required setting is missing or unsafe."""
 
 
-def env_bool(name: str, default: bool) -> bool:
-    """Read environment variable `name` as a boolean.
+def env_bool(name: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
+    """Read environment variable `name` (of `environ`, default os.environ) as a boolean.
 
     `1/true/yes/on` are true and `0/false/no/off` are false, case-insensitively; unset or
     empty (`REQUIRE_STAFF_MFA=` in a copied .env) gives `default`, as for env_int. Raises
     ConfigurationError for any other word, so a typo never silently turns a security switch
     on or off (DESIGN.md section 5b).
     """
-    raw = os.environ.get(name)
+    raw = (os.environ if environ is None else environ).get(name)
     if raw is None or raw.strip() == "":
         return default
     word = raw.strip().lower()
@@ -268,6 +269,33 @@ class ProductionConfig(BaseConfig):
         if not config.get("SQLALCHEMY_DATABASE_URI"):
             raise ConfigurationError("DATABASE_URL must be set in production")
         database_engine_options(config)
+
+
+def check_rate_limit_storage(workers: int, environ: Mapping[str, str]) -> str | None:
+    """Check that the request rate limits hold across `workers` server processes.
+
+    workers: int, the number of processes serving the app (gunicorn's `workers`).
+    environ: the environment the app will read (APP_ENV, RATELIMIT_ENABLED, RATELIMIT_STORAGE_URI).
+    Flask-Limiter's `memory://` storage counts in one process only: behind N workers a client
+    whose requests spread over them gets up to N times every limit (sign-in, registration,
+    transfers, tickets). Anti-automation must hold for the whole service (OWASP ASVS 11.1.4),
+    so with more than one worker and the limits on, the storage must be shared (`redis://`).
+
+    Returns None when the limits hold, else the warning to print (development). Raises
+    ConfigurationError instead of returning it when APP_ENV is `production`, and for an unknown
+    APP_ENV or an unreadable RATELIMIT_ENABLED (env_bool).
+    """
+    production = config_class(environ.get("APP_ENV")).APP_ENV == "production"
+    enabled = env_bool("RATELIMIT_ENABLED", True, environ)
+    storage = (environ.get("RATELIMIT_STORAGE_URI") or "memory://").strip()
+    if workers <= 1 or not enabled or not storage.startswith("memory://"):
+        return None
+    problem = (f"RATELIMIT_STORAGE_URI is {storage!r} with {workers} worker processes: each process "
+               f"counts requests alone, so a client gets up to {workers} times every request rate "
+               f"limit. Set RATELIMIT_STORAGE_URI=redis://HOST:6379, or WEB_CONCURRENCY=1.")
+    if production:
+        raise ConfigurationError(problem)
+    return problem
 
 
 CONFIGS: dict[str, type[BaseConfig]] = {

@@ -775,18 +775,23 @@ def disable_mfa(user: User, password: str, ip_address: str) -> None:
 # The users table against the audit trail
 # ---------------------------------------------------------------------------------------------
 
-_USER_EVENTS = ("REGISTER_SUCCESS", "ROLE_CHANGED", "USER_UPDATED")
+_USER_EVENTS = ("REGISTER_SUCCESS", "ROLE_CHANGED", "USER_UPDATED", "MFA_ENROLLED", "MFA_DISABLED")
 
 
 def verify_user_records() -> list[str]:
-    """Each user's email, role and active flag against what the audit trail says they are
-    (read-only). A user is created by registration or seed-admin (REGISTER_SUCCESS, under the
-    new user's id, with email and role, active), and only the admin's edit changes those three
-    (ROLE_CHANGED `to`, USER_UPDATED `email.to` and `is_active.to`; refusals change nothing),
-    each in the same commit as its audit row (DESIGN.md section 4). A role raised to admin, an
-    email swapped for an account takeover, or a deactivated user switched back on with SQL is
-    therefore reported here, as is a user no REGISTER_SUCCESS row records (PCI DSS 10.2.1,
-    10.3.4). The rows themselves are protected by the HMAC chain (verify_chain).
+    """Each user's email, role, active flag and two-step sign-in against what the audit trail
+    says they are (read-only). A user is created by registration or seed-admin (REGISTER_SUCCESS,
+    under the new user's id, with email and role, active, without two-step sign-in); only the
+    admin's edit changes the first three (ROLE_CHANGED `to`, USER_UPDATED `email.to` and
+    `is_active.to`; refusals change nothing), and only MFA_ENROLLED and MFA_DISABLED (the user's
+    own, or reset-mfa's) turn two-step sign-in on and off; each in the same commit as its audit row
+    (DESIGN.md section 4). A role raised to admin, an email swapped for an account takeover, a
+    deactivated user switched back on, or an authenticator key removed with SQL (the second
+    factor an attacker who knows the password would need) is therefore reported here, as is a
+    user no REGISTER_SUCCESS row records (PCI DSS 10.2.1, 10.3.4; OWASP ASVS 2.8). The rows
+    themselves are protected by the HMAC chain (verify_chain). A key replaced by another is not
+    for this check: keys are encrypted under MFA_ENCRYPTION_KEY and bound to their user's id
+    (app/auth/mfa.py), so a swapped one fails to decrypt at sign-in.
 
     Returns the problems found as sentences, in user id order; an empty list when all agree.
     """
@@ -797,7 +802,8 @@ def verify_user_records() -> list[str]:
             problems.append(f"audit row {row_id} ({action}): its details are not a JSON object")
             continue
         if action == "REGISTER_SUCCESS":
-            recorded[actor_id] = {"email": details.get("email"), "role": details.get("role"), "is_active": True}
+            recorded[actor_id] = {"email": details.get("email"), "role": details.get("role"), "is_active": True,
+                                  "mfa_enabled": False}
             continue
         if details.get("outcome") == "refused":
             continue
@@ -806,19 +812,22 @@ def verify_user_records() -> list[str]:
             problems.append(f"audit row {row_id} ({action}) changes user {details.get('user_id')}, "
                             "whom no earlier REGISTER_SUCCESS row records")
             continue
+        if action in ("MFA_ENROLLED", "MFA_DISABLED"):
+            state["mfa_enabled"] = action == "MFA_ENROLLED"
         if action == "ROLE_CHANGED":
             state["role"] = details.get("to")
         for name in ("email", "is_active"):
             change = details.get(name) if action == "USER_UPDATED" else None
             if isinstance(change, dict):
                 state[name] = change.get("to")
-    for user_id, email, role, is_active in db.session.execute(
-            select(User.id, User.email, User.role, User.is_active).order_by(User.id)):
+    for user_id, email, role, is_active, mfa_secret in db.session.execute(
+            select(User.id, User.email, User.role, User.is_active, User.mfa_secret).order_by(User.id)):
         state = recorded.pop(user_id, None)
         if state is None:
             problems.append(f"user {user_id}: no REGISTER_SUCCESS audit row records its creation")
             continue
-        for name, value in (("email", email), ("role", role), ("is_active", bool(is_active))):
+        for name, value in (("email", email), ("role", role), ("is_active", bool(is_active)),
+                            ("mfa_enabled", mfa_secret is not None)):
             if state[name] != value:
                 problems.append(f"user {user_id}: {name} is {value!r}, but the audit trail says {state[name]!r}")
     for user_id in sorted(recorded, key=lambda key: (key is None, key or 0)):

@@ -9,7 +9,8 @@ with four workers, so no limit can rely on one process's memory.
   spread over the workers pass, the 9th is 429. The run uses its own RATELIMIT_KEY_PREFIX and
   deletes its keys afterwards. Skipped with the reason when Redis is unreachable, failed instead
   when REQUIRE_REDIS=1.
-* The default configuration keeps the limiter in `memory://`.
+* The default configuration keeps the limiter in `memory://`, and gunicorn will not serve that
+  behind several workers in production (it warns in development): each worker would count alone.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ from tests.e2e.multiprocess_support import (
     SECRET_KEY,
     Client,
     base_env,
+    WORKERS,
     csrf_token_from,
     env_flag,
+    free_port,
     gunicorn_server,
     local_app,
     migrated_database,
     run_only_in_its_pass,
+    stop_process_group,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -189,3 +193,33 @@ def test_default_configuration_keeps_memory_storage(app_env, tmp_path, request):
     assert default.stdout.split() == ["memory://", "MemoryStorage"]
     assert redis.returncode == 0, redis.stderr
     assert redis.stdout.split() == [REDIS_URI, "RedisStorage"]
+
+
+def test_gunicorn_refuses_per_worker_rate_limits_in_production(tmp_path, request):
+    """With the limits on, 4 workers and the default memory:// storage, does gunicorn under
+    APP_ENV=production exit with status 1 and the reason before booting any worker, so a client
+    can never get 4 times each limit?"""
+    run_only_in_its_pass(request.config, "sqlite", "this start-up check")
+    env = base_env(f"sqlite:///{tmp_path / 'bank.db'}", APP_ENV="production", RATELIMIT_ENABLED="true",
+                   WEB_CONCURRENCY=str(WORKERS), BIND=f"127.0.0.1:{free_port()}")
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        stop_process_group(process)
+
+    assert process.returncode == 1, stderr
+    assert "refusing to start: RATELIMIT_STORAGE_URI is 'memory://' with 4 worker processes" in stderr
+    assert "Booting worker" not in stderr
+
+
+def test_gunicorn_warns_about_per_worker_rate_limits_in_development(tmp_path, request):
+    """The same settings in development: does gunicorn serve, with the warning in its log?"""
+    run_only_in_its_pass(request.config, "sqlite", "this start-up check")
+    with migrated_database("sqlite", tmp_path) as database_url:
+        with gunicorn_server(database_url, tmp_path, RATELIMIT_ENABLED="true") as server:
+            assert Client(server).get("/auth/login").status == 200
+            log = server.stderr()
+
+    assert "[WARNING] gunicorn.error: RATELIMIT_STORAGE_URI is 'memory://' with 4 worker processes" in log

@@ -269,7 +269,8 @@ def test_migrate_runs_the_readme_commands_and_web_then_gunicorn_with_its_config(
     for command in (*README_COMMANDS, grant.replace(APP_ROLE, "ROLE")):
         assert f"`{command}`" in readme, f"the README no longer gives `{command}`"
     assert steps == [README_COMMANDS[0], grant, README_COMMANDS[1]], steps
-    assert _service("web")["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
+    assert _service("web")["depends_on"] == {"migrate": {"condition": "service_completed_successfully"},
+                                             "redis": {"condition": "service_healthy"}}
     assert _service("migrate").get("restart") == "no"
     web_steps = _command_steps("web")
     assert len(web_steps) == 1, web_steps
@@ -343,6 +344,22 @@ def test_db_is_postgres_with_a_health_check_and_migrate_waits_until_it_is_health
     depends = web.get("depends_on")
     assert isinstance(depends, dict), "use the long depends_on form with a condition"
     assert depends.get("db", {}).get("condition") == "service_healthy"
+
+
+def test_web_counts_request_rate_limits_in_the_redis_service():
+    """Do web's gunicorn workers share one count per client, by default the `redis` service
+    (health-checked, unpublished, keeping nothing on disk), rather than memory://, which
+    production refuses behind several workers (OWASP ASVS 11.1.4)?"""
+    redis_service = _service("redis")
+    storage = _references(_environment(_service("web"))["RATELIMIT_STORAGE_URI"])
+
+    assert len(storage) == 1 and storage[0].group("name") == "RATELIMIT_STORAGE_URI"
+    assert storage[0].group("op") == ":-" and storage[0].group("arg") == "redis://redis:6379"
+    assert redis_service["image"].startswith("redis:")
+    assert "redis-cli" in " ".join(redis_service["healthcheck"]["test"])
+    assert "ports" not in redis_service and "volumes" not in redis_service
+    assert redis_service["command"][redis_service["command"].index("--save") + 1] == ""
+    assert redis_service["command"][redis_service["command"].index("--appendonly") + 1] == "no"
 
 
 def test_db_creates_the_application_role_without_privileges_of_its_own():

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import time_machine
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from app.auth import mfa
 from app.extensions import db
@@ -325,6 +325,43 @@ def test_disabling_needs_the_password(app, client, auth, enrolled):
     auth.logout()
     response = password_step(client, customer.email)
     assert response.headers["Location"].endswith("/banking/dashboard")
+
+
+def test_verify_audit_follows_enrolment_and_disabling(app, client, runner, auth, enrolled, other_customer):
+    """After one user enrols and turns two-step sign-in off again through the app and another
+    enrols and keeps it (each audited), do the users still match the trail?"""
+    customer, key = enrolled
+    password_step(client, customer.email)
+    assert code_step(client, mfa.code_at(key, STEP + 1)).status_code == 302
+    assert client.post("/auth/mfa/disable", data={"password": DEFAULT_PASSWORD}).status_code == 302
+    auth.logout()
+    auth.login(other_customer.email)
+    enrol(client)
+
+    result = runner.invoke(args=["verify-audit"])
+
+    assert result.exit_code == 0, result.output
+    assert "every user's email, role, active flag and two-step sign-in match it" in result.output
+
+
+def test_verify_audit_reports_two_step_sign_in_removed_behind_the_app(app, runner, enrolled, other_customer):
+    """Is an authenticator key removed with SQL (the second factor gone for whoever holds the
+    password), or one copied onto a user who never enrolled, reported by verify-audit with exit
+    status 1, naming each user, though the chain itself holds?"""
+    customer, _ = enrolled
+    with app.app_context():
+        secret = db.session.get(User, customer.id).mfa_secret
+        db.session.execute(text('UPDATE "user" SET mfa_secret = NULL WHERE id = :id'), {"id": customer.id})
+        db.session.execute(text('UPDATE "user" SET mfa_secret = :secret WHERE id = :id'),
+                           {"secret": secret, "id": other_customer.id})
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-audit"])
+
+    assert result.exit_code == 1
+    assert "Audit chain holds" in result.output
+    assert f"user {customer.id}: mfa_enabled is False, but the audit trail says True" in result.output
+    assert f"user {other_customer.id}: mfa_enabled is True, but the audit trail says False" in result.output
 
 
 # --- operator recovery: flask reset-mfa ---------------------------------------------------

@@ -16,6 +16,7 @@ from app.config import (
     DevelopmentConfig,
     ProductionConfig,
     TestingConfig,
+    check_rate_limit_storage,
     config_class,
     env_bool,
     env_int,
@@ -266,3 +267,46 @@ def test_production_requires_staff_mfa_by_default(tmp_path, instance_dir, monkey
     monkeypatch.delenv("REQUIRE_STAFF_MFA", raising=False)
     app = build(tmp_path, "production", SECRET_KEY=STRONG_SECRET, AUDIT_HMAC_KEY=OTHER_STRONG_SECRET)
     assert app.config["REQUIRE_STAFF_MFA"] is True
+
+
+# ---------------------------------------------------------------------------------------------
+# Request rate limits behind several workers (OWASP ASVS 11.1.4)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("storage", [{}, {"RATELIMIT_STORAGE_URI": "memory://"},
+                                     {"RATELIMIT_STORAGE_URI": ""}])
+def test_production_refuses_per_process_rate_limits_behind_several_workers(storage):
+    """With the limits on and four workers, does production refuse memory:// (also when it is
+    the default), naming the storage, the worker count and the fix?"""
+    with pytest.raises(ConfigurationError) as refused:
+        check_rate_limit_storage(4, {"APP_ENV": "production", **storage})
+
+    message = str(refused.value)
+    assert "'memory://'" in message and "4 worker processes" in message
+    assert "RATELIMIT_STORAGE_URI=redis://" in message and "WEB_CONCURRENCY=1" in message
+
+
+def test_development_warns_about_per_process_rate_limits_behind_several_workers():
+    """Is the same configuration a warning, not a refusal, in development (and by default)?"""
+    for environ in ({"APP_ENV": "development"}, {}):
+        warning = check_rate_limit_storage(2, environ)
+        assert warning is not None and "'memory://' with 2 worker processes" in warning
+
+
+@pytest.mark.parametrize(("workers", "environ"), [
+    (1, {"APP_ENV": "production"}),
+    (4, {"APP_ENV": "production", "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379"}),
+    (4, {"APP_ENV": "production", "RATELIMIT_ENABLED": "false"}),
+    (4, {"APP_ENV": "development", "RATELIMIT_STORAGE_URI": "redis://redis:6379"}),
+])
+def test_rate_limit_storage_passes_when_the_limits_hold(workers, environ):
+    """One worker, a shared (Redis) storage, or the limits switched off: nothing to report."""
+    assert check_rate_limit_storage(workers, environ) is None
+
+
+@pytest.mark.parametrize("environ", [{"APP_ENV": "staging"}, {"RATELIMIT_ENABLED": "maybe"}])
+def test_rate_limit_storage_check_refuses_unreadable_settings(environ):
+    """Are an unknown APP_ENV and an unreadable RATELIMIT_ENABLED refused, not guessed?"""
+    with pytest.raises(ConfigurationError):
+        check_rate_limit_storage(4, environ)
