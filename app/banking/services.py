@@ -963,8 +963,8 @@ def verify_ledger() -> LedgerReport:
     debit, on its sender's account, has one matching credit on its receiver's (same reference,
     amount, sender and receiver); the sum of all balances equals the sum of external money in
     (opening deposits). Then every transfer in the ledger has exactly one TRANSFER_CREATED audit
-    row with its reference, amount, source account and target account, and every such row a
-    transfer; every account has exactly one ACCOUNT_CREATED row, whose opening deposit is what
+    row with its reference, amount, source account and target account, logged under the user
+    the ledger names as its initiator, and every such row a transfer; every account has exactly one ACCOUNT_CREATED row, whose opening deposit is what
     the ledger holds as the account's deposit and whose number, owner and type are the
     account's; each account's status is where its freezes and unfreezes left it
     (_audit_cross_check, _status_cross_check).
@@ -1011,7 +1011,8 @@ def verify_ledger() -> LedgerReport:
     # (or a debit to another sender) no longer pairs up.
     debit_side = db.session.execute(
         select(Transaction.reference, cents(Transaction.amount), Transaction.account_id,
-               Transaction.receiver_account_id, Transaction.sender_account_id).where(Transaction.type == "debit")
+               Transaction.receiver_account_id, Transaction.sender_account_id, Transaction.initiated_by_user_id)
+        .where(Transaction.type == "debit")
     ).all()
     credit_side: dict[str, tuple] = {}
     for reference, amount, account_id, sender_id, receiver_id in db.session.execute(
@@ -1026,7 +1027,7 @@ def verify_ledger() -> LedgerReport:
             problems.append(f"transfer {reference}: more than one credit")
         credit_side[reference] = (amount, sender_id, receiver_id)
         problems += _not_cents(f"transfer {reference}: its credit", amount)
-    for reference, amount, account_id, receiver_id, sender_id in debit_side:
+    for reference, amount, account_id, receiver_id, sender_id, _initiator_id in debit_side:
         problems += _not_cents(f"transfer {reference}: its debit", amount)
         if account_id != sender_id:
             problems.append(f"transfer {reference}: its debit is on account {account_id}, "
@@ -1048,7 +1049,7 @@ def verify_ledger() -> LedgerReport:
     deposits = sum(amount for _, amount, _ in deposit_rows if type(amount) is int)
     if total_balance != deposits:
         problems.append(f"sum of balances {total_balance} cents differs from deposits {deposits} cents")
-    problems += _audit_cross_check([row[:4] for row in debit_side], deposit_rows)
+    problems += _audit_cross_check([row[:4] + row[5:] for row in debit_side], deposit_rows)
     return LedgerReport(not problems, problems, len(balances), total_balance, deposits, len(debit_side))
 
 
@@ -1073,11 +1074,11 @@ def _audit_cents(value: object) -> int | None:
     return int(amount * 100)
 
 
-def _audit_details_of(action: str) -> Iterator[tuple[int, dict]]:
-    """(audit row id, details as a dict) of every row of `action`, in chain order; details that
-    are not a JSON object read as {} (the checks below then report the row)."""
+def _audit_details_of(action: str) -> Iterator[tuple[int, int | None, dict]]:
+    """(audit row id, its user_id, details as a dict) of every row of `action`, in chain order;
+    details that are not a JSON object read as {} (the checks below then report the row)."""
     for event in audit_services.recorded_events((action,)):
-        yield event.id, event.details if event.details is not None else {}
+        yield event.id, event.user_id, event.details if event.details is not None else {}
 
 
 def _audit_cross_check(debits: list[Row], deposits: list[Row]) -> list[str]:
@@ -1090,7 +1091,12 @@ def _audit_cross_check(debits: list[Row], deposits: list[Row]) -> list[str]:
     An account's number, owner and type never change after it is opened: each must still be
     what its ACCOUNT_CREATED row says (an account handed to another customer with SQL is caught).
 
-    debits: ledger debit rows (reference, amount in cents, source account id, target account id).
+    A transfer's initiator (the ledger's initiated_by_user_id) must be the user its
+    TRANSFER_CREATED row is logged under: a transfer made to look like another user's (or like
+    an admin's) with SQL is caught.
+
+    debits: ledger debit rows (reference, amount in cents, source account id, target account id,
+    initiator's user id).
     deposits: opening-deposit credits (account id, amount in cents, ...).
     Returns the problems found, as sentences; an empty list when both sides agree.
     """
@@ -1102,23 +1108,24 @@ def _audit_cross_check(debits: list[Row], deposits: list[Row]) -> list[str]:
         accounts[account_id] = (number, owner_id, kind)
         statuses[account_id] = status
     numbers = {account_id: facts[0] for account_id, facts in accounts.items()}
-    # reference -> (audit row id, (amount in cents, source account id, target account number)):
-    # only what is compared is kept, so a ledger of millions of transfers fits in memory.
+    # reference -> (audit row id, (amount in cents, source account id, target account number,
+    # initiator)): only what is compared is kept, so a ledger of millions of transfers fits in
+    # memory.
     recorded: dict[str, tuple[int, tuple]] = {}
-    for row_id, details in _audit_details_of("TRANSFER_CREATED"):
+    for row_id, actor_id, details in _audit_details_of("TRANSFER_CREATED"):
         reference = str(details.get("reference", ""))
         if reference in recorded:
             problems.append(f"transfer {reference}: recorded by audit rows {recorded[reference][0]} and {row_id}")
             continue
         recorded[reference] = (row_id, (_audit_cents(details.get("amount")), details.get("source_account_id"),
-                                        details.get("target_account")))
-    names = ("amount", "source account", "target account")
-    for reference, amount, source_id, target_id in debits:
+                                        details.get("target_account"), actor_id))
+    names = ("amount", "source account", "target account", "initiator")
+    for reference, amount, source_id, target_id, initiator_id in debits:
         row_id, audited = recorded.pop(reference, (None, None))
         if audited is None:
             problems.append(f"transfer {reference}: no TRANSFER_CREATED audit row records it")
             continue
-        ledger = (amount, source_id, numbers.get(target_id))
+        ledger = (amount, source_id, numbers.get(target_id), initiator_id)
         for name, value, said in zip(names, ledger, audited):
             if said != value:
                 problems.append(f"transfer {reference}: the ledger's {name} is {value}, "
@@ -1132,7 +1139,7 @@ def _audit_cross_check(debits: list[Row], deposits: list[Row]) -> list[str]:
         deposited.setdefault(account_id, []).append(int(amount))
     # account id -> (audit row id, opening deposit in cents, (number, owner id, type) as recorded)
     opened: dict[int, tuple[int, int | None, tuple]] = {}
-    for row_id, details in _audit_details_of("ACCOUNT_CREATED"):
+    for row_id, _actor_id, details in _audit_details_of("ACCOUNT_CREATED"):
         account_id = details.get("account_id")
         if account_id not in accounts:
             problems.append(f"audit row {row_id} (ACCOUNT_CREATED) records account {account_id}, which does not exist")
@@ -1168,7 +1175,7 @@ def _status_cross_check(statuses: dict[int, str]) -> list[str]:
     audited = {account_id: "active" for account_id in statuses}
     last_row: dict[int, int] = {}
     for action in ("ACCOUNT_FROZEN", "ACCOUNT_UNFROZEN"):
-        for row_id, details in _audit_details_of(action):
+        for row_id, _actor_id, details in _audit_details_of(action):
             account_id = details.get("account_id")
             if details.get("outcome") == "refused" or account_id not in audited:
                 continue

@@ -238,6 +238,26 @@ def test_verify_ledger_fails_when_a_credit_is_moved_to_another_account(app, runn
     assert "debit without a matching credit (same amount, sender and receiver)" in result.output
 
 
+def test_verify_ledger_fails_when_a_transfer_is_given_another_initiator(app, runner, customer, other_customer,
+                                                                       after_transfers):
+    """Is a transfer rewritten to look made by another user (its ledger rows' initiator changed,
+    the triggers dropped as the schema owner could) reported, naming the user its
+    TRANSFER_CREATED row was logged under?"""
+    with app.app_context():
+        drop_ledger_triggers(db.session)
+        db.session.execute(text("UPDATE \"transaction\" SET initiated_by_user_id = :other WHERE description = 'dinner'"),
+                           {"other": other_customer.id})
+        db.session.commit()
+        reference = db.session.scalar(select(Transaction.reference).where(Transaction.description == "dinner").limit(1))
+
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert result.exit_code != 0
+    assert (f"transfer {reference}: the ledger's initiator is {other_customer.id}, its TRANSFER_CREATED audit row"
+            in result.output)
+    assert f"says {customer.id}" in result.output
+
+
 def test_verify_ledger_fails_on_a_ledger_row_on_another_account_than_it_names(app, runner, backend_name,
                                                                             after_transfers):
     """Is a debit row moved to another account than the sender it names reported? The table's
