@@ -190,6 +190,7 @@ class _LedgerEntryColumns(NamedTuple):
     amount: Decimal
     description: str
     reference: str
+    initiated_by_user_id: int
     account: ShownAccount
     sender_account: ShownAccount | None
     receiver_account: ShownAccount | None
@@ -200,7 +201,8 @@ class LedgerEntry(_LedgerEntryColumns, EntrySides):
     (`counterparty` and `signed_amount` as on the Transaction model).
 
     amount: Decimal, two places, positive (the cents type converts it); timestamp: aware UTC
-    datetime; type: "debit" or "credit". Read-only (a named tuple, as are ShownAccount and
+    datetime; type: "debit" or "credit"; initiated_by_user_id: the user who made the transfer
+    (or opened the account, for a deposit). Read-only (a named tuple, as are ShownAccount and
     ShownOwner, which cost a fraction of a frozen dataclass to build): the lists never write
     through it, and no ORM object is built for a row that is only shown.
     """
@@ -221,7 +223,7 @@ def _entry_select(staff_view: bool) -> Select:
     Built once at import: each request only adds its WHERE, ORDER BY and LIMIT, and the
     compiled form is cached. Each column read costs its decoding on every row of every page."""
     columns = [_ENTRY.c.id, _ENTRY.c.account_id, _ENTRY.c.timestamp, _ENTRY.c.type, _ENTRY.c.amount,
-               _ENTRY.c.description, _ENTRY.c.reference]
+               _ENTRY.c.description, _ENTRY.c.reference, _ENTRY.c.initiated_by_user_id]
     for side in (_ENTRY_ACCOUNT, _SENDER, _RECEIVER):
         columns += [side.c.account_number, side.c.owner_id]
     joined = (_ENTRY.join(_ENTRY_ACCOUNT, _ENTRY_ACCOUNT.c.id == _ENTRY.c.account_id)
@@ -246,9 +248,9 @@ def _shown_account(number: str | None, owner_id: int | None, owner: ShownOwner |
 def _ledger_entry(row) -> LedgerEntry:
     """A LedgerEntry from a row of _entry_select (positional: see the column order there)."""
     values = tuple(row)
-    owner = ShownOwner(values[13]) if len(values) > 13 else None
-    return LedgerEntry(*values[:7], ShownAccount(values[7], values[8], owner), _shown_account(values[9], values[10]),
-                       _shown_account(values[11], values[12]))
+    owner = ShownOwner(values[14]) if len(values) > 14 else None
+    return LedgerEntry(*values[:8], ShownAccount(values[8], values[9], owner), _shown_account(values[10], values[11]),
+                       _shown_account(values[12], values[13]))
 
 
 @lru_cache(maxsize=64)

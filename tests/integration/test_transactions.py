@@ -23,7 +23,7 @@ _refs = itertools.count(1)
 def _add_entries(app, account, entries, *, counterparty=None) -> None:
     """Write ledger rows straight to the database (set-up only). `entries`: (timestamp, type,
     amount, description); a debit needs `counterparty` as its receiver, a credit without one is
-    a deposit."""
+    a deposit. Each row is initiated by the paying account's owner, as a customer's own transfer is."""
     with app.app_context():
         for moment, entry_type, amount, description in entries:
             other = counterparty.id if counterparty else None
@@ -31,7 +31,8 @@ def _add_entries(app, account, entries, *, counterparty=None) -> None:
                 account_id=account.id, type=entry_type, amount=Decimal(amount), description=description,
                 sender_account_id=account.id if entry_type == "debit" else other,
                 receiver_account_id=other if entry_type == "debit" else account.id,
-                reference=f"TX-TEST{next(_refs):09d}", timestamp=moment, initiated_by_user_id=account.owner_id,
+                reference=f"TX-TEST{next(_refs):09d}", timestamp=moment,
+                initiated_by_user_id=counterparty.owner_id if counterparty and entry_type == "credit" else account.owner_id,
             ))
         db.session.commit()
 

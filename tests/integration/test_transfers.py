@@ -734,6 +734,53 @@ def test_admin_external_transfer_names_admin_and_both_owners(client, app, auth, 
     assert initiators == {admin.id}
 
 
+BANK_MARK = "made by the bank"
+
+
+def _marked_descriptions(page: str) -> list[str]:
+    """The descriptions of a transactions page's rows that carry the "made by the bank" mark."""
+    return [html.unescape(match) for match in
+            re.findall(r"<td>([^<]*) <span class=\"badge text-bg-secondary\">" + BANK_MARK + "</span></td>", page)]
+
+
+def test_transfers_an_admin_made_are_marked_for_the_customer_and_the_auditor(client, app, auth, admin, customer,
+                                                                              other_customer, make_account,
+                                                                              make_user):
+    """Are the entries of transfers an admin made on a customer's accounts (both sides of an
+    internal one, and the receiver's side of an external one) marked "made by the bank" on the
+    customers' transactions pages and the auditor's, while the customers' own transfers and
+    opening deposits are not, so a customer can tell the bank's moves from their own?"""
+    source = make_account(customer, "100.00")
+    target = make_account(customer, "0.00")
+    theirs = make_account(other_customer, "50.00")
+    auditor = make_user("auditor")
+    auth.login(admin.email)
+    assert _internal(client, source, target, "10.00", "Bank move inside",
+                     query=f"?owner_user_id={customer.id}").status_code == 302
+    assert _external(client, source, theirs.account_number, "5.00", "Bank move out",
+                     query=f"?owner_user_id={customer.id}").status_code == 302
+    auth.logout()
+    auth.login(customer.email)
+    assert _internal(client, source, target, "1.00", "My own move").status_code == 302
+    auth.logout()
+    auth.login(other_customer.email)
+    assert _external(client, theirs, source.account_number, "2.00", "A friend pays").status_code == 302
+    receiver_page = client.get("/banking/transactions").get_data(as_text=True)
+    auth.logout()
+    auth.login(customer.email)
+    customer_page = client.get("/banking/transactions").get_data(as_text=True)
+    auth.logout()
+    auth.login(auditor.email)
+    auditor_page = client.get("/audit/transactions").get_data(as_text=True)
+
+    assert sorted(_marked_descriptions(customer_page)) == ["Bank move inside", "Bank move inside", "Bank move out"]
+    assert "My own move" in customer_page and "A friend pays" in customer_page
+    assert _marked_descriptions(receiver_page) == ["Bank move out"]
+    assert sorted(_marked_descriptions(auditor_page)) == ["Bank move inside", "Bank move inside",
+                                                         "Bank move out", "Bank move out"]
+    assert "Opening deposit" in auditor_page
+
+
 @pytest.mark.parametrize("url", [INTERNAL, EXTERNAL])
 def test_admin_owner_that_is_not_a_customer_is_404(client, app, auth, admin, make_user, url):
     """Is ?owner_user_id= naming staff, the admin, nobody or junk a 404 on GET and POST, moving
