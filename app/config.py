@@ -197,6 +197,10 @@ class BaseConfig:
     # Pages refused to a signed-in user for their role, each an ACCESS_DENIED audit row: past
     # this, the refusal is a 429 without a row, so a script can't fill the audit log.
     ACCESS_DENIED_RATE_LIMIT = os.environ.get("ACCESS_DENIED_RATE_LIMIT", "30 per minute")
+    # Refused sign-in attempts (the login throttle's and LOGIN_RATE_LIMIT's), each a
+    # LOGIN_THROTTLED audit row, per client IP: past this, the refusal is the same 429 without a
+    # row, so nobody can fill the audit log without even signing in.
+    LOGIN_THROTTLED_RATE_LIMIT = os.environ.get("LOGIN_THROTTLED_RATE_LIMIT", "30 per minute")
 
     # Password hashing: argon2-cffi's RFC 9106 low-memory profile (above OWASP's minimum).
     ARGON2_PROFILE = "RFC_9106_LOW_MEMORY"

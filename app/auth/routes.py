@@ -10,7 +10,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 
 from ..extensions import db, limiter
 from ..forms_common import EmptyForm
-from ..security import client_ip, is_safe_next_url, log_standalone_event
+from ..security import client_ip, is_safe_next_url
 from . import auth_bp, services
 from . import mfa
 from .forms import ChangePasswordForm, LoginForm, MfaCodeForm, MfaDisableForm, ProfileForm, RegisterForm
@@ -99,7 +99,7 @@ def register():
 def _log_refused_sign_in(_limit) -> None:
     """Flask-Limiter's on_breach for LOGIN_RATE_LIMIT on the two sign-in steps: LOGIN_THROTTLED
     for the POST it refuses with 429 (DESIGN.md section 5b: a Flask-Limiter 429 on login is
-    logged too). The password step's row holds the email tried (attempted_email) and, when it
+    logged too), within LOGIN_THROTTLED_RATE_LIMIT (services.log_refused_sign_in). The password step's row holds the email tried (attempted_email) and, when it
     is a user's, that user's id; the code step's row is under the user whose password was
     accepted. _limit: the breached limit (flask_limiter.RequestLimit), not used.
 
@@ -111,13 +111,13 @@ def _log_refused_sign_in(_limit) -> None:
         if request.endpoint == "auth.login":
             email = services.attempted_email(request.form.get("email"))
             user = services.find_user_by_email(email)
-            log_standalone_event("LOGIN_THROTTLED", {"reason": "request_rate_limit", "email": email},
-                                 user_id=user.id if user else None)
+            services.log_refused_sign_in({"reason": "request_rate_limit", "email": email},
+                                         user_id=user.id if user else None)
         else:
             pending = session.get(MFA_PENDING)
             user_id = pending.get("user_id") if isinstance(pending, dict) else None
-            log_standalone_event("LOGIN_THROTTLED", {"reason": "request_rate_limit", "during": "mfa"},
-                                 user_id=user_id if isinstance(user_id, int) else None)
+            services.log_refused_sign_in({"reason": "request_rate_limit", "during": "mfa"},
+                                         user_id=user_id if isinstance(user_id, int) else None)
     except Exception:  # noqa: BLE001 - any failure to write the row: the 429 still goes out
         log.warning("a sign-in refused by the request rate limit could not be logged", exc_info=True)
         db.session.rollback()

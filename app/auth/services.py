@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from zxcvbn import zxcvbn
 
 from ..errors import DomainError, ValidationRuleError
-from ..extensions import atomic, db
+from ..extensions import atomic, db, take_allowance
 from ..models import ROLES, LoginAttempt, User, lock_account_holder, new_session_token, utcnow
 from . import mfa
 from ..pagination import Page, numbered_page
@@ -312,10 +312,27 @@ def _lock_throttle_keys(email: str, ip_address: str) -> None:
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
+def log_refused_sign_in(details: dict, user_id: int | None) -> None:
+    """Log LOGIN_THROTTLED (committed on its own) for a sign-in attempt refused by the login
+    throttle or the request rate limit, unless this client (its IP; the user when signed in) has
+    already had LOGIN_THROTTLED_RATE_LIMIT such rows (default 30 a minute).
+
+    details: the row's details (reason, email tried, ...); user_id: the user it concerns, or None.
+    A refused attempt costs the client almost nothing, so without the cap anyone could append
+    rows to the hash-chained, durably committed audit log as fast as they can send requests,
+    slowing every audited action and burying real events (CWE-779; OWASP ASVS 7.1, 11.1.4). Past
+    the cap the refusal is answered exactly the same and writes no row, as ACCESS_DENIED does
+    past ACCESS_DENIED_RATE_LIMIT (app/security.py roles_required). Always logs when request
+    limits are off (RATELIMIT_ENABLED=false, load tests only).
+    """
+    if take_allowance("LOGIN_THROTTLED_RATE_LIMIT", "login-throttled"):
+        log_standalone_event("LOGIN_THROTTLED", details, user_id=user_id)
+
+
 def _refuse_attempt(details: dict, user_id: int | None) -> NoReturn:
-    """Log LOGIN_THROTTLED with `details` for an attempt refused by the throttle, then raise
-    LoginThrottledError."""
-    log_standalone_event("LOGIN_THROTTLED", details, user_id=user_id)
+    """Log LOGIN_THROTTLED with `details` (log_refused_sign_in) for an attempt refused by the
+    throttle, then raise LoginThrottledError."""
+    log_refused_sign_in(details, user_id)
     raise LoginThrottledError()
 
 

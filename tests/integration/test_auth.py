@@ -500,11 +500,46 @@ def test_every_login_refused_by_the_rate_limit_is_logged_under_its_user(database
         (customer.id, {"reason": "request_rate_limit", "email": customer.email})] * 3
 
 
+def test_refused_sign_ins_cannot_fill_the_audit_log_from_one_address(database_url):
+    """Audit log flooding (CWE-779): with LOGIN_RATE_LIMIT at 2 and LOGIN_THROTTLED_RATE_LIMIT at
+    3 a minute, does an anonymous client's stream of sign-in POSTs get 429 every time past the
+    limit, but write only 3 LOGIN_THROTTLED rows, while another address's refusals are still
+    recorded?"""
+    app = build_app(database_url, RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="2 per minute",
+                    LOGIN_THROTTLED_RATE_LIMIT="3 per minute")
+    client = app.test_client()
+
+    statuses = [login(client, f"flood{n}@example.com", "wrong guess 12345", ip="198.51.100.7").status_code
+                for n in range(10)]
+    other = [login(client, "other@example.com", "wrong guess 12345", ip="198.51.100.8").status_code
+             for _ in range(3)]
+
+    assert statuses == [400, 400] + [429] * 8 and other == [400, 400, 429]
+    assert [details["email"] for _user_id, details in audit_rows(app, "LOGIN_THROTTLED")] == [
+        "flood2@example.com", "flood3@example.com", "flood4@example.com", "other@example.com"]
+
+
+def test_throttle_refusals_past_the_cap_are_answered_alike_without_a_row(database_url, customer):
+    """Are sign-ins refused by the database throttle (5 failures for the email) capped the same
+    way: past LOGIN_THROTTLED_RATE_LIMIT each is still a 429 with the generic message, even with
+    the right password, but writes no LOGIN_THROTTLED row?"""
+    app = build_app(database_url, RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="100 per minute",
+                    LOGIN_THROTTLED_RATE_LIMIT="2 per minute")
+    client = app.test_client()
+    fail_logins(client, customer.email, 5)
+
+    refused = [login(client, customer.email) for _ in range(4)]
+
+    assert [response.status_code for response in refused] == [429] * 4
+    assert all(THROTTLED_MESSAGE in response.get_data(as_text=True) for response in refused)
+    assert not is_logged_in(client)
+    assert len(audit_rows(app, "LOGIN_THROTTLED")) == 2 and len(audit_rows(app, "LOGIN_FAILURE")) == 5
+
+
 def test_a_login_refused_by_the_rate_limit_is_a_429_even_when_its_row_cannot_be_written(database_url,
                                                                                        monkeypatch):
     """Is a login POST refused by LOGIN_RATE_LIMIT still answered 429 (not a 500) when its
     LOGIN_THROTTLED row can't be written, the database being locked, say?"""
-    from app.auth import routes as auth_routes
     from sqlalchemy.exc import OperationalError
 
     app = build_app(database_url, RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="1 per minute")
@@ -514,7 +549,7 @@ def test_a_login_refused_by_the_rate_limit_is_a_429_even_when_its_row_cannot_be_
     def locked(*_args, **_kwargs):
         raise OperationalError("INSERT INTO audit_log", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(auth_routes, "log_standalone_event", locked)
+    monkeypatch.setattr(auth_services, "log_standalone_event", locked)
     response = login(client, "nobody@example.com")
 
     assert response.status_code == 429
