@@ -115,14 +115,15 @@ def test_exactly_25_entries_fit_one_page_without_next_link(client, app, logged_i
                          ["3", "999", "99999999999999999999", "0", "-1", "abc", "1.5", "", "\uff11", "1 "])
 def test_page_past_the_end_or_malformed_is_an_empty_list(client, app, logged_in_customer, account, page_number):
     """Is a page past the end, or a malformed page number, an empty list with status 200 (never a
-    404 or 500)?"""
+    404 or 500), saying that this page is empty rather than that the customer has no
+    transactions?"""
     _add_entries(app, account, [(START + timedelta(minutes=i), "credit", "1.00", f"e{i}") for i in range(30)])
 
     response = client.get(URL, query_string={"page": page_number})
 
     assert response.status_code == 200
     assert _rows(response) == []
-    assert "No transactions." in response.get_data(as_text=True)
+    assert "No transactions on this page." in response.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("page_number", ["3", "0", "abc", ""])
@@ -143,7 +144,7 @@ def test_an_empty_page_links_back_to_the_first_with_the_filters_kept(client, app
 def test_an_empty_first_page_has_no_pager_links(client, app, logged_in_customer, account):
     body = client.get(URL).get_data(as_text=True)
 
-    assert "No transactions." in body
+    assert "No transactions." in body and "on this page" not in body
     assert "Back to the first page" not in body and 'rel="next"' not in body
 
 
