@@ -192,6 +192,23 @@ def hash_password(password: str) -> str:
     return password_hasher().hash(normalize_password(password))
 
 
+def credential_mac(user_id: int, password_hash: str) -> str:
+    """HMAC-SHA256 under AUDIT_HMAC_KEY of a user's stored password hash, as 64 hex characters.
+
+    user_id: the user's id (binds the MAC to them: a hash copied from another user gets another
+    MAC); password_hash: the Argon2id PHC string as stored. Written into the audit row of every
+    change of the stored hash (REGISTER_SUCCESS, PASSWORD_CHANGED) as `credential_mac` (audit
+    details never name a key after a password or a hash: FORBIDDEN_DETAIL_KEYS in
+    app/audit/services.py), so verify_user_records can tell a hash replaced with SQL (an account
+    taken over with a password the intruder knows) from one the app wrote (PCI DSS 10.2.1,
+    10.3.4). It reveals nothing of the hash without the key, which is kept outside the database,
+    and the hash itself is Argon2id.
+    """
+    key = current_app.config["AUDIT_HMAC_KEY"].encode("utf-8")
+    message = f"password-hash\x00{user_id}\x00{password_hash}".encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
 def verify_password(stored_hash: str, password: str) -> bool:
     """True when `password` matches `stored_hash`; False on mismatch or a malformed hash."""
     try:
@@ -253,7 +270,9 @@ def register_customer(full_name: str, email: str, phone: str, password: str) -> 
             )
             db.session.add(user)
             db.session.flush()
-            log_event("REGISTER_SUCCESS", {"email": email, "role": "customer"}, user_id=user.id)
+            log_event("REGISTER_SUCCESS", {"email": email, "role": "customer",
+                                           "credential_mac": credential_mac(user.id, user.password_hash)},
+                      user_id=user.id)
     except IntegrityError as exc:
         raise DuplicateEmailError() from exc
     return user
@@ -379,7 +398,8 @@ def authenticate(email: str, password: str, ip_address: str) -> User:
     email or 20 for the IP fall within 10 minutes, even for the right password;
     InvalidCredentialsError for an unknown email, a wrong password or a deactivated user, with
     the same work done in each case (a dummy Argon2 verification; OWASP ASVS 2.2.1, 2.5.4).
-    On success the hash is upgraded if the parameters changed; then, for a user without a
+    On success the hash is upgraded if the parameters changed (logged PASSWORD_CHANGED with
+    reason "rehash" and the new hash's credential_mac); then, for a user without a
     second factor, the email's failures are cleared and LOGIN_SUCCESS logged. A user with one
     has only passed the first step: failures stay counted (so a correct password can't reset
     the throttle on code guesses) until complete_mfa_sign_in accepts a code.
@@ -401,7 +421,11 @@ def authenticate(email: str, password: str, ip_address: str) -> User:
         raise InvalidCredentialsError()
     with atomic():
         if password_hasher().check_needs_rehash(user.password_hash):
+            # The stored hash changes, so its audit row records the new fingerprint.
             user.password_hash = hash_password(password)
+            log_event("PASSWORD_CHANGED", {"user_id": user.id, "reason": "rehash",
+                                           "credential_mac": credential_mac(user.id, user.password_hash)},
+                      user_id=user.id)
         if user.mfa_enabled:
             _release_attempt(attempt)
         else:
@@ -434,7 +458,9 @@ def change_password(user: User, current_password: str, new_password: str, ip_add
         user.password_hash = hash_password(new_password)
         user.must_change_password = False
         user.session_token = new_session_token()
-        log_event("PASSWORD_CHANGED", {"user_id": user.id}, user_id=user.id)
+        log_event("PASSWORD_CHANGED", {"user_id": user.id,
+                                       "credential_mac": credential_mac(user.id, user.password_hash)},
+                  user_id=user.id)
 
 
 def update_profile(user: User, full_name: str, phone: str) -> list[str]:
@@ -498,7 +524,9 @@ def seed_admin(password_from_env: str | None) -> SeedResult:
         )
         db.session.add(admin)
         db.session.flush()
-        log_event("REGISTER_SUCCESS", {"email": email, "role": "admin", "via": "seed-admin"}, user_id=admin.id)
+        log_event("REGISTER_SUCCESS", {"email": email, "role": "admin", "via": "seed-admin",
+                                       "credential_mac": credential_mac(admin.id, admin.password_hash)},
+                  user_id=admin.id)
     return SeedResult(True, email, generated)
 
 
@@ -792,20 +820,25 @@ def disable_mfa(user: User, password: str, ip_address: str) -> None:
 # The users table against the audit trail
 # ---------------------------------------------------------------------------------------------
 
-_USER_EVENTS = ("REGISTER_SUCCESS", "ROLE_CHANGED", "USER_UPDATED", "MFA_ENROLLED", "MFA_DISABLED")
+_USER_EVENTS = ("REGISTER_SUCCESS", "ROLE_CHANGED", "USER_UPDATED", "MFA_ENROLLED", "MFA_DISABLED",
+                "PASSWORD_CHANGED")
 
 
 def verify_user_records() -> list[str]:
-    """Each user's email, role, active flag and two-step sign-in against what the audit trail
-    says they are (read-only). A user is created by registration or seed-admin (REGISTER_SUCCESS,
-    under the new user's id, with email and role, active, without two-step sign-in); only the
-    admin's edit changes the first three (ROLE_CHANGED `to`, USER_UPDATED `email.to` and
-    `is_active.to`; refusals change nothing), and only MFA_ENROLLED and MFA_DISABLED (the user's
-    own, or reset-mfa's) turn two-step sign-in on and off; each in the same commit as its audit row
-    (DESIGN.md section 4). A role raised to admin, an email swapped for an account takeover, a
-    deactivated user switched back on, or an authenticator key removed with SQL (the second
-    factor an attacker who knows the password would need) is therefore reported here, as is a
-    user no REGISTER_SUCCESS row records (PCI DSS 10.2.1, 10.3.4; OWASP ASVS 2.8). The rows
+    """Each user's email, role, active flag, two-step sign-in and password hash against what the
+    audit trail says they are (read-only). A user is created by registration or seed-admin
+    (REGISTER_SUCCESS, under the new user's id, with email, role and credential_mac,
+    active, without two-step sign-in); only the admin's edit changes the first three
+    (ROLE_CHANGED `to`, USER_UPDATED `email.to` and `is_active.to`; refusals change nothing),
+    only MFA_ENROLLED and MFA_DISABLED (the user's own, or reset-mfa's) turn two-step sign-in on
+    and off, and only PASSWORD_CHANGED (a change, or a rehash at sign-in) writes another hash,
+    whose credential_mac it records; each in the same commit as its audit row (DESIGN.md
+    section 4). A role raised to admin, an email swapped or a password hash replaced for an
+    account takeover, a deactivated user switched back on, or an authenticator key removed
+    with SQL (the second factor an attacker who knows the password would need) is therefore
+    reported here, as is a user no REGISTER_SUCCESS row records (PCI DSS 10.2.1, 10.3.4; OWASP
+    ASVS 2.8). A user whose last such row holds no fingerprint (written before fingerprints
+    were recorded) has their hash checked from their next password change on. The rows
     themselves are protected by the HMAC chain (verify_chain). A key replaced by another is not
     for this check: keys are encrypted under MFA_ENCRYPTION_KEY and bound to their user's id
     (app/auth/mfa.py), so a swapped one fails to decrypt at sign-in.
@@ -820,7 +853,7 @@ def verify_user_records() -> list[str]:
             continue
         if action == "REGISTER_SUCCESS":
             recorded[actor_id] = {"email": details.get("email"), "role": details.get("role"), "is_active": True,
-                                  "mfa_enabled": False}
+                                  "mfa_enabled": False, "password": (row_id, details.get("credential_mac"))}
             continue
         if details.get("outcome") == "refused":
             continue
@@ -829,6 +862,8 @@ def verify_user_records() -> list[str]:
             problems.append(f"audit row {row_id} ({action}) changes user {details.get('user_id')}, "
                             "whom no earlier REGISTER_SUCCESS row records")
             continue
+        if action == "PASSWORD_CHANGED":
+            state["password"] = (row_id, details.get("credential_mac"))
         if action in ("MFA_ENROLLED", "MFA_DISABLED"):
             state["mfa_enabled"] = action == "MFA_ENROLLED"
         if action == "ROLE_CHANGED":
@@ -837,12 +872,18 @@ def verify_user_records() -> list[str]:
             change = details.get(name) if action == "USER_UPDATED" else None
             if isinstance(change, dict):
                 state[name] = change.get("to")
-    for user_id, email, role, is_active, mfa_secret in db.session.execute(
-            select(User.id, User.email, User.role, User.is_active, User.mfa_secret).order_by(User.id)):
+    for user_id, email, role, is_active, mfa_secret, password_hash in db.session.execute(
+            select(User.id, User.email, User.role, User.is_active, User.mfa_secret, User.password_hash)
+            .order_by(User.id)):
         state = recorded.pop(user_id, None)
         if state is None:
             problems.append(f"user {user_id}: no REGISTER_SUCCESS audit row records its creation")
             continue
+        row_id, fingerprint = state["password"]
+        if fingerprint is not None and not hmac.compare_digest(
+                str(fingerprint), credential_mac(user_id, str(password_hash))):
+            problems.append(f"user {user_id}: the password hash is not the one its last password change "
+                            f"(audit row {row_id}) recorded")
         for name, value in (("email", email), ("role", role), ("is_active", bool(is_active)),
                             ("mfa_enabled", mfa_secret is not None)):
             if state[name] != value:

@@ -128,7 +128,7 @@ def test_verify_audit_follows_the_admins_edits_of_users(app, runner, admin, cust
     result = runner.invoke(args=["verify-audit"])
 
     assert result.exit_code == 0, result.output
-    assert "every user's email, role, active flag and two-step sign-in match it" in result.output
+    assert "every user's email, role, active flag, two-step sign-in and password hash match it" in result.output
 
 
 @pytest.mark.parametrize("column, value, shown", [
@@ -149,6 +149,62 @@ def test_verify_audit_reports_a_user_changed_behind_the_app(app, runner, custome
     assert result.exit_code == 1
     assert "Audit chain holds" in result.output
     assert f"user {customer.id}: {shown}" in result.output
+
+
+def _registered(app, email: str, password: str) -> int:
+    """A customer registered through the service (its REGISTER_SUCCESS row records the hash's
+    credential_mac, as the registration page's does); returns the id."""
+    from app.auth import services as identity
+
+    with app.app_context():
+        return identity.register_customer("Reg Istered", email, "+1 555 0100", password).id
+
+
+REGISTERED_PASSWORD = "plum kettle orbit harbour 58"
+CHANGED_PASSWORD = "violet canyon ledger spoon 31"
+
+
+def test_verify_audit_follows_password_changes_and_rehashes(app, client, runner):
+    """After one customer changes their password and another's hash is upgraded at sign-in
+    (ARGON2_PROFILE changed), each write logged with the new hash's credential_mac, do the users
+    still match the trail?"""
+    first = _registered(app, "first@example.com", REGISTERED_PASSWORD)
+    _registered(app, "second@example.com", REGISTERED_PASSWORD)
+    assert client.post("/auth/login", data={"email": "first@example.com",
+                                            "password": REGISTERED_PASSWORD}).status_code == 302
+    assert client.post("/auth/change-password", data={
+        "current_password": REGISTERED_PASSWORD, "new_password": CHANGED_PASSWORD,
+        "confirm_password": CHANGED_PASSWORD}).status_code == 302
+    client.post("/auth/logout")
+    app.config["ARGON2_PROFILE"] = "RFC_9106_LOW_MEMORY"
+    assert client.post("/auth/login", data={"email": "second@example.com",
+                                            "password": REGISTERED_PASSWORD}).status_code == 302
+
+    result = runner.invoke(args=["verify-audit"])
+
+    assert result.exit_code == 0, result.output
+    rehashed = [json.loads(row.details) for row in _audit_rows(app) if row.action == "PASSWORD_CHANGED"]
+    assert [row.get("reason") for row in rehashed] == [None, "rehash"]
+    assert rehashed[0]["user_id"] == first and all(len(row["credential_mac"]) == 64 for row in rehashed)
+
+
+def test_verify_audit_reports_a_password_hash_replaced_behind_the_app(app, runner):
+    """Is a user's password hash replaced with SQL by one whose password the intruder knows
+    (here another user's, copied) reported by verify-audit with exit status 1, naming the user,
+    though the chain holds, while the user whose hash was copied is not?"""
+    victim = _registered(app, "victim@example.com", REGISTERED_PASSWORD)
+    intruder = _registered(app, "intruder@example.com", CHANGED_PASSWORD)
+    with app.app_context():
+        db.session.execute(text('UPDATE "user" SET password_hash = (SELECT password_hash FROM "user" WHERE id = :from) '
+                                "WHERE id = :to"), {"from": intruder, "to": victim})
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-audit"])
+
+    assert result.exit_code == 1
+    assert "Audit chain holds" in result.output
+    assert f"user {victim}: the password hash is not the one its last password change" in result.output
+    assert f"user {intruder}:" not in result.output
 
 
 def test_verify_audit_reports_a_user_no_registration_records(app, runner):
