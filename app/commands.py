@@ -64,7 +64,7 @@ def verify_ledger_command() -> None:
 @with_appcontext
 def verify_audit_command(anchor: str | None) -> None:
     """Check the audit log's HMAC chain (DESIGN.md section 4), then each user's email, role,
-    active flag, two-step sign-in and password hash against it (verify_user_records); exit 1 naming the first
+    active flag, two-step sign-in, password hash, name and phone against it (verify_user_records); exit 1 naming the first
     broken row or each differing user.
 
     Prints the current head (`ID:HASH`); recording it elsewhere and passing it back later with
@@ -84,7 +84,7 @@ def verify_audit_command(anchor: str | None) -> None:
         problems = verify_user_records()
         db.session.rollback()
         click.echo(f"Audit chain holds: {report.rows_checked} rows checked"
-                   + ("." if problems else "; every user's email, role, active flag, two-step sign-in and password hash match it."))
+                   + ("." if problems else "; every user's email, role, active flag, two-step sign-in, password hash, name and phone match it."))
         for problem in problems:
             click.echo(f"USER RECORD DIFFERS FROM THE AUDIT TRAIL: {problem}", err=True)
         click.echo(f"Head (record it to use as --anchor later): {report.head_id}:{report.head_hash}")

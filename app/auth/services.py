@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import unicodedata
@@ -192,21 +193,37 @@ def hash_password(password: str) -> str:
     return password_hasher().hash(normalize_password(password))
 
 
-def credential_mac(user_id: int, password_hash: str) -> str:
-    """HMAC-SHA256 under AUDIT_HMAC_KEY of a user's stored password hash, as 64 hex characters.
+def record_mac(purpose: str, user_id: int, *values: str) -> str:
+    """HMAC-SHA256 under AUDIT_HMAC_KEY of some of a user's stored values, as 64 hex characters.
 
-    user_id: the user's id (binds the MAC to them: a hash copied from another user gets another
-    MAC); password_hash: the Argon2id PHC string as stored. Written into the audit row of every
-    change of the stored hash (REGISTER_SUCCESS, PASSWORD_CHANGED) as `credential_mac` (audit
-    details never name a key after a password or a hash: FORBIDDEN_DETAIL_KEYS in
-    app/audit/services.py), so verify_user_records can tell a hash replaced with SQL (an account
-    taken over with a password the intruder knows) from one the app wrote (PCI DSS 10.2.1,
-    10.3.4). It reveals nothing of the hash without the key, which is kept outside the database,
-    and the hash itself is Argon2id.
+    purpose: what the values are ("password-hash", "contact"), so a MAC of one kind never
+    matches another; user_id: the user's id (a value copied from another user gets another MAC);
+    values: the column values as stored. Audit rows record such MACs where the values must not
+    be copied into the log (a password hash; a phone number, which the log has no need to
+    spread), so verify_user_records can tell a value rewritten with SQL from one the app wrote
+    (PCI DSS 10.2.1, 10.3.4). A MAC reveals nothing of the values without the key, which is kept
+    outside the database.
     """
     key = current_app.config["AUDIT_HMAC_KEY"].encode("utf-8")
-    message = f"password-hash\x00{user_id}\x00{password_hash}".encode("utf-8")
+    message = json.dumps([purpose, user_id, *values], ensure_ascii=False).encode("utf-8")
     return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def credential_mac(user_id: int, password_hash: str) -> str:
+    """record_mac of a user's stored password hash (the Argon2id PHC string), as 64 hex
+    characters: the `credential_mac` of every audit row that writes one (REGISTER_SUCCESS,
+    PASSWORD_CHANGED), so a hash swapped with SQL to take an account over with a password the
+    intruder knows is reported. (Audit details never name a key after a password or a hash:
+    FORBIDDEN_DETAIL_KEYS in app/audit/services.py.)"""
+    return record_mac("password-hash", user_id, password_hash)
+
+
+def contact_mac(user_id: int, full_name: str, phone: str) -> str:
+    """record_mac of a user's name and phone as stored, as 64 hex characters: the `contact_mac`
+    of every audit row that writes them (REGISTER_SUCCESS, PROFILE_UPDATED, USER_UPDATED), so a
+    phone number rewritten with SQL (the number `flask reset-mfa`'s call-back trusts) is
+    reported."""
+    return record_mac("contact", user_id, full_name, phone)
 
 
 def verify_password(stored_hash: str, password: str) -> bool:
@@ -271,7 +288,8 @@ def register_customer(full_name: str, email: str, phone: str, password: str) -> 
             db.session.add(user)
             db.session.flush()
             log_event("REGISTER_SUCCESS", {"email": email, "role": "customer",
-                                           "credential_mac": credential_mac(user.id, user.password_hash)},
+                                           "credential_mac": credential_mac(user.id, user.password_hash),
+                                           "contact_mac": contact_mac(user.id, user.full_name, user.phone)},
                       user_id=user.id)
     except IntegrityError as exc:
         raise DuplicateEmailError() from exc
@@ -472,7 +490,9 @@ def update_profile(user: User, full_name: str, phone: str) -> list[str]:
     with atomic():
         for name in changed:
             setattr(user, name, changes[name])
-        log_event("PROFILE_UPDATED", {"user_id": user.id, "fields": changed}, user_id=user.id)
+        log_event("PROFILE_UPDATED", {"user_id": user.id, "fields": changed,
+                                      "contact_mac": contact_mac(user.id, user.full_name, user.phone)},
+                  user_id=user.id)
     return changed
 
 
@@ -525,7 +545,8 @@ def seed_admin(password_from_env: str | None) -> SeedResult:
         db.session.add(admin)
         db.session.flush()
         log_event("REGISTER_SUCCESS", {"email": email, "role": "admin", "via": "seed-admin",
-                                       "credential_mac": credential_mac(admin.id, admin.password_hash)},
+                                       "credential_mac": credential_mac(admin.id, admin.password_hash),
+                                       "contact_mac": contact_mac(admin.id, admin.full_name, admin.phone)},
                   user_id=admin.id)
     return SeedResult(True, email, generated)
 
@@ -647,6 +668,8 @@ def _update_user(actor: User, user_id: int, *, full_name: str, email: str, phone
                     # The outcome, as ROLE_CHANGED records it: a deactivation and a reactivation
                     # must not read alike (PCI DSS 10.2.2).
                     details["is_active"] = {"from": not user.is_active, "to": user.is_active}
+                if {"full_name", "phone"} & set(other):
+                    details["contact_mac"] = contact_mac(user.id, user.full_name, user.phone)
                 log_event("USER_UPDATED", details, user_id=actor_id)
     except IntegrityError as exc:
         raise DuplicateEmailError() from exc
@@ -821,27 +844,31 @@ def disable_mfa(user: User, password: str, ip_address: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 _USER_EVENTS = ("REGISTER_SUCCESS", "ROLE_CHANGED", "USER_UPDATED", "MFA_ENROLLED", "MFA_DISABLED",
-                "PASSWORD_CHANGED")
+                "PASSWORD_CHANGED", "PROFILE_UPDATED")
+_CONTACT_FIELDS = frozenset({"full_name", "phone"})
 
 
 def verify_user_records() -> list[str]:
-    """Each user's email, role, active flag, two-step sign-in and password hash against what the
-    audit trail says they are (read-only). A user is created by registration or seed-admin
-    (REGISTER_SUCCESS, under the new user's id, with email, role and credential_mac,
-    active, without two-step sign-in); only the admin's edit changes the first three
-    (ROLE_CHANGED `to`, USER_UPDATED `email.to` and `is_active.to`; refusals change nothing),
-    only MFA_ENROLLED and MFA_DISABLED (the user's own, or reset-mfa's) turn two-step sign-in on
-    and off, and only PASSWORD_CHANGED (a change, or a rehash at sign-in) writes another hash,
-    whose credential_mac it records; each in the same commit as its audit row (DESIGN.md
-    section 4). A role raised to admin, an email swapped or a password hash replaced for an
-    account takeover, a deactivated user switched back on, or an authenticator key removed
-    with SQL (the second factor an attacker who knows the password would need) is therefore
-    reported here, as is a user no REGISTER_SUCCESS row records (PCI DSS 10.2.1, 10.3.4; OWASP
-    ASVS 2.8). A user whose last such row holds no fingerprint (written before fingerprints
-    were recorded) has their hash checked from their next password change on. The rows
-    themselves are protected by the HMAC chain (verify_chain). A key replaced by another is not
-    for this check: keys are encrypted under MFA_ENCRYPTION_KEY and bound to their user's id
-    (app/auth/mfa.py), so a swapped one fails to decrypt at sign-in.
+    """Each user's email, role, active flag, two-step sign-in, password hash, name and phone
+    against what the audit trail says they are (read-only).
+
+    A user is created by registration or seed-admin (REGISTER_SUCCESS, under the new user's id,
+    with email, role, credential_mac and contact_mac; active, without two-step sign-in). Only
+    the admin's edit changes email, role and active flag (ROLE_CHANGED `to`, USER_UPDATED
+    `email.to` and `is_active.to`; refusals change nothing); only MFA_ENROLLED and MFA_DISABLED
+    (the user's own, or reset-mfa's) turn two-step sign-in on and off; only PASSWORD_CHANGED (a
+    change, or a rehash at sign-in) writes another hash, recording its credential_mac; only
+    PROFILE_UPDATED and the admin's USER_UPDATED change name and phone, recording their
+    contact_mac (record_mac). Each is in the same commit as its audit row (DESIGN.md section 4).
+    So a role raised to admin; an email swapped, a password hash replaced or an authenticator
+    key removed to take an account over; a deactivated user switched back on; or the phone
+    number reset-mfa's call-back trusts rewritten with SQL is reported here, as is a user no
+    REGISTER_SUCCESS row records (PCI DSS 10.2.1, 10.3.4; OWASP ASVS 2.8). A MAC is checked
+    only when the last row that wrote the value holds one (rows written before MACs were
+    recorded hold none; the next change records it). The rows themselves are protected by the
+    HMAC chain (verify_chain). An MFA key replaced by another is not for this check: keys are
+    encrypted under MFA_ENCRYPTION_KEY and bound to their user's id (app/auth/mfa.py), so a
+    swapped one fails to decrypt at sign-in.
 
     Returns the problems found as sentences, in user id order; an empty list when all agree.
     """
@@ -853,7 +880,8 @@ def verify_user_records() -> list[str]:
             continue
         if action == "REGISTER_SUCCESS":
             recorded[actor_id] = {"email": details.get("email"), "role": details.get("role"), "is_active": True,
-                                  "mfa_enabled": False, "password": (row_id, details.get("credential_mac"))}
+                                  "mfa_enabled": False, "password": (row_id, details.get("credential_mac")),
+                                  "contact": (row_id, details.get("contact_mac"))}
             continue
         if details.get("outcome") == "refused":
             continue
@@ -864,6 +892,10 @@ def verify_user_records() -> list[str]:
             continue
         if action == "PASSWORD_CHANGED":
             state["password"] = (row_id, details.get("credential_mac"))
+        fields = details.get("fields")
+        if action in ("PROFILE_UPDATED", "USER_UPDATED") and isinstance(fields, list) and _CONTACT_FIELDS & set(
+                map(str, fields)):
+            state["contact"] = (row_id, details.get("contact_mac"))
         if action in ("MFA_ENROLLED", "MFA_DISABLED"):
             state["mfa_enabled"] = action == "MFA_ENROLLED"
         if action == "ROLE_CHANGED":
@@ -872,18 +904,18 @@ def verify_user_records() -> list[str]:
             change = details.get(name) if action == "USER_UPDATED" else None
             if isinstance(change, dict):
                 state[name] = change.get("to")
-    for user_id, email, role, is_active, mfa_secret, password_hash in db.session.execute(
-            select(User.id, User.email, User.role, User.is_active, User.mfa_secret, User.password_hash)
-            .order_by(User.id)):
+    for user_id, email, role, is_active, mfa_secret, password_hash, full_name, phone in db.session.execute(
+            select(User.id, User.email, User.role, User.is_active, User.mfa_secret, User.password_hash,
+                   User.full_name, User.phone).order_by(User.id)):
         state = recorded.pop(user_id, None)
         if state is None:
             problems.append(f"user {user_id}: no REGISTER_SUCCESS audit row records its creation")
             continue
-        row_id, fingerprint = state["password"]
-        if fingerprint is not None and not hmac.compare_digest(
-                str(fingerprint), credential_mac(user_id, str(password_hash))):
-            problems.append(f"user {user_id}: the password hash is not the one its last password change "
-                            f"(audit row {row_id}) recorded")
+        for (row_id, mac), stored, what in (
+                (state["password"], credential_mac(user_id, str(password_hash)), "the password hash"),
+                (state["contact"], contact_mac(user_id, str(full_name), str(phone)), "the name or phone")):
+            if mac is not None and not hmac.compare_digest(str(mac), stored):
+                problems.append(f"user {user_id}: {what} is not what its last change (audit row {row_id}) recorded")
         for name, value in (("email", email), ("role", role), ("is_active", bool(is_active)),
                             ("mfa_enabled", mfa_secret is not None)):
             if state[name] != value:

@@ -114,7 +114,8 @@ def test_users_list_paginates_by_25_newest_first(admin_client, make_user):
 def test_admin_edits_details_and_logs_field_names_only(app, admin_client, admin, customer):
     """Does an edit of name, email and phone save them (email lower-cased), log USER_UPDATED with
     the field names (and, for the email, which identifies the user, the old and new address) but
-    not the other values, and redirect to the users list?"""
+    not the other values, only their MAC (contact_mac, for verify-audit), and redirect to the
+    users list?"""
     response = admin_client.post(_edit_url(customer.id), data=_form(
         customer, full_name="Renamed Person", email="  New.Address@Example.com ", phone="+44 20 7946 0001"))
 
@@ -122,10 +123,14 @@ def test_admin_edits_details_and_logs_field_names_only(app, admin_client, admin,
     user = _user(app, customer.id)
     assert (user.full_name, user.email, user.phone) == ("Renamed Person", "new.address@example.com", "+44 20 7946 0001")
     [(actor, details)] = _audit(app, "USER_UPDATED")
+    mac = details.pop("contact_mac")
     assert actor == admin.id and details == {
         "user_id": customer.id, "fields": ["full_name", "email", "phone"],
         "email": {"from": customer.email, "to": "new.address@example.com"},
     }
+    with app.app_context():
+        from app.auth.services import contact_mac
+        assert mac == contact_mac(customer.id, "Renamed Person", "+44 20 7946 0001")
     assert "Renamed" not in json.dumps(details) and "7946" not in json.dumps(details)
 
 

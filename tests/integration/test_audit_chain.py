@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -128,7 +129,7 @@ def test_verify_audit_follows_the_admins_edits_of_users(app, runner, admin, cust
     result = runner.invoke(args=["verify-audit"])
 
     assert result.exit_code == 0, result.output
-    assert "every user's email, role, active flag, two-step sign-in and password hash match it" in result.output
+    assert "every user's email, role, active flag, two-step sign-in, password hash, name and phone match it" in result.output
 
 
 @pytest.mark.parametrize("column, value, shown", [
@@ -203,8 +204,35 @@ def test_verify_audit_reports_a_password_hash_replaced_behind_the_app(app, runne
 
     assert result.exit_code == 1
     assert "Audit chain holds" in result.output
-    assert f"user {victim}: the password hash is not the one its last password change" in result.output
+    assert f"user {victim}: the password hash is not what its last change (audit row" in result.output
     assert f"user {intruder}:" not in result.output
+
+
+def test_verify_audit_follows_name_and_phone_edits_and_reports_one_made_behind_the_app(app, client, runner,
+                                                                                    admin):
+    """After a customer edits their profile and an admin edits the customer's name and phone
+    (each audited with the values' contact_mac), do the users match the trail; and is a phone
+    number then rewritten with SQL (the number reset-mfa's call-back would ring) reported?"""
+    customer = _registered(app, "caller@example.com", REGISTERED_PASSWORD)
+    assert client.post("/auth/login", data={"email": "caller@example.com",
+                                            "password": REGISTERED_PASSWORD}).status_code == 302
+    assert client.post("/auth/profile", data={"full_name": "Callie Caller",
+                                              "phone": "+1 555 0111"}).status_code == 302
+    _edit_user(app, admin, SimpleNamespace(id=customer), phone="+1 555 0122")
+    with app.app_context():
+        assert (db.session.get(User, customer).full_name, db.session.get(User, customer).phone) == (
+            "Callie Caller", "+1 555 0122")
+    intact = runner.invoke(args=["verify-audit"])
+    with app.app_context():
+        db.session.execute(text('UPDATE "user" SET phone = :phone WHERE id = :id'),
+                           {"phone": "+1 555 0199", "id": customer})
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-audit"])
+
+    assert intact.exit_code == 0, intact.output
+    assert result.exit_code == 1
+    assert f"user {customer}: the name or phone is not what its last change (audit row" in result.output
 
 
 def test_verify_audit_reports_a_user_no_registration_records(app, runner):
