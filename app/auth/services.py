@@ -545,6 +545,7 @@ def seed_admin(password_from_env: str | None) -> SeedResult:
         db.session.add(admin)
         db.session.flush()
         log_event("REGISTER_SUCCESS", {"email": email, "role": "admin", "via": "seed-admin",
+                                       "forced_change": True,
                                        "credential_mac": credential_mac(admin.id, admin.password_hash),
                                        "contact_mac": contact_mac(admin.id, admin.full_name, admin.phone)},
                   user_id=admin.id)
@@ -860,8 +861,11 @@ def verify_user_records() -> list[str]:
     change, or a rehash at sign-in) writes another hash, recording its credential_mac; only
     PROFILE_UPDATED and the admin's USER_UPDATED change name and phone, recording their
     contact_mac (record_mac). Each is in the same commit as its audit row (DESIGN.md section 4).
+    The seeded administrator must change the password (REGISTER_SUCCESS `forced_change`) until
+    a PASSWORD_CHANGED row other than a rehash.
     So a role raised to admin; an email swapped, a password hash replaced or an authenticator
-    key removed to take an account over; a deactivated user switched back on; or the phone
+    key removed to take an account over; a deactivated user switched back on; the forced
+    password change of the seeded administrator's known first password skipped; or the phone
     number reset-mfa's call-back trusts rewritten with SQL is reported here, as is a user no
     REGISTER_SUCCESS row records (PCI DSS 10.2.1, 10.3.4; OWASP ASVS 2.8). A MAC is checked
     only when the last row that wrote the value holds one (rows written before MACs were
@@ -881,7 +885,9 @@ def verify_user_records() -> list[str]:
         if action == "REGISTER_SUCCESS":
             recorded[actor_id] = {"email": details.get("email"), "role": details.get("role"), "is_active": True,
                                   "mfa_enabled": False, "password": (row_id, details.get("credential_mac")),
-                                  "contact": (row_id, details.get("contact_mac"))}
+                                  "contact": (row_id, details.get("contact_mac")),
+                                  "must_change_password": details.get("forced_change",
+                                                                      details.get("via") == "seed-admin")}
             continue
         if details.get("outcome") == "refused":
             continue
@@ -892,6 +898,8 @@ def verify_user_records() -> list[str]:
             continue
         if action == "PASSWORD_CHANGED":
             state["password"] = (row_id, details.get("credential_mac"))
+            if details.get("reason") != "rehash":
+                state["must_change_password"] = False
         fields = details.get("fields")
         if action in ("PROFILE_UPDATED", "USER_UPDATED") and isinstance(fields, list) and _CONTACT_FIELDS & set(
                 map(str, fields)):
@@ -904,9 +912,10 @@ def verify_user_records() -> list[str]:
             change = details.get(name) if action == "USER_UPDATED" else None
             if isinstance(change, dict):
                 state[name] = change.get("to")
-    for user_id, email, role, is_active, mfa_secret, password_hash, full_name, phone in db.session.execute(
+    for (user_id, email, role, is_active, mfa_secret, password_hash, full_name, phone,
+         must_change_password) in db.session.execute(
             select(User.id, User.email, User.role, User.is_active, User.mfa_secret, User.password_hash,
-                   User.full_name, User.phone).order_by(User.id)):
+                   User.full_name, User.phone, User.must_change_password).order_by(User.id)):
         state = recorded.pop(user_id, None)
         if state is None:
             problems.append(f"user {user_id}: no REGISTER_SUCCESS audit row records its creation")
@@ -917,7 +926,8 @@ def verify_user_records() -> list[str]:
             if mac is not None and not hmac.compare_digest(str(mac), stored):
                 problems.append(f"user {user_id}: {what} is not what its last change (audit row {row_id}) recorded")
         for name, value in (("email", email), ("role", role), ("is_active", bool(is_active)),
-                            ("mfa_enabled", mfa_secret is not None)):
+                            ("mfa_enabled", mfa_secret is not None),
+                            ("must_change_password", bool(must_change_password))):
             if state[name] != value:
                 problems.append(f"user {user_id}: {name} is {value!r}, but the audit trail says {state[name]!r}")
     for user_id in sorted(recorded, key=lambda key: (key is None, key or 0)):

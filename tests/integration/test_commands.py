@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.auth import services as auth_services
 from app.extensions import db
@@ -83,6 +83,31 @@ def test_seed_admin_never_resets_an_existing_admins_password(app, runner, client
     assert runner.invoke(args=["seed-admin"]).exit_code == 0
     assert admins(app)[0].password_hash == before
     assert admins(app)[0].must_change_password is False
+
+
+def test_verify_audit_reports_the_forced_password_change_skipped_with_sql(app, runner, client):
+    """Is the seeded administrator's forced change of the known first password, cleared with SQL
+    rather than by changing the password, reported by verify-audit (exit status 1), while the
+    seeded state and a real change both match the trail?"""
+    runner.invoke(args=["seed-admin"])
+    seeded = runner.invoke(args=["verify-audit"])
+    with app.app_context():
+        db.session.execute(update(User).where(User.email == ADMIN_EMAIL).values(must_change_password=False))
+        db.session.commit()
+    skipped = runner.invoke(args=["verify-audit"])
+    with app.app_context():
+        db.session.execute(update(User).where(User.email == ADMIN_EMAIL).values(must_change_password=True))
+        db.session.commit()
+    assert login(client, DEFAULT_PASSWORD).status_code == 302
+    assert client.post("/auth/change-password", data={
+        "current_password": DEFAULT_PASSWORD, "new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD,
+    }).status_code == 302
+    changed = runner.invoke(args=["verify-audit"])
+
+    assert seeded.exit_code == 0, seeded.output
+    assert skipped.exit_code == 1
+    assert "must_change_password is False, but the audit trail says True" in skipped.output
+    assert changed.exit_code == 0, changed.output
 
 
 def test_seeded_admin_must_change_password_at_first_login(app, runner, client):
