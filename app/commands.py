@@ -40,8 +40,8 @@ def seed_admin_command() -> None:
 @click.command("verify-ledger")
 @with_appcontext
 def verify_ledger_command() -> None:
-    """Check the money invariants (DESIGN.md section 2) and the ledger against the audit trail;
-    exit status 1 on any violation."""
+    """Check the money invariants (DESIGN.md section 2), the ledger's append-only triggers and
+    the ledger against the audit trail; exit status 1 on any violation."""
     from .banking.services import verify_ledger
 
     report = verify_ledger()
@@ -63,32 +63,37 @@ def verify_ledger_command() -> None:
               help="A head printed by an earlier run, kept outside the database; it must still be there.")
 @with_appcontext
 def verify_audit_command(anchor: str | None) -> None:
-    """Check the audit log's HMAC chain (DESIGN.md section 4), then each user's email, role,
-    active flag, two-step sign-in, password hash, name and phone against it (verify_user_records); exit 1 naming the first
-    broken row or each differing user.
+    """Check the audit log's HMAC chain (DESIGN.md section 4) and its append-only triggers, then
+    each user's email, role, active flag, two-step sign-in, password hash, name and phone
+    against the chain (verify_user_records); exit 1 naming the first broken row, each missing
+    or disabled trigger, or each differing user.
 
     Prints the current head (`ID:HASH`); recording it elsewhere and passing it back later with
     --anchor also detects the newest rows being cut off along with the head row.
     """
-    from .audit.services import parse_anchor, verify_chain
+    from .audit.services import append_only_trigger_problems, parse_anchor, verify_chain
 
     try:
         expected = parse_anchor(anchor) if anchor else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--anchor") from exc
     report = verify_chain(db.session, expected)
+    unguarded = append_only_trigger_problems(db.session, "audit_log")
     db.session.rollback()
+    for problem in unguarded:
+        click.echo(f"AUDIT LOG UNGUARDED: {problem}", err=True)
     if report.ok:
         from .auth.services import verify_user_records
 
         problems = verify_user_records()
         db.session.rollback()
-        click.echo(f"Audit chain holds: {report.rows_checked} rows checked"
-                   + ("." if problems else "; every user's email, role, active flag, two-step sign-in, password hash, name and phone match it."))
+        click.echo(f"Audit chain holds: {report.rows_checked} rows checked" + (
+            "." if problems else
+            "; every user's email, role, active flag, two-step sign-in, password hash, name and phone match it."))
         for problem in problems:
             click.echo(f"USER RECORD DIFFERS FROM THE AUDIT TRAIL: {problem}", err=True)
         click.echo(f"Head (record it to use as --anchor later): {report.head_id}:{report.head_hash}")
-        if problems:
+        if problems or unguarded:
             raise SystemExit(1)
         return
     click.echo(f"AUDIT CHAIN BROKEN at row {report.first_broken_id}: {report.reason}", err=True)

@@ -14,13 +14,14 @@ import functools
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from collections.abc import Collection, Iterator
 from typing import Any, NamedTuple
 
 from flask import current_app
-from sqlalchemy import Insert, bindparam, event, func, select
+from sqlalchemy import Insert, bindparam, event, func, select, text
 from sqlalchemy.orm import Session
 
 from ..extensions import PENDING_AUDIT_KEY, db, insert_rows, rows_insert_statement
@@ -210,6 +211,68 @@ def parse_anchor(text: str) -> tuple[int, str]:
 
 # How many times verify_chain follows a head that moved while it read (appends committed
 # meanwhile) before it settles for the rows it has checked.
+# The append-only triggers the migrations create, by table and backend (migrations/versions/
+# 0001_initial_schema.py for audit_log, 0004_ledger_append_only.py for the ledger), each with
+# the SQL events it must refuse.
+APPEND_ONLY_TRIGGERS: dict[str, dict[str, dict[str, frozenset[str]]]] = {
+    "audit_log": {
+        "sqlite": {"audit_log_no_update": frozenset({"UPDATE"}), "audit_log_no_delete": frozenset({"DELETE"})},
+        "postgresql": {"audit_log_no_update_delete": frozenset({"UPDATE", "DELETE"}),
+                       "audit_log_no_truncate": frozenset({"TRUNCATE"})},
+    },
+    "transaction": {
+        "sqlite": {"transaction_no_update": frozenset({"UPDATE"}), "transaction_no_delete": frozenset({"DELETE"})},
+        "postgresql": {"transaction_no_update_delete": frozenset({"UPDATE", "DELETE"}),
+                       "transaction_no_truncate": frozenset({"TRUNCATE"})},
+    },
+}
+_BEFORE_EVENTS = re.compile(r" BEFORE ((?:UPDATE|DELETE|INSERT|TRUNCATE)(?: OR (?:UPDATE|DELETE|INSERT|TRUNCATE))*) ")
+_SQLITE_TRIGGERS = text(
+    "SELECT name, sql, 'O', sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :table")
+# tgenabled: 'O' fires in ordinary sessions, 'A' always; 'D' (disabled) and 'R' (replica only) don't.
+_POSTGRESQL_TRIGGERS = text(
+    "SELECT t.tgname, pg_get_triggerdef(t.oid), t.tgenabled, p.prosrc FROM pg_trigger t "
+    "JOIN pg_proc p ON p.oid = t.tgfoid WHERE t.tgrelid = CAST(:table AS regclass) AND NOT t.tgisinternal")
+# What a trigger's body must do to refuse the change, by backend.
+_REFUSAL = {"sqlite": "RAISE(ABORT", "postgresql": "RAISE EXCEPTION"}
+
+
+def _squeezed(sql: object) -> str:
+    """`sql` upper-cased with runs of white space made one space and none after "(" ."""
+    return " ".join(str(sql or "").upper().split()).replace("( ", "(")
+
+
+def append_only_trigger_problems(session: Session, table: str) -> list[str]:
+    """Check that `table`'s append-only triggers (APPEND_ONLY_TRIGGERS: "audit_log" or
+    "transaction") are all there, enabled, and still refuse their changes (read-only).
+
+    Each must exist under its migration's name, fire BEFORE its events, be enabled (PostgreSQL:
+    not disabled, nor set to fire for replicas only) and raise (SQLite `RAISE(ABORT`, PostgreSQL
+    a function that raises an exception). Someone with the schema owner's rights who drops,
+    disables or defangs one to rewrite rows would otherwise leave no trace once the rows are
+    consistent again (OWASP ASVS 7.3.3, PCI DSS 10.3.2). Returns the problems found as
+    sentences; an empty list when every trigger holds. Raises KeyError for an unknown table.
+    """
+    backend = session.get_bind().dialect.name
+    query, name = (_SQLITE_TRIGGERS, table) if backend == "sqlite" else (_POSTGRESQL_TRIGGERS, f'"{table}"')
+    found = {row[0]: row[1:] for row in session.execute(query, {"table": name})}
+    problems = []
+    for trigger, events in APPEND_ONLY_TRIGGERS[table][backend].items():
+        if trigger not in found:
+            problems.append(f"{table}: the append-only trigger {trigger} is missing")
+            continue
+        definition, enabled, body = found[trigger]
+        fires = _BEFORE_EVENTS.search(_squeezed(definition))
+        if fires is None or not events <= set(fires.group(1).split(" OR ")):
+            problems.append(f"{table}: the append-only trigger {trigger} no longer fires before "
+                            f"{' and '.join(sorted(events))}")
+        elif enabled not in ("O", "A"):
+            problems.append(f"{table}: the append-only trigger {trigger} is disabled")
+        elif _REFUSAL[backend] not in _squeezed(body):
+            problems.append(f"{table}: the append-only trigger {trigger} no longer refuses the change")
+    return problems
+
+
 VERIFY_ROUNDS = 20
 
 

@@ -969,11 +969,12 @@ def verify_ledger() -> LedgerReport:
     the ledger names as its initiator, and every such row a transfer; every account has exactly one ACCOUNT_CREATED row, whose opening deposit is what
     the ledger holds as the account's deposit and whose number, owner and type are the
     account's; each account's status is where its freezes and unfreezes left it
-    (_audit_cross_check, _status_cross_check).
+    (_audit_cross_check, _status_cross_check). First of all, the ledger's append-only triggers
+    must all be there, enabled and refusing (audit_services.append_only_trigger_problems).
     Sums are taken in integer cents. Returns a LedgerReport; raises nothing on a violation.
     """
     cents = lambda column: type_coerce(column, BigInteger)  # noqa: E731
-    problems: list[str] = []
+    problems: list[str] = audit_services.append_only_trigger_problems(db.session, "transaction")
     balances = dict(db.session.execute(select(Account.id, cents(Account.balance))).all())
     for account_id, balance in balances.items():
         problems += _not_cents(f"account {account_id}: its balance", balance)

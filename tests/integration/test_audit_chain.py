@@ -18,7 +18,8 @@ from app.errors import InsufficientFundsError
 from app.extensions import db
 from app.models import Account, AuditChainHead, AuditLog, Transaction, User
 from tests.conftest import MIGRATIONS, build_app
-from tests.databases import AUDIT_TRIGGERS, audit_triggers, drop_audit_triggers, drop_ledger_triggers
+from tests.databases import (AUDIT_TRIGGERS, LEDGER_TRIGGERS, audit_triggers, drop_audit_triggers,
+                             drop_ledger_triggers)
 
 PASSWORD = "purple otter quietly sings 1987"
 NEW_PASSWORD = "seventeen lazy walruses juggle"
@@ -604,7 +605,8 @@ def _head_from(result) -> str:
 
 def test_anchor_detects_rows_cut_off_with_the_head_rewritten(client, app, runner):
     """With the triggers dropped, the newest rows deleted and the head row set back to match,
-    does verify-audit with an anchor recorded earlier still report the missing rows?"""
+    does the chain alone still hold (only the missing triggers are reported), while verify-audit
+    with an anchor recorded earlier reports the missing rows?"""
     _some_history(client)
     anchor = _head_from(runner.invoke(args=["verify-audit"]))
     last = int(anchor.split(":")[0])
@@ -616,8 +618,56 @@ def test_anchor_detects_rows_cut_off_with_the_head_rewritten(client, app, runner
     without_anchor = runner.invoke(args=["verify-audit"])
     with_anchor = runner.invoke(args=["verify-audit", "--anchor", anchor])
 
-    assert without_anchor.exit_code == 0
+    assert "Audit chain holds" in without_anchor.output and "AUDIT CHAIN BROKEN" not in without_anchor.output
+    assert "AUDIT LOG UNGUARDED: audit_log: the append-only trigger" in without_anchor.output
     assert with_anchor.exit_code != 0 and _names_row(with_anchor, last - 1)
+
+
+def test_verify_commands_report_append_only_triggers_dropped(app, runner, backend_name):
+    """Are the audit log's and the ledger's append-only triggers, dropped as someone with the
+    schema owner's rights would before rewriting rows, reported by verify-audit and
+    verify-ledger (exit status 1, naming each trigger), though no row has changed?"""
+    assert runner.invoke(args=["verify-audit"]).exit_code == 0
+    assert runner.invoke(args=["verify-ledger"]).exit_code == 0
+    with app.app_context():
+        drop_audit_triggers(db.session)
+        drop_ledger_triggers(db.session)
+        db.session.commit()
+
+    audit = runner.invoke(args=["verify-audit"])
+    ledger = runner.invoke(args=["verify-ledger"])
+
+    assert audit.exit_code == 1 and ledger.exit_code == 1
+    for name in AUDIT_TRIGGERS[backend_name]:
+        assert f"audit_log: the append-only trigger {name} is missing" in audit.output
+    for name in LEDGER_TRIGGERS[backend_name]:
+        assert f"transaction: the append-only trigger {name} is missing" in ledger.output
+
+
+@pytest.mark.parametrize("how", ["disabled", "defanged"])
+def test_verify_audit_reports_an_append_only_trigger_disabled_or_defanged(app, runner, backend_name, how):
+    """Is an audit-log trigger left in place but disabled (PostgreSQL's ALTER TABLE ... DISABLE
+    TRIGGER) or made harmless (its body no longer raises) reported by verify-audit?"""
+    if backend_name != "postgresql" and how == "disabled":
+        pytest.skip("SQLite has no disabled triggers: it can only drop one")
+    with app.app_context():
+        if how == "disabled":
+            db.session.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete"))
+        elif backend_name == "postgresql":
+            db.session.execute(text("CREATE OR REPLACE FUNCTION audit_log_refuse_change() RETURNS trigger "
+                                    "LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$"))
+        else:
+            db.session.execute(text("DROP TRIGGER audit_log_no_update"))
+            db.session.execute(text("CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log "
+                                    "BEGIN SELECT 1; END"))
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-audit"])
+
+    assert result.exit_code == 1
+    trigger = "audit_log_no_update_delete" if backend_name == "postgresql" else "audit_log_no_update"
+    shown = "is disabled" if how == "disabled" else "no longer refuses the change"
+    assert f"audit_log: the append-only trigger {trigger} {shown}" in result.output
 
 
 def test_anchor_of_an_intact_log_passes_and_a_forged_one_fails(client, runner):
