@@ -723,7 +723,7 @@ def enrol_mfa(user: User, secret: str, code: str) -> None:
         user.mfa_enrolled_at = utcnow()
         user.mfa_last_step = step
         user.session_token = new_session_token()
-        log_event("MFA_ENROLLED", {"user_id": user.id}, user_id=user.id)
+        log_event("MFA_ENROLLED", {"user_id": user.id, "time_step": step}, user_id=user.id)
 
 
 def complete_mfa_sign_in(user_id: int, session_token: str, code: str, ip_address: str) -> User:
@@ -734,7 +734,8 @@ def complete_mfa_sign_in(user_id: int, session_token: str, code: str, ip_address
     sign-in failures for the throttle of DESIGN.md section 5 (5 per email, 20 per IP in the
     window) and are logged MFA_FAILURE; once throttled, even a right code is refused
     (LOGIN_THROTTLED). A code is accepted once: its time step is recorded atomically. On success
-    the email's failures are cleared, and MFA_SUCCESS and LOGIN_SUCCESS are logged; commits.
+    the email's failures are cleared, and MFA_SUCCESS (with the accepted time_step, which
+    verify_user_records compares with the stored one) and LOGIN_SUCCESS are logged; commits.
     :raises LoginThrottledError, MfaCodeError: as above. :raises InvalidCredentialsError: the
         user is gone, deactivated, signed out since, or no longer enrolled.
     """
@@ -751,7 +752,7 @@ def complete_mfa_sign_in(user_id: int, session_token: str, code: str, ip_address
         accepted = step is not None and _accept_step(user.id, step)
         if accepted:
             db.session.execute(delete(LoginAttempt).where(LoginAttempt.email == user.email))
-            log_event("MFA_SUCCESS", {"user_id": user.id}, user_id=user.id)
+            log_event("MFA_SUCCESS", {"user_id": user.id, "time_step": step}, user_id=user.id)
             log_event("LOGIN_SUCCESS", {"email": user.email, "mfa": True}, user_id=user.id)
         else:
             # The attempt's claimed row stays: it is the failure the throttle counts.
@@ -845,34 +846,39 @@ def disable_mfa(user: User, password: str, ip_address: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 _USER_EVENTS = ("REGISTER_SUCCESS", "ROLE_CHANGED", "USER_UPDATED", "MFA_ENROLLED", "MFA_DISABLED",
-                "PASSWORD_CHANGED", "PROFILE_UPDATED")
+                "PASSWORD_CHANGED", "PROFILE_UPDATED", "MFA_SUCCESS")
 _CONTACT_FIELDS = frozenset({"full_name", "phone"})
+# A value an audit row written before it was recorded does not hold (checked from the next row on).
+_UNRECORDED = object()
 
 
 def verify_user_records() -> list[str]:
-    """Each user's email, role, active flag, two-step sign-in, password hash, name and phone
-    against what the audit trail says they are (read-only).
+    """Each user's email, role, active flag, two-step sign-in (and its last accepted code),
+    password hash, forced password change, name and phone against what the audit trail says
+    they are (read-only). Each of these changes only in the same commit as its audit row
+    (DESIGN.md section 4), which the replay below follows:
 
-    A user is created by registration or seed-admin (REGISTER_SUCCESS, under the new user's id,
-    with email, role, credential_mac and contact_mac; active, without two-step sign-in). Only
-    the admin's edit changes email, role and active flag (ROLE_CHANGED `to`, USER_UPDATED
-    `email.to` and `is_active.to`; refusals change nothing); only MFA_ENROLLED and MFA_DISABLED
-    (the user's own, or reset-mfa's) turn two-step sign-in on and off; only PASSWORD_CHANGED (a
-    change, or a rehash at sign-in) writes another hash, recording its credential_mac; only
-    PROFILE_UPDATED and the admin's USER_UPDATED change name and phone, recording their
-    contact_mac (record_mac). Each is in the same commit as its audit row (DESIGN.md section 4).
-    The seeded administrator must change the password (REGISTER_SUCCESS `forced_change`) until
-    a PASSWORD_CHANGED row other than a rehash.
+    - REGISTER_SUCCESS (registration, seed-admin) creates the user, under the new user's id:
+      email, role, credential_mac and contact_mac; active, no two-step sign-in; a forced
+      password change for seed-admin's (`forced_change`);
+    - the admin's edit: ROLE_CHANGED `to`, USER_UPDATED `email.to`, `is_active.to` and, with
+      name or phone, contact_mac (refusals change nothing); PROFILE_UPDATED: contact_mac;
+    - PASSWORD_CHANGED (a change, or a rehash at sign-in): credential_mac; a change, not a
+      rehash, ends the forced change;
+    - MFA_ENROLLED and MFA_DISABLED (the user's own, or reset-mfa's) turn two-step sign-in on
+      and off; MFA_ENROLLED and MFA_SUCCESS record the accepted code's `time_step`, which keeps
+      each code single-use (MFA_DISABLED clears it).
+
     So a role raised to admin; an email swapped, a password hash replaced or an authenticator
-    key removed to take an account over; a deactivated user switched back on; the forced
-    password change of the seeded administrator's known first password skipped; or the phone
-    number reset-mfa's call-back trusts rewritten with SQL is reported here, as is a user no
-    REGISTER_SUCCESS row records (PCI DSS 10.2.1, 10.3.4; OWASP ASVS 2.8). A MAC is checked
-    only when the last row that wrote the value holds one (rows written before MACs were
-    recorded hold none; the next change records it). The rows themselves are protected by the
-    HMAC chain (verify_chain). An MFA key replaced by another is not for this check: keys are
-    encrypted under MFA_ENCRYPTION_KEY and bound to their user's id (app/auth/mfa.py), so a
-    swapped one fails to decrypt at sign-in.
+    key removed to take an account over; a used sign-in code made usable again; a deactivated
+    user switched back on; the seeded administrator's forced change of a known first password
+    skipped; or the phone number reset-mfa's call-back trusts rewritten with SQL is reported
+    here, as is a user no REGISTER_SUCCESS row records (PCI DSS 10.2.1, 10.3.4; OWASP ASVS 2.8).
+    A MAC or time step is checked only when the last row that wrote it holds one (rows written
+    before they were recorded hold none; the next change records it). The rows themselves are
+    protected by the HMAC chain (verify_chain). An MFA key replaced by another is not for this
+    check: keys are encrypted under MFA_ENCRYPTION_KEY and bound to their user's id
+    (app/auth/mfa.py), so a swapped one fails to decrypt at sign-in.
 
     Returns the problems found as sentences, in user id order; an empty list when all agree.
     """
@@ -886,6 +892,7 @@ def verify_user_records() -> list[str]:
             recorded[actor_id] = {"email": details.get("email"), "role": details.get("role"), "is_active": True,
                                   "mfa_enabled": False, "password": (row_id, details.get("credential_mac")),
                                   "contact": (row_id, details.get("contact_mac")),
+                                  "mfa_last_step": (row_id, None),
                                   "must_change_password": details.get("forced_change",
                                                                       details.get("via") == "seed-admin")}
             continue
@@ -906,6 +913,11 @@ def verify_user_records() -> list[str]:
             state["contact"] = (row_id, details.get("contact_mac"))
         if action in ("MFA_ENROLLED", "MFA_DISABLED"):
             state["mfa_enabled"] = action == "MFA_ENROLLED"
+        if action in ("MFA_ENROLLED", "MFA_SUCCESS"):
+            # The last accepted code's time step: a code works once only while it stays put.
+            state["mfa_last_step"] = (row_id, details.get("time_step", _UNRECORDED))
+        elif action == "MFA_DISABLED":
+            state["mfa_last_step"] = (row_id, None)
         if action == "ROLE_CHANGED":
             state["role"] = details.get("to")
         for name in ("email", "is_active"):
@@ -913,9 +925,9 @@ def verify_user_records() -> list[str]:
             if isinstance(change, dict):
                 state[name] = change.get("to")
     for (user_id, email, role, is_active, mfa_secret, password_hash, full_name, phone,
-         must_change_password) in db.session.execute(
+         must_change_password, mfa_last_step) in db.session.execute(
             select(User.id, User.email, User.role, User.is_active, User.mfa_secret, User.password_hash,
-                   User.full_name, User.phone, User.must_change_password).order_by(User.id)):
+                   User.full_name, User.phone, User.must_change_password, User.mfa_last_step).order_by(User.id)):
         state = recorded.pop(user_id, None)
         if state is None:
             problems.append(f"user {user_id}: no REGISTER_SUCCESS audit row records its creation")
@@ -925,6 +937,10 @@ def verify_user_records() -> list[str]:
                 (state["contact"], contact_mac(user_id, str(full_name), str(phone)), "the name or phone")):
             if mac is not None and not hmac.compare_digest(str(mac), stored):
                 problems.append(f"user {user_id}: {what} is not what its last change (audit row {row_id}) recorded")
+        row_id, step = state["mfa_last_step"]
+        if step is not _UNRECORDED and step != mfa_last_step:
+            problems.append(f"user {user_id}: the last accepted sign-in code's time step is {mfa_last_step}, "
+                            f"but audit row {row_id} recorded {step}")
         for name, value in (("email", email), ("role", role), ("is_active", bool(is_active)),
                             ("mfa_enabled", mfa_secret is not None),
                             ("must_change_password", bool(must_change_password))):

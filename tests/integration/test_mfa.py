@@ -122,7 +122,7 @@ def test_enrolment_with_the_right_code_turns_mfa_on_and_is_audited(app, client, 
         assert mfa.decrypt_secret(row.mfa_secret, f"user:{customer.id}") == key
         with pytest.raises(mfa.MfaKeyError):
             mfa.decrypt_secret(row.mfa_secret, "user:999")  # a copy in another user's row won't open
-    assert audit(app, "MFA_ENROLLED") == [{"user_id": customer.id}]
+    assert audit(app, "MFA_ENROLLED") == [{"user_id": customer.id, "time_step": STEP}]
     assert is_logged_in(client)
     assert not is_logged_in(other)
 
@@ -181,7 +181,7 @@ def test_right_code_completes_the_sign_in_to_the_requested_page(app, client, enr
     assert response.status_code == 302 and response.headers["Location"].endswith("/banking/transactions")
     assert is_logged_in(client)
     assert session_cookie(client) != pending_cookie
-    assert audit(app, "MFA_SUCCESS")[-1] == {"user_id": customer.id}
+    assert audit(app, "MFA_SUCCESS")[-1] == {"user_id": customer.id, "time_step": STEP + 1}
     assert audit(app, "LOGIN_SUCCESS")[-1] == {"email": customer.email, "mfa": True}
 
 
@@ -362,6 +362,27 @@ def test_verify_audit_reports_two_step_sign_in_removed_behind_the_app(app, runne
     assert "Audit chain holds" in result.output
     assert f"user {customer.id}: mfa_enabled is False, but the audit trail says True" in result.output
     assert f"user {other_customer.id}: mfa_enabled is True, but the audit trail says False" in result.output
+
+
+def test_verify_audit_reports_a_used_code_made_usable_again(app, client, runner, enrolled, frozen_clock):
+    """After a sign-in with a code (its time step recorded in MFA_SUCCESS), do the users match
+    the trail; and is the stored last step set back with SQL, which would let a captured code
+    (or the same one) be accepted again, reported by verify-audit?"""
+    customer, key = enrolled
+    frozen_clock.shift(30)
+    password_step(client, customer.email)
+    assert code_step(client, mfa.code_at(key, STEP + 1)).status_code == 302
+    intact = runner.invoke(args=["verify-audit"])
+    with app.app_context():
+        db.session.execute(text('UPDATE "user" SET mfa_last_step = 0 WHERE id = :id'), {"id": customer.id})
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-audit"])
+
+    assert intact.exit_code == 0, intact.output
+    assert result.exit_code == 1
+    assert (f"user {customer.id}: the last accepted sign-in code's time step is 0, but audit row"
+            in result.output and f"recorded {STEP + 1}" in result.output)
 
 
 # --- operator recovery: flask reset-mfa ---------------------------------------------------
