@@ -65,8 +65,9 @@ def verify_ledger_command() -> None:
 def verify_audit_command(anchor: str | None) -> None:
     """Check the audit log's HMAC chain (DESIGN.md section 4) and its append-only triggers, then
     each user's email, role, active flag, two-step sign-in, password hash, name and phone
-    against the chain (verify_user_records); exit 1 naming the first broken row, each missing
-    or disabled trigger, or each differing user.
+    (verify_user_records) and each support ticket and reply (verify_ticket_records) against
+    the chain; exit 1 naming the first broken row, each missing or disabled trigger, or each
+    differing user or ticket.
 
     Prints the current head (`ID:HASH`); recording it elsewhere and passing it back later with
     --anchor also detects the newest rows being cut off along with the head row.
@@ -84,14 +85,20 @@ def verify_audit_command(anchor: str | None) -> None:
         click.echo(f"AUDIT LOG UNGUARDED: {problem}", err=True)
     if report.ok:
         from .auth.services import verify_user_records
+        from .support.services import verify_ticket_records
 
         problems = verify_user_records()
+        ticket_problems = verify_ticket_records()
         db.session.rollback()
         click.echo(f"Audit chain holds: {report.rows_checked} rows checked" + (
-            "." if problems else
-            "; every user's email, role, active flag, two-step sign-in, password hash, name and phone match it."))
+            "." if problems or ticket_problems else
+            "; every user's email, role, active flag, two-step sign-in, password hash, name and phone, and every"
+            " support ticket and reply, match it."))
         for problem in problems:
             click.echo(f"USER RECORD DIFFERS FROM THE AUDIT TRAIL: {problem}", err=True)
+        for problem in ticket_problems:
+            click.echo(f"TICKET DIFFERS FROM THE AUDIT TRAIL: {problem}", err=True)
+        problems += ticket_problems
         click.echo(f"Head (record it to use as --anchor later): {report.head_id}:{report.head_hash}")
         if problems or unguarded:
             raise SystemExit(1)

@@ -211,6 +211,23 @@ def parse_anchor(text: str) -> tuple[int, str]:
 
 # How many times verify_chain follows a head that moved while it read (appends committed
 # meanwhile) before it settles for the rows it has checked.
+def record_mac(purpose: str, *values: str | int) -> str:
+    """HMAC-SHA256 under AUDIT_HMAC_KEY of stored values, as 64 hex characters.
+
+    purpose: what the values are ("password-hash", "contact", "ticket", "ticket-note"), so a MAC
+    of one kind never matches another; values: the row's id first (a value copied from another
+    row gets another MAC), then the column values as stored. Audit rows record such MACs where
+    the values themselves must not be copied into the log (a password hash; a phone number or a
+    ticket's text, which the log has no need to spread), so the verifying commands
+    (verify_user_records, verify_ticket_records) can tell a value rewritten with SQL from one the
+    app wrote (PCI DSS 10.2.1, 10.3.4). A MAC reveals nothing of the values without the key,
+    which is kept outside the database.
+    """
+    key = current_app.config["AUDIT_HMAC_KEY"].encode("utf-8")
+    message = json.dumps([purpose, *values], ensure_ascii=False).encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
 # The append-only triggers the migrations create, by table and backend (migrations/versions/
 # 0001_initial_schema.py for audit_log, 0004_ledger_append_only.py for the ledger), each with
 # the SQL events it must refuse.

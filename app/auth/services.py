@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import unicodedata
@@ -193,37 +192,21 @@ def hash_password(password: str) -> str:
     return password_hasher().hash(normalize_password(password))
 
 
-def record_mac(purpose: str, user_id: int, *values: str) -> str:
-    """HMAC-SHA256 under AUDIT_HMAC_KEY of some of a user's stored values, as 64 hex characters.
-
-    purpose: what the values are ("password-hash", "contact"), so a MAC of one kind never
-    matches another; user_id: the user's id (a value copied from another user gets another MAC);
-    values: the column values as stored. Audit rows record such MACs where the values must not
-    be copied into the log (a password hash; a phone number, which the log has no need to
-    spread), so verify_user_records can tell a value rewritten with SQL from one the app wrote
-    (PCI DSS 10.2.1, 10.3.4). A MAC reveals nothing of the values without the key, which is kept
-    outside the database.
-    """
-    key = current_app.config["AUDIT_HMAC_KEY"].encode("utf-8")
-    message = json.dumps([purpose, user_id, *values], ensure_ascii=False).encode("utf-8")
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
-
-
 def credential_mac(user_id: int, password_hash: str) -> str:
-    """record_mac of a user's stored password hash (the Argon2id PHC string), as 64 hex
-    characters: the `credential_mac` of every audit row that writes one (REGISTER_SUCCESS,
+    """audit_services.record_mac of a user's stored password hash (the Argon2id PHC string), as
+    64 hex characters: the `credential_mac` of every audit row that writes one (REGISTER_SUCCESS,
     PASSWORD_CHANGED), so a hash swapped with SQL to take an account over with a password the
     intruder knows is reported. (Audit details never name a key after a password or a hash:
     FORBIDDEN_DETAIL_KEYS in app/audit/services.py.)"""
-    return record_mac("password-hash", user_id, password_hash)
+    return audit_services.record_mac("password-hash", user_id, password_hash)
 
 
 def contact_mac(user_id: int, full_name: str, phone: str) -> str:
-    """record_mac of a user's name and phone as stored, as 64 hex characters: the `contact_mac`
-    of every audit row that writes them (REGISTER_SUCCESS, PROFILE_UPDATED, USER_UPDATED), so a
-    phone number rewritten with SQL (the number `flask reset-mfa`'s call-back trusts) is
-    reported."""
-    return record_mac("contact", user_id, full_name, phone)
+    """audit_services.record_mac of a user's name and phone as stored, as 64 hex characters: the
+    `contact_mac` of every audit row that writes them (REGISTER_SUCCESS, PROFILE_UPDATED,
+    USER_UPDATED), so a phone number rewritten with SQL (the number `flask reset-mfa`'s
+    call-back trusts) is reported."""
+    return audit_services.record_mac("contact", user_id, full_name, phone)
 
 
 def verify_password(stored_hash: str, password: str) -> bool:

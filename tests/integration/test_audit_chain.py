@@ -130,7 +130,7 @@ def test_verify_audit_follows_the_admins_edits_of_users(app, runner, admin, cust
     result = runner.invoke(args=["verify-audit"])
 
     assert result.exit_code == 0, result.output
-    assert "every user's email, role, active flag, two-step sign-in, password hash, name and phone match it" in result.output
+    assert "every user's email, role, active flag, two-step sign-in, password hash, name and phone, and every support ticket and reply, match it" in result.output
 
 
 @pytest.mark.parametrize("column, value, shown", [

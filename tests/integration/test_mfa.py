@@ -341,7 +341,7 @@ def test_verify_audit_follows_enrolment_and_disabling(app, client, runner, auth,
     result = runner.invoke(args=["verify-audit"])
 
     assert result.exit_code == 0, result.output
-    assert "every user's email, role, active flag, two-step sign-in, password hash, name and phone match it" in result.output
+    assert "every user's email, role, active flag, two-step sign-in, password hash, name and phone, and every support ticket and reply, match it" in result.output
 
 
 def test_verify_audit_reports_two_step_sign_in_removed_behind_the_app(app, runner, enrolled, other_customer):

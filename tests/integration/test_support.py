@@ -130,6 +130,9 @@ def test_customer_creates_ticket_and_is_sent_to_my_tickets(client, app, logged_i
     [(actor, details)] = _audit(app, "TICKET_CREATED")
     assert actor == logged_in_customer.id and details["ticket_id"] == ticket_id
     assert "Lost card" not in json.dumps(details) and "block" not in json.dumps(details)
+    with app.app_context():
+        assert details["content_mac"] == services.ticket_content_mac(ticket_id, logged_in_customer.id, "Lost card",
+                                                                     "Please block it.")
     page = _text(client.get(MY_TICKETS))
     assert f"Ticket #{ticket_id} sent" in page and "Lost card" in page and "Open" in page
 
@@ -356,7 +359,10 @@ def test_staff_update_status_and_note(app, make_user, customer, role):
     assert _notes(app, ticket_id) == [(staff.id, "New card sent today.")]
     [(actor, details)] = _audit(app, "TICKET_UPDATED")
     assert actor == staff.id
+    note_id, mac = details.pop("note_id"), details.pop("note_mac")
     assert details == {"ticket_id": ticket_id, "from": "open", "to": "resolved", "note_added": True}
+    with app.app_context():
+        assert mac == services.note_content_mac(note_id, ticket_id, staff.id, "New card sent today.")
     with app.app_context():
         assert not any("New card" in text for text in db.session.scalars(select(AuditLog.details)))
     assert "Ticket updated." in _text(client.get(detail(ticket_id)))
@@ -395,7 +401,9 @@ def test_note_without_status_change_is_added(app, customer, support_user):
     assert response.status_code == 302
     assert _notes(app, ticket_id) == [(support_user.id, "Any news?")]
     [(_actor, details)] = _audit(app, "TICKET_UPDATED")
-    assert details == {"ticket_id": ticket_id, "from": "open", "to": "open", "note_added": True}
+    assert {name: details[name] for name in ("ticket_id", "from", "to", "note_added")} == {
+        "ticket_id": ticket_id, "from": "open", "to": "open", "note_added": True}
+    assert set(details) == {"ticket_id", "from", "to", "note_added", "note_id", "note_mac"}
 
 
 def test_same_status_and_empty_note_changes_nothing_and_says_so(app, customer, support_user):
@@ -755,3 +763,78 @@ def test_refused_ticket_forms_do_not_use_up_the_limit(app, customer):
 
     assert refused == [400, 400, 400]
     assert opened == [302, 302, 429]
+
+
+# --- the tickets against the audit trail (flask verify-audit) ------------------------------
+
+
+def _support_history(app, customer, support_user) -> tuple[int, int]:
+    """Two tickets: one answered by support with a reply and resolved, one left open; returns
+    (answered ticket id, open ticket id)."""
+    answered = _make_ticket(app, customer, "Card not arriving", "Ordered 3 weeks ago.")
+    untouched = _make_ticket(app, customer, "Statement", "Please send a statement.")
+    client = _signed_in(app, support_user)
+    assert client.post(detail(answered), data={"status": "in_progress", "note": "We are on it."}).status_code == 302
+    assert client.post(detail(answered), data={"status": "resolved", "note": "New card sent."}).status_code == 302
+    return answered, untouched
+
+
+def _sql(app, statement: str, **params) -> None:
+    from sqlalchemy import text
+
+    with app.app_context():
+        db.session.execute(text(statement), params)
+        db.session.commit()
+
+
+def test_verify_audit_follows_tickets_and_replies(app, runner, customer, support_user):
+    """After tickets are opened, answered and resolved through the app, do they match the audit
+    trail, so verify-audit passes and says so?"""
+    _support_history(app, customer, support_user)
+
+    result = runner.invoke(args=["verify-audit"])
+
+    assert result.exit_code == 0, result.output
+    assert "every support ticket and reply, match it" in result.output
+
+
+@pytest.mark.parametrize(("tampering", "reported"), [
+    ("fake reply", "ticket {answered}: the number of replies is 3, but the audit trail records 2"),
+    ("reply rewritten", "ticket {answered}: reply {first_note} is not what audit row"),
+    ("reply moved", "ticket {untouched}: the number of replies is 1, but the audit trail records 0"),
+    ("text rewritten", "ticket {untouched}: its subject or description is not what TICKET_CREATED recorded"),
+    ("status reopened", "ticket {answered}: its status is 'open', but the audit trail says 'resolved'"),
+    ("ticket handed over", "ticket {untouched}: its customer is {other}, but the audit trail says {customer}"),
+    ("ticket inserted", "ticket {inserted}: no TICKET_CREATED audit row records it"),
+])
+def test_verify_audit_reports_a_ticket_or_reply_changed_behind_the_app(app, runner, customer, other_customer,
+                                                                       support_user, tampering, reported):
+    """Is a ticket or a reply inserted, rewritten, moved or re-statused with SQL (a fake reply
+    from "support" asking the customer for their password, say) reported by verify-audit with
+    exit status 1, naming the ticket, though the chain itself holds?"""
+    answered, untouched = _support_history(app, customer, support_user)
+    with app.app_context():
+        first_note = db.session.scalar(select(func.min(TicketNote.id)).where(TicketNote.ticket_id == answered))
+    statements = {
+        "fake reply": ("INSERT INTO ticket_note (ticket_id, author_id, body, created_at) "
+                       "VALUES (:answered, :support, 'Please send us your password.', CURRENT_TIMESTAMP)"),
+        "reply rewritten": "UPDATE ticket_note SET body = 'Send your password to help@example.net' WHERE id = :note",
+        "reply moved": "UPDATE ticket_note SET ticket_id = :untouched WHERE id = :note",
+        "text rewritten": "UPDATE support_ticket SET description = 'Never mind.' WHERE id = :untouched",
+        "status reopened": "UPDATE support_ticket SET status = 'open' WHERE id = :answered",
+        "ticket handed over": "UPDATE support_ticket SET customer_id = :other WHERE id = :untouched",
+        "ticket inserted": ("INSERT INTO support_ticket (customer_id, subject, description, status, created_at, "
+                            "updated_at) VALUES (:customer, 'Hi', 'Call me', 'open', CURRENT_TIMESTAMP, "
+                            "CURRENT_TIMESTAMP)"),
+    }
+    _sql(app, statements[tampering], answered=answered, untouched=untouched, support=support_user.id,
+         note=first_note, other=other_customer.id, customer=customer.id)
+    with app.app_context():
+        inserted = db.session.scalar(select(func.max(SupportTicket.id)))
+
+    result = runner.invoke(args=["verify-audit"])
+
+    assert result.exit_code == 1
+    assert "Audit chain holds" in result.output
+    assert reported.format(answered=answered, untouched=untouched, first_note=first_note, other=other_customer.id,
+                           customer=customer.id, inserted=inserted) in result.output
