@@ -422,7 +422,7 @@ def authenticate(email: str, password: str, ip_address: str) -> User:
         raise InvalidCredentialsError()
     with atomic():
         if password_hasher().check_needs_rehash(user.password_hash):
-            # The stored hash changes, so its audit row records the new fingerprint.
+            # The stored hash changes, so an audit row records its MAC (verify_user_records).
             user.password_hash = hash_password(password)
             log_event("PASSWORD_CHANGED", {"user_id": user.id, "reason": "rehash",
                                            "credential_mac": credential_mac(user.id, user.password_hash)},
