@@ -249,7 +249,8 @@ _SQLITE_TRIGGERS = text(
 # tgenabled: 'O' fires in ordinary sessions, 'A' always; 'D' (disabled) and 'R' (replica only) don't.
 _POSTGRESQL_TRIGGERS = text(
     "SELECT t.tgname, pg_get_triggerdef(t.oid), t.tgenabled, p.prosrc FROM pg_trigger t "
-    "JOIN pg_proc p ON p.oid = t.tgfoid WHERE t.tgrelid = CAST(:table AS regclass) AND NOT t.tgisinternal")
+    "JOIN pg_proc p ON p.oid = t.tgfoid WHERE t.tgrelid = CAST(quote_ident(:table) AS regclass) "
+    "AND NOT t.tgisinternal")
 # What a trigger's body must do to refuse the change, by backend.
 _REFUSAL = {"sqlite": "RAISE(ABORT", "postgresql": "RAISE EXCEPTION"}
 
@@ -271,8 +272,8 @@ def append_only_trigger_problems(session: Session, table: str) -> list[str]:
     sentences; an empty list when every trigger holds. Raises KeyError for an unknown table.
     """
     backend = session.get_bind().dialect.name
-    query, name = (_SQLITE_TRIGGERS, table) if backend == "sqlite" else (_POSTGRESQL_TRIGGERS, f'"{table}"')
-    found = {row[0]: row[1:] for row in session.execute(query, {"table": name})}
+    query = _SQLITE_TRIGGERS if backend == "sqlite" else _POSTGRESQL_TRIGGERS
+    found = {row[0]: row[1:] for row in session.execute(query, {"table": table})}
     problems = []
     for trigger, events in APPEND_ONLY_TRIGGERS[table][backend].items():
         if trigger not in found:
