@@ -465,12 +465,19 @@ def change_password(user: User, current_password: str, new_password: str, ip_add
 
 
 def update_profile(user: User, full_name: str, phone: str) -> list[str]:
-    """Set `user`'s name and phone; returns the changed field names (logged PROFILE_UPDATED)."""
+    """Set `user`'s name and phone; returns the changed field names (logged PROFILE_UPDATED with
+    the stored pair's contact_mac); commits only when something changed.
+
+    The row is re-read under a row lock first (SELECT ... FOR UPDATE on PostgreSQL; SQLite's
+    write transaction already excludes other writers), so an admin's edit of the same user
+    committed meanwhile is neither undone nor left out of the recorded MAC.
+    """
     changes = {"full_name": full_name.strip(), "phone": phone.strip()}
-    changed = [name for name, value in changes.items() if getattr(user, name) != value]
-    if not changed:
-        return []
     with atomic():
+        db.session.refresh(user, with_for_update=True)
+        changed = [name for name, value in changes.items() if getattr(user, name) != value]
+        if not changed:
+            return []
         for name in changed:
             setattr(user, name, changes[name])
         log_event("PROFILE_UPDATED", {"user_id": user.id, "fields": changed,
@@ -633,6 +640,10 @@ def _update_user(actor: User, user_id: int, *, full_name: str, email: str, phone
                 raise UserUpdateRefusedError(HOLDS_ACCOUNTS_MESSAGE)
             if email != user.email and find_user_by_email(email) is not None:
                 raise DuplicateEmailError()
+            # Re-read the row under a lock (taken last, after any admin rows above, so two edits
+            # never wait on each other in a cycle): a concurrent edit of the user, committed
+            # meanwhile, is then what `changed` and the recorded contact_mac start from.
+            db.session.refresh(user, with_for_update=True)
             wanted = {"full_name": full_name.strip(), "email": email, "phone": phone.strip(),
                       "role": role, "is_active": bool(is_active)}
             changed = [name for name, value in wanted.items() if getattr(user, name) != value]

@@ -236,6 +236,35 @@ def test_verify_audit_follows_name_and_phone_edits_and_reports_one_made_behind_t
     assert f"user {customer}: the name or phone is not what its last change (audit row" in result.output
 
 
+def test_verify_audit_holds_when_edits_of_one_user_overlap(app, runner, admin):
+    """When an admin's edit of a user's phone commits while the user's own profile edit (of the
+    name, from a form showing the old phone) is in flight, and the other way round, does each
+    service start from the row as committed, so the recorded contact_mac matches what is stored
+    and verify-audit passes?"""
+    from app.auth import services as identity
+
+    customer = _registered(app, "overlap@example.com", REGISTERED_PASSWORD)
+    with app.app_context():
+        stale = db.session.get(User, customer)  # the profile request's user, read before the edit
+        _edit_user(app, admin, SimpleNamespace(id=customer), phone="+1 555 0133")
+        identity.update_profile(stale, "Olive Overlap", "+1 555 0100")
+        stale_admin = db.session.get(User, admin.id)
+        target = db.session.get(User, customer)  # the admin's form, read before the next edit
+        fields = {"full_name": target.full_name, "email": target.email, "phone": target.phone,
+                  "role": target.role, "is_active": target.is_active}
+    with app.app_context():
+        identity.update_profile(db.session.get(User, customer), "Olive Overlap", "+1 555 0144")
+    with app.app_context():
+        identity.update_user(db.session.get(User, stale_admin.id), customer, **(fields | {"full_name": "Olive O."}))
+        stored = db.session.get(User, customer)
+        final = (stored.full_name, stored.phone)
+
+    result = runner.invoke(args=["verify-audit"])
+
+    assert result.exit_code == 0, result.output
+    assert final == ("Olive O.", "+1 555 0100")
+
+
 def test_verify_audit_reports_a_user_no_registration_records(app, runner):
     """Is a user inserted behind the app (say, an admin with a known password) reported?"""
     with app.app_context():
