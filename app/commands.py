@@ -40,8 +40,9 @@ def seed_admin_command() -> None:
 @click.command("verify-ledger")
 @with_appcontext
 def verify_ledger_command() -> None:
-    """Check the money invariants (DESIGN.md section 2), the ledger's append-only triggers and
-    the ledger against the audit trail; exit status 1 on any violation."""
+    """Check the money invariants (DESIGN.md section 2), the ledger's append-only triggers
+    (audit_services.append_only_trigger_problems) and the ledger against the audit trail; exit
+    status 1 on any violation."""
     from .banking.services import verify_ledger
 
     report = verify_ledger()

@@ -228,45 +228,65 @@ def record_mac(purpose: str, *values: str | int) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-# The append-only triggers the migrations create, by table and backend (migrations/versions/
-# 0001_initial_schema.py for audit_log, 0004_ledger_append_only.py for the ledger), each with
-# the SQL events it must refuse.
-APPEND_ONLY_TRIGGERS: dict[str, dict[str, dict[str, frozenset[str]]]] = {
-    "audit_log": {
-        "sqlite": {"audit_log_no_update": frozenset({"UPDATE"}), "audit_log_no_delete": frozenset({"DELETE"})},
-        "postgresql": {"audit_log_no_update_delete": frozenset({"UPDATE", "DELETE"}),
-                       "audit_log_no_truncate": frozenset({"TRUNCATE"})},
-    },
-    "transaction": {
-        "sqlite": {"transaction_no_update": frozenset({"UPDATE"}), "transaction_no_delete": frozenset({"DELETE"})},
-        "postgresql": {"transaction_no_update_delete": frozenset({"UPDATE", "DELETE"}),
-                       "transaction_no_truncate": frozenset({"TRUNCATE"})},
-    },
+# The append-only triggers as the migrations create them (migrations/versions/
+# 0001_initial_schema.py for audit_log, 0004_ledger_append_only.py for the ledger): by table and
+# backend, each trigger's name and its definition, then (PostgreSQL) its function's body, as
+# the database reports them. verify-audit and verify-ledger compare them whole (_squeezed), so a
+# trigger narrowed with WHEN or UPDATE OF, or a function that raises only under a condition,
+# differs too.
+_SQLITE_REFUSAL = "BEGIN SELECT RAISE(ABORT, '{message}'); END"
+_PG_ROW_TRIGGER = "CREATE TRIGGER {name} BEFORE DELETE OR UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {function}()"
+_PG_TRUNCATE_TRIGGER = "CREATE TRIGGER {name} BEFORE TRUNCATE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
+_PG_REFUSAL = "BEGIN RAISE EXCEPTION '{message}'; END"
+
+
+def _expected_triggers(table: str, quoted: str, function: str, message: str) -> dict[str, dict[str, tuple[str, str]]]:
+    """APPEND_ONLY_TRIGGERS' entry for `table` (`quoted`: as the migration's SQL names it)."""
+    sqlite = {f"{table}_no_{event.lower()}": (
+        f"CREATE TRIGGER {table}_no_{event.lower()} BEFORE {event} ON {quoted} "
+        + _SQLITE_REFUSAL.format(message=message), "") for event in ("UPDATE", "DELETE")}
+    postgresql = {name: (template.format(name=name, table=quoted, function=function),
+                         _PG_REFUSAL.format(message=message))
+                  for name, template in ((f"{table}_no_update_delete", _PG_ROW_TRIGGER),
+                                         (f"{table}_no_truncate", _PG_TRUNCATE_TRIGGER))}
+    return {"sqlite": sqlite, "postgresql": postgresql}
+
+
+APPEND_ONLY_TRIGGERS: dict[str, dict[str, dict[str, tuple[str, str]]]] = {
+    "audit_log": _expected_triggers("audit_log", "audit_log", "audit_log_refuse_change", "audit_log is append-only"),
+    "transaction": _expected_triggers("transaction", '"transaction"', "ledger_refuse_change",
+                                      "the ledger (transaction) is append-only"),
 }
-_BEFORE_EVENTS = re.compile(r" BEFORE ((?:UPDATE|DELETE|INSERT|TRUNCATE)(?: OR (?:UPDATE|DELETE|INSERT|TRUNCATE))*) ")
 _SQLITE_TRIGGERS = text(
-    "SELECT name, sql, 'O', sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :table")
+    "SELECT name, sql, 'O', '' FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :table")
 # tgenabled: 'O' fires in ordinary sessions, 'A' always; 'D' (disabled) and 'R' (replica only) don't.
 _POSTGRESQL_TRIGGERS = text(
     "SELECT t.tgname, pg_get_triggerdef(t.oid), t.tgenabled, p.prosrc FROM pg_trigger t "
     "JOIN pg_proc p ON p.oid = t.tgfoid WHERE t.tgrelid = CAST(quote_ident(:table) AS regclass) "
     "AND NOT t.tgisinternal")
-# What a trigger's body must do to refuse the change, by backend.
-_REFUSAL = {"sqlite": "RAISE(ABORT", "postgresql": "RAISE EXCEPTION"}
+# The database's default for new sessions: 'replica' would silence every ordinary trigger.
+_REPLICATION_ROLE = text("SELECT current_setting('session_replication_role')")
+# PostgreSQL names the table and the function with their schema when it is not on the path.
+_SCHEMA_PREFIX = re.compile(r"( ON | FUNCTION )[A-Z_][A-Z0-9_$]*\.")
 
 
 def _squeezed(sql: object) -> str:
-    """`sql` upper-cased with runs of white space made one space and none after "(" ."""
-    return " ".join(str(sql or "").upper().split()).replace("( ", "(")
+    """`sql` upper-cased, runs of white space made one space, none after "(" or before ")",
+    identifiers unquoted and a schema before the table or function name dropped: how two
+    definitions are compared (PostgreSQL reports `ON public.transaction` for `ON "transaction"`)."""
+    squeezed = " ".join(str(sql or "").upper().replace('"', "").split()).replace("( ", "(").replace(" )", ")")
+    return _SCHEMA_PREFIX.sub(r"\1", squeezed)
 
 
 def append_only_trigger_problems(session: Session, table: str) -> list[str]:
     """Check that `table`'s append-only triggers (APPEND_ONLY_TRIGGERS: "audit_log" or
-    "transaction") are all there, enabled, and still refuse their changes (read-only).
+    "transaction") are all there, enabled, and exactly as the migrations made them (read-only).
 
-    Each must exist under its migration's name, fire BEFORE its events, be enabled (PostgreSQL:
-    not disabled, nor set to fire for replicas only) and raise (SQLite `RAISE(ABORT`, PostgreSQL
-    a function that raises an exception). Someone with the schema owner's rights who drops,
+    Each must exist under its migration's name with its migration's definition, word for word
+    once white space, case and schema names are set aside (so not narrowed by WHEN or UPDATE OF,
+    nor moved to other events); on PostgreSQL its function must still be the one that raises,
+    the trigger enabled (not disabled, nor set to fire for replicas only), and the database's
+    session_replication_role the default. Someone with the schema owner's rights who drops,
     disables or defangs one to rewrite rows would otherwise leave no trace once the rows are
     consistent again (OWASP ASVS 7.3.3, PCI DSS 10.3.2). Returns the problems found as
     sentences; an empty list when every trigger holds. Raises KeyError for an unknown table.
@@ -275,18 +295,18 @@ def append_only_trigger_problems(session: Session, table: str) -> list[str]:
     query = _SQLITE_TRIGGERS if backend == "sqlite" else _POSTGRESQL_TRIGGERS
     found = {row[0]: row[1:] for row in session.execute(query, {"table": table})}
     problems = []
-    for trigger, events in APPEND_ONLY_TRIGGERS[table][backend].items():
+    if backend == "postgresql" and session.execute(_REPLICATION_ROLE).scalar_one() != "origin":
+        problems.append(f"{table}: session_replication_role is not 'origin', so its triggers do not fire")
+    for trigger, (definition, body) in APPEND_ONLY_TRIGGERS[table][backend].items():
         if trigger not in found:
             problems.append(f"{table}: the append-only trigger {trigger} is missing")
             continue
-        definition, enabled, body = found[trigger]
-        fires = _BEFORE_EVENTS.search(_squeezed(definition))
-        if fires is None or not events <= set(fires.group(1).split(" OR ")):
-            problems.append(f"{table}: the append-only trigger {trigger} no longer fires before "
-                            f"{' and '.join(sorted(events))}")
+        actual_definition, enabled, actual_body = found[trigger]
+        if _squeezed(actual_definition) != _squeezed(definition):
+            problems.append(f"{table}: the append-only trigger {trigger} is not as its migration created it")
         elif enabled not in ("O", "A"):
             problems.append(f"{table}: the append-only trigger {trigger} is disabled")
-        elif _REFUSAL[backend] not in _squeezed(body):
+        elif _squeezed(actual_body) != _squeezed(body):
             problems.append(f"{table}: the append-only trigger {trigger} no longer refuses the change")
     return problems
 

@@ -970,7 +970,8 @@ def verify_ledger() -> LedgerReport:
     the ledger holds as the account's deposit and whose number, owner and type are the
     account's; each account's status is where its freezes and unfreezes left it
     (_audit_cross_check, _status_cross_check). First of all, the ledger's append-only triggers
-    must all be there, enabled and refusing (audit_services.append_only_trigger_problems).
+    must all be there, enabled and as their migration made them
+    (audit_services.append_only_trigger_problems).
     Sums are taken in integer cents. Returns a LedgerReport; raises nothing on a violation.
     """
     cents = lambda column: type_coerce(column, BigInteger)  # noqa: E731

@@ -673,6 +673,60 @@ def test_verify_commands_report_append_only_triggers_dropped(app, runner, backen
         assert f"transaction: the append-only trigger {name} is missing" in ledger.output
 
 
+NARROWED_TRIGGERS = {
+    "sqlite": {
+        "when never": ('DROP TRIGGER transaction_no_update',
+                       'CREATE TRIGGER transaction_no_update BEFORE UPDATE ON "transaction" WHEN 0 '
+                       "BEGIN SELECT RAISE(ABORT, 'the ledger (transaction) is append-only'); END"),
+        "one column only": ('DROP TRIGGER transaction_no_update',
+                            'CREATE TRIGGER transaction_no_update BEFORE UPDATE OF idempotency_key ON "transaction" '
+                            "BEGIN SELECT RAISE(ABORT, 'the ledger (transaction) is append-only'); END"),
+    },
+    "postgresql": {
+        "when never": ('DROP TRIGGER transaction_no_update_delete ON "transaction"',
+                       'CREATE TRIGGER transaction_no_update_delete BEFORE UPDATE OR DELETE ON "transaction" '
+                       "FOR EACH ROW WHEN (false) EXECUTE FUNCTION ledger_refuse_change()"),
+        "raises only if": ("CREATE OR REPLACE FUNCTION ledger_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                           "BEGIN IF false THEN RAISE EXCEPTION 'the ledger (transaction) is append-only'; END IF; "
+                           "RETURN NEW; END $$",),
+    },
+}
+
+
+@pytest.mark.parametrize("how", ["when never", "one column only", "raises only if"])
+def test_verify_ledger_reports_a_trigger_narrowed_so_it_never_refuses(app, runner, backend_name, how):
+    """Is a ledger trigger left in place under its name but made harmless (a WHEN that is never
+    true, UPDATE OF one column, or a function that raises only under a condition never met),
+    after which a ledger row can be rewritten, reported by verify-ledger?"""
+    statements = NARROWED_TRIGGERS[backend_name].get(how)
+    if statements is None:
+        pytest.skip(f"{how!r} is a {'PostgreSQL' if backend_name == 'sqlite' else 'SQLite'} case")
+    with app.app_context():
+        for statement in statements:
+            db.session.execute(text(statement))
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert result.exit_code == 1
+    trigger = "transaction_no_update" if backend_name == "sqlite" else "transaction_no_update_delete"
+    shown = "no longer refuses the change" if how == "raises only if" else "is not as its migration created it"
+    assert f"transaction: the append-only trigger {trigger} {shown}" in result.output
+
+
+def test_trigger_check_reports_triggers_silenced_by_the_replication_role(app, backend_name):
+    """On PostgreSQL, is session_replication_role = replica (which, set as the database's
+    default, keeps every ordinary trigger from firing) reported?"""
+    if backend_name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has no replication role")
+    with app.app_context():
+        db.session.execute(text("SET LOCAL session_replication_role = replica"))
+        problems = audit_services.append_only_trigger_problems(db.session, "audit_log")
+        db.session.rollback()
+
+    assert problems == ["audit_log: session_replication_role is not 'origin', so its triggers do not fire"]
+
+
 @pytest.mark.parametrize("how", ["disabled", "defanged"])
 def test_verify_audit_reports_an_append_only_trigger_disabled_or_defanged(app, runner, backend_name, how):
     """Is an audit-log trigger left in place but disabled (PostgreSQL's ALTER TABLE ... DISABLE
@@ -695,7 +749,8 @@ def test_verify_audit_reports_an_append_only_trigger_disabled_or_defanged(app, r
 
     assert result.exit_code == 1
     trigger = "audit_log_no_update_delete" if backend_name == "postgresql" else "audit_log_no_update"
-    shown = "is disabled" if how == "disabled" else "no longer refuses the change"
+    shown = {"disabled": "is disabled", "defanged": "no longer refuses the change" if backend_name == "postgresql"
+             else "is not as its migration created it"}[how]
     assert f"audit_log: the append-only trigger {trigger} {shown}" in result.output
 
 
