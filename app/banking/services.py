@@ -1019,9 +1019,9 @@ def verify_ledger() -> LedgerReport:
         .where(Transaction.type == "debit")
     ).all()
     credit_side: dict[str, tuple] = {}
-    for reference, amount, account_id, sender_id, receiver_id in db.session.execute(
+    for reference, amount, account_id, sender_id, receiver_id, initiator_id in db.session.execute(
         select(Transaction.reference, cents(Transaction.amount), Transaction.account_id,
-               Transaction.sender_account_id, Transaction.receiver_account_id)
+               Transaction.sender_account_id, Transaction.receiver_account_id, Transaction.initiated_by_user_id)
         .where(Transaction.type == "credit", Transaction.sender_account_id.is_not(None))
     ):
         if account_id != receiver_id:
@@ -1029,28 +1029,29 @@ def verify_ledger() -> LedgerReport:
                             f"but names account {receiver_id} as the receiver")
         if reference in credit_side:
             problems.append(f"transfer {reference}: more than one credit")
-        credit_side[reference] = (amount, sender_id, receiver_id)
+        credit_side[reference] = (amount, sender_id, receiver_id, initiator_id)
         problems += _not_cents(f"transfer {reference}: its credit", amount)
-    for reference, amount, account_id, receiver_id, sender_id, _initiator_id in debit_side:
+    for reference, amount, account_id, receiver_id, sender_id, initiator_id in debit_side:
         problems += _not_cents(f"transfer {reference}: its debit", amount)
         if account_id != sender_id:
             problems.append(f"transfer {reference}: its debit is on account {account_id}, "
                             f"but names account {sender_id} as the sender")
-        if credit_side.pop(reference, None) != (amount, sender_id, receiver_id):
+        if credit_side.pop(reference, None) != (amount, sender_id, receiver_id, initiator_id):
             problems.append(f"transfer {reference}: debit without a matching credit "
-                            "(same amount, sender and receiver)")
+                            "(same amount, sender, receiver and initiator)")
     for reference in credit_side:
         problems.append(f"transfer {reference}: credit without a matching debit")
     deposit_rows = db.session.execute(
-        select(Transaction.account_id, cents(Transaction.amount), Transaction.receiver_account_id)
+        select(Transaction.account_id, cents(Transaction.amount), Transaction.receiver_account_id,
+               Transaction.initiated_by_user_id)
         .where(Transaction.type == "credit", Transaction.sender_account_id.is_(None))
     ).all()
-    for account_id, amount, receiver_id in deposit_rows:
+    for account_id, amount, receiver_id, _initiator_id in deposit_rows:
         if account_id != receiver_id:
             problems.append(f"account {account_id}: an opening deposit on it names account {receiver_id}")
         problems += _not_cents(f"account {account_id}: its opening deposit", amount)
     total_balance = sum(balance for balance in balances.values() if type(balance) is int)
-    deposits = sum(amount for _, amount, _ in deposit_rows if type(amount) is int)
+    deposits = sum(amount for _, amount, _, _ in deposit_rows if type(amount) is int)
     if total_balance != deposits:
         problems.append(f"sum of balances {total_balance} cents differs from deposits {deposits} cents")
     problems += _audit_cross_check([row[:4] + row[5:] for row in debit_side], deposit_rows)
@@ -1101,7 +1102,9 @@ def _audit_cross_check(debits: list[Row], deposits: list[Row]) -> list[str]:
 
     debits: ledger debit rows (reference, amount in cents, source account id, target account id,
     initiator's user id).
-    deposits: opening-deposit credits (account id, amount in cents, ...).
+    deposits: opening-deposit credits (account id, amount in cents, receiver account id,
+    initiator's user id); each deposit's initiator must be the user its ACCOUNT_CREATED row is
+    logged under (the customer, or the admin who opened the account for them).
     Returns the problems found, as sentences; an empty list when both sides agree.
     """
     problems: list[str] = []
@@ -1139,11 +1142,14 @@ def _audit_cross_check(debits: list[Row], deposits: list[Row]) -> list[str]:
                         "which the ledger does not hold")
 
     deposited: dict[int, list[int]] = {}
-    for account_id, amount, *_rest in deposits:
+    depositors: dict[int, set[int]] = {}
+    for account_id, amount, _receiver_id, initiator_id in deposits:
         deposited.setdefault(account_id, []).append(int(amount))
-    # account id -> (audit row id, opening deposit in cents, (number, owner id, type) as recorded)
-    opened: dict[int, tuple[int, int | None, tuple]] = {}
-    for row_id, _actor_id, details in _audit_details_of("ACCOUNT_CREATED"):
+        depositors.setdefault(account_id, set()).add(initiator_id)
+    # account id -> (audit row id, opening deposit in cents, (number, owner id, type) as recorded,
+    # the user who opened it)
+    opened: dict[int, tuple[int, int | None, tuple, int | None]] = {}
+    for row_id, actor_id, details in _audit_details_of("ACCOUNT_CREATED"):
         account_id = details.get("account_id")
         if account_id not in accounts:
             problems.append(f"audit row {row_id} (ACCOUNT_CREATED) records account {account_id}, which does not exist")
@@ -1151,7 +1157,8 @@ def _audit_cross_check(debits: list[Row], deposits: list[Row]) -> list[str]:
             problems.append(f"account {account_id}: opened by audit rows {opened[account_id][0]} and {row_id}")
         else:
             opened[account_id] = (row_id, _audit_cents(details.get("opening_deposit")),
-                                  (details.get("account_number"), details.get("owner_id"), details.get("type")))
+                                  (details.get("account_number"), details.get("owner_id"), details.get("type")),
+                                  actor_id)
     for account_id in sorted(accounts):
         in_ledger = deposited.get(account_id, [])
         if len(in_ledger) > 1:
@@ -1159,10 +1166,13 @@ def _audit_cross_check(debits: list[Row], deposits: list[Row]) -> list[str]:
         if account_id not in opened:
             problems.append(f"account {account_id}: no ACCOUNT_CREATED audit row records its opening")
             continue
-        row_id, audited, recorded_facts = opened[account_id]
+        row_id, audited, recorded_facts, opener_id = opened[account_id]
         if audited != sum(in_ledger):
             problems.append(f"account {account_id}: opening deposit {sum(in_ledger)} cents in the ledger, "
                             f"its ACCOUNT_CREATED audit row {row_id} says {audited} cents")
+        for initiator_id in sorted(depositors.get(account_id, set()) - {opener_id}, key=str):
+            problems.append(f"account {account_id}: its opening deposit names user {initiator_id} as the "
+                            f"initiator, its ACCOUNT_CREATED audit row {row_id} user {opener_id}")
         for name, value, said in zip(("number", "owner", "type"), accounts[account_id], recorded_facts):
             if said != value:
                 problems.append(f"account {account_id}: its {name} is {value}, "

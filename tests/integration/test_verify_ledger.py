@@ -235,7 +235,7 @@ def test_verify_ledger_fails_when_a_credit_is_moved_to_another_account(app, runn
     result = runner.invoke(args=["verify-ledger"])
 
     assert result.exit_code != 0
-    assert "debit without a matching credit (same amount, sender and receiver)" in result.output
+    assert "debit without a matching credit (same amount, sender, receiver and initiator)" in result.output
 
 
 def test_verify_ledger_fails_when_a_transfer_is_given_another_initiator(app, runner, customer, other_customer,
@@ -256,6 +256,30 @@ def test_verify_ledger_fails_when_a_transfer_is_given_another_initiator(app, run
     assert (f"transfer {reference}: the ledger's initiator is {other_customer.id}, its TRANSFER_CREATED audit row"
             in result.output)
     assert f"says {customer.id}" in result.output
+
+
+@pytest.mark.parametrize("row", ["credit", "deposit"])
+def test_verify_ledger_fails_when_a_credit_or_deposit_is_given_another_initiator(app, runner, customer, admin,
+                                                                              after_transfers, row):
+    """Is the credit half of a transfer, or an opening deposit, rewritten to look made by an
+    admin (which would show the customer a "made by the bank" mark) reported, though the debit
+    and the audit rows are untouched?"""
+    checking, _savings, _theirs = after_transfers
+    where = ("type = 'credit' AND description = 'save'" if row == "credit"
+             else "type = 'credit' AND sender_account_id IS NULL AND account_id = :checking")
+    with app.app_context():
+        drop_ledger_triggers(db.session)
+        db.session.execute(text(f'UPDATE "transaction" SET initiated_by_user_id = :admin WHERE {where}'),
+                           {"admin": admin.id, "checking": checking.id})
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert result.exit_code != 0
+    shown = ("debit without a matching credit (same amount, sender, receiver and initiator)" if row == "credit"
+             else f"account {checking.id}: its opening deposit names user {admin.id} as the initiator, "
+                  f"its ACCOUNT_CREATED audit row")
+    assert shown in result.output
 
 
 def test_verify_ledger_fails_on_a_ledger_row_on_another_account_than_it_names(app, runner, backend_name,
