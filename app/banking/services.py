@@ -46,6 +46,7 @@ from ..models import (
     Transaction,
     User,
     after_utc_day,
+    as_utc,
     lock_account_holder,
     start_of_utc_day,
     utcnow,
@@ -554,12 +555,22 @@ def _execute_transfer(req: TransferRequest) -> str:
             dict(account_id=source.id, type="debit", idempotency_key=req.idempotency_key, **common),
             dict(account_id=target.id, type="credit", idempotency_key=None, **common),
         ]))
-        details = _audit_details(req) | {"reference": reference}
+        details = _audit_details(req) | {
+            "reference": reference, "entry_mac": transfer_entry_mac(reference, req.description, common["timestamp"])}
         log_event("TRANSFER_CREATED", details, user_id=req.actor_id)
         if req.amount > current_app.config["SUSPICIOUS_TRANSFER_THRESHOLD"]:
             log_event("SUSPICIOUS_TRANSFER", details | {"threshold": str(current_app.config["SUSPICIOUS_TRANSFER_THRESHOLD"])},
                       user_id=req.actor_id)
         return reference
+
+
+def transfer_entry_mac(reference: str, description: str | None, timestamp: datetime) -> str:
+    """audit_services.record_mac of what a transfer's two ledger rows show besides the money
+    (64 hex characters): its description and its time (aware UTC, ISO 8601 with microseconds
+    as stored). The `entry_mac` of its TRANSFER_CREATED row, which verify-ledger checks both rows
+    against, so a description or date rewritten with SQL (what the customer reads on their
+    statement) is reported without the audit log holding a customer's free text."""
+    return audit_services.record_mac("transfer-entry", reference, description or "", as_utc(timestamp).isoformat())
 
 
 def _audit_details(req: TransferRequest) -> dict:
@@ -966,7 +977,8 @@ def verify_ledger() -> LedgerReport:
     amount, sender and receiver); the sum of all balances equals the sum of external money in
     (opening deposits). Then every transfer in the ledger has exactly one TRANSFER_CREATED audit
     row with its reference, amount, source account and target account, logged under the user
-    the ledger names as its initiator, and every such row a transfer; every account has exactly one ACCOUNT_CREATED row, whose opening deposit is what
+    the ledger names as its initiator and holding the entry_mac of its description and time,
+    and every such row a transfer; every account has exactly one ACCOUNT_CREATED row, whose opening deposit is what
     the ledger holds as the account's deposit and whose number, owner and type are the
     account's; each account's status is where its freezes and unfreezes left it
     (_audit_cross_check, _status_cross_check). First of all, the ledger's append-only triggers
@@ -1015,13 +1027,15 @@ def verify_ledger() -> LedgerReport:
     # (or a debit to another sender) no longer pairs up.
     debit_side = db.session.execute(
         select(Transaction.reference, cents(Transaction.amount), Transaction.account_id,
-               Transaction.receiver_account_id, Transaction.sender_account_id, Transaction.initiated_by_user_id)
+               Transaction.receiver_account_id, Transaction.sender_account_id, Transaction.initiated_by_user_id,
+               Transaction.description, Transaction.timestamp)
         .where(Transaction.type == "debit")
     ).all()
     credit_side: dict[str, tuple] = {}
-    for reference, amount, account_id, sender_id, receiver_id, initiator_id in db.session.execute(
+    for reference, amount, account_id, sender_id, receiver_id, initiator_id, description, moment in db.session.execute(
         select(Transaction.reference, cents(Transaction.amount), Transaction.account_id,
-               Transaction.sender_account_id, Transaction.receiver_account_id, Transaction.initiated_by_user_id)
+               Transaction.sender_account_id, Transaction.receiver_account_id, Transaction.initiated_by_user_id,
+               Transaction.description, Transaction.timestamp)
         .where(Transaction.type == "credit", Transaction.sender_account_id.is_not(None))
     ):
         if account_id != receiver_id:
@@ -1029,16 +1043,16 @@ def verify_ledger() -> LedgerReport:
                             f"but names account {receiver_id} as the receiver")
         if reference in credit_side:
             problems.append(f"transfer {reference}: more than one credit")
-        credit_side[reference] = (amount, sender_id, receiver_id, initiator_id)
+        credit_side[reference] = (amount, sender_id, receiver_id, initiator_id, description, moment)
         problems += _not_cents(f"transfer {reference}: its credit", amount)
-    for reference, amount, account_id, receiver_id, sender_id, initiator_id in debit_side:
+    for reference, amount, account_id, receiver_id, sender_id, initiator_id, description, moment in debit_side:
         problems += _not_cents(f"transfer {reference}: its debit", amount)
         if account_id != sender_id:
             problems.append(f"transfer {reference}: its debit is on account {account_id}, "
                             f"but names account {sender_id} as the sender")
-        if credit_side.pop(reference, None) != (amount, sender_id, receiver_id, initiator_id):
+        if credit_side.pop(reference, None) != (amount, sender_id, receiver_id, initiator_id, description, moment):
             problems.append(f"transfer {reference}: debit without a matching credit "
-                            "(same amount, sender, receiver and initiator)")
+                            "(same amount, sender, receiver, initiator, description and time)")
     for reference in credit_side:
         problems.append(f"transfer {reference}: credit without a matching debit")
     deposit_rows = db.session.execute(
@@ -1100,8 +1114,11 @@ def _audit_cross_check(debits: list[Row], deposits: list[Row]) -> list[str]:
     TRANSFER_CREATED row is logged under: a transfer made to look like another user's (or like
     an admin's) with SQL is caught.
 
+    A transfer's description and time must be what its TRANSFER_CREATED row's entry_mac
+    recorded (transfer_entry_mac; rows written before it was recorded hold none).
+
     debits: ledger debit rows (reference, amount in cents, source account id, target account id,
-    initiator's user id).
+    initiator's user id, description, timestamp).
     deposits: opening-deposit credits (account id, amount in cents, receiver account id,
     initiator's user id); each deposit's initiator must be the user its ACCOUNT_CREATED row is
     logged under (the customer, or the admin who opened the account for them).
@@ -1125,10 +1142,10 @@ def _audit_cross_check(debits: list[Row], deposits: list[Row]) -> list[str]:
             problems.append(f"transfer {reference}: recorded by audit rows {recorded[reference][0]} and {row_id}")
             continue
         recorded[reference] = (row_id, (_audit_cents(details.get("amount")), details.get("source_account_id"),
-                                        details.get("target_account"), actor_id))
+                                        details.get("target_account"), actor_id), details.get("entry_mac"))
     names = ("amount", "source account", "target account", "initiator")
-    for reference, amount, source_id, target_id, initiator_id in debits:
-        row_id, audited = recorded.pop(reference, (None, None))
+    for reference, amount, source_id, target_id, initiator_id, description, moment in debits:
+        row_id, audited, entry_mac = recorded.pop(reference, (None, None, None))
         if audited is None:
             problems.append(f"transfer {reference}: no TRANSFER_CREATED audit row records it")
             continue
@@ -1137,7 +1154,11 @@ def _audit_cross_check(debits: list[Row], deposits: list[Row]) -> list[str]:
             if said != value:
                 problems.append(f"transfer {reference}: the ledger's {name} is {value}, "
                                 f"its TRANSFER_CREATED audit row {row_id} says {said}")
-    for reference, (row_id, _audited) in recorded.items():
+        if entry_mac is not None and not hmac.compare_digest(
+                str(entry_mac), transfer_entry_mac(reference, description, moment)):
+            problems.append(f"transfer {reference}: its description or time is not what its TRANSFER_CREATED "
+                            f"audit row {row_id} recorded")
+    for reference, (row_id, _audited, _entry_mac) in recorded.items():
         problems.append(f"audit row {row_id} (TRANSFER_CREATED) records transfer {reference or '(none)'}, "
                         "which the ledger does not hold")
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.banking import services
 from app.extensions import db
-from app.models import Account, Transaction, User
+from app.models import Account, Transaction, User, utcnow
 from tests.conftest import MIGRATIONS, build_app
 from tests.databases import AUDIT_TRIGGERS, LEDGER_TRIGGERS, drop_ledger_triggers, table_triggers
 
@@ -144,7 +144,7 @@ def test_verify_ledger_fails_on_a_second_opening_deposit(app, runner, customer, 
 
 def _forged_transfer(source, target, amount: str, reference: str, user_id: int) -> list[Transaction]:
     common = dict(sender_account_id=source.id, receiver_account_id=target.id, amount=Decimal(amount),
-                  description="forged", reference=reference, initiated_by_user_id=user_id)
+                  description="forged", reference=reference, initiated_by_user_id=user_id, timestamp=utcnow())
     return [Transaction(account_id=source.id, type="debit", **common),
             Transaction(account_id=target.id, type="credit", **common)]
 
@@ -235,7 +235,7 @@ def test_verify_ledger_fails_when_a_credit_is_moved_to_another_account(app, runn
     result = runner.invoke(args=["verify-ledger"])
 
     assert result.exit_code != 0
-    assert "debit without a matching credit (same amount, sender, receiver and initiator)" in result.output
+    assert "debit without a matching credit (same amount, sender, receiver, initiator, description and time)" in result.output
 
 
 def test_verify_ledger_fails_when_a_transfer_is_given_another_initiator(app, runner, customer, other_customer,
@@ -258,6 +258,32 @@ def test_verify_ledger_fails_when_a_transfer_is_given_another_initiator(app, run
     assert f"says {customer.id}" in result.output
 
 
+@pytest.mark.parametrize(("column", "value"), [("description", "'refund from the bank'"),
+                                               ("timestamp", "'2020-01-01 00:00:00'")])
+@pytest.mark.parametrize("side", ["both", "credit"])
+def test_verify_ledger_fails_when_a_transfers_description_or_time_is_rewritten(app, runner, after_transfers,
+                                                                             column, value, side):
+    """Is a transfer's description or date rewritten with SQL (what the customers read on their
+    statements), on both rows or on the receiver's credit only, reported against the entry_mac
+    its TRANSFER_CREATED row recorded, or against the debit it no longer matches?"""
+    with app.app_context():
+        reference = db.session.scalar(select(Transaction.reference).where(Transaction.description == "dinner").limit(1))
+        drop_ledger_triggers(db.session)
+        kinds = "('debit', 'credit')" if side == "both" else "('credit')"
+        db.session.execute(text(f'UPDATE "transaction" SET {column} = {value} '
+                                f"WHERE reference = :reference AND type IN {kinds}"), {"reference": reference})
+        db.session.commit()
+
+    result = runner.invoke(args=["verify-ledger"])
+
+    assert result.exit_code != 0
+    shown = (f"transfer {reference}: its description or time is not what its TRANSFER_CREATED audit row"
+             if side == "both" else
+             f"transfer {reference}: debit without a matching credit (same amount, sender, receiver, initiator, "
+             "description and time)")
+    assert shown in result.output
+
+
 @pytest.mark.parametrize("row", ["credit", "deposit"])
 def test_verify_ledger_fails_when_a_credit_or_deposit_is_given_another_initiator(app, runner, customer, admin,
                                                                               after_transfers, row):
@@ -276,7 +302,7 @@ def test_verify_ledger_fails_when_a_credit_or_deposit_is_given_another_initiator
     result = runner.invoke(args=["verify-ledger"])
 
     assert result.exit_code != 0
-    shown = ("debit without a matching credit (same amount, sender, receiver and initiator)" if row == "credit"
+    shown = ("debit without a matching credit (same amount, sender, receiver, initiator, description and time)" if row == "credit"
              else f"account {checking.id}: its opening deposit names user {admin.id} as the initiator, "
                   f"its ACCOUNT_CREATED audit row")
     assert shown in result.output
