@@ -27,7 +27,7 @@ from sqlalchemy import func, inspect, select
 from app.audit.services import verify_chain
 from app.banking.services import verify_ledger
 from app.extensions import db
-from app.models import Account, AuditLog, Transaction, User
+from app.models import Account, AuditLog, Transaction, User, utcnow
 from app.security import log_event
 from tests import factories
 from tests.conftest import build_app, dispose_engines
@@ -140,11 +140,12 @@ def add_credits(app: Flask, account, amounts, *, description: str = "Payment in"
         source, target = db.session.get(Account, funding.id), db.session.get(Account, account.id)
         for amount in amounts:
             reference = f"TX-ATK{next(_markers):018d}"[-24:]
+            moment = utcnow()  # both rows of a transfer carry one time, as the bank writes them
             for row_account, entry_type in ((source, "debit"), (target, "credit")):
                 db.session.add(Transaction(
                     account_id=row_account.id, sender_account_id=source.id, receiver_account_id=target.id,
                     amount=amount, type=entry_type, description=description.format(amount=amount),
-                    reference=reference, initiated_by_user_id=payer.id,
+                    reference=reference, initiated_by_user_id=payer.id, timestamp=moment,
                 ))
             source.balance = source.balance - amount
             target.balance = target.balance + amount
