@@ -55,6 +55,7 @@ def on_starting(server) -> None:
     if warning:
         server.log.warning("%s", warning)
 
+
 def _serves_sqlite(database_url: str) -> bool:
     """True when DATABASE_URL names SQLite, or is unset (the development default)."""
     return not database_url or database_url.startswith("sqlite")

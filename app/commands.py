@@ -99,9 +99,8 @@ def verify_audit_command(anchor: str | None) -> None:
             click.echo(f"USER RECORD DIFFERS FROM THE AUDIT TRAIL: {problem}", err=True)
         for problem in ticket_problems:
             click.echo(f"TICKET DIFFERS FROM THE AUDIT TRAIL: {problem}", err=True)
-        problems += ticket_problems
         click.echo(f"Head (record it to use as --anchor later): {report.head_id}:{report.head_hash}")
-        if problems or unguarded:
+        if problems or ticket_problems or unguarded:
             raise SystemExit(1)
         return
     click.echo(f"AUDIT CHAIN BROKEN at row {report.first_broken_id}: {report.reason}", err=True)

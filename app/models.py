@@ -242,7 +242,8 @@ def lock_account_holder(user_id: int) -> AccountHolder | None:
 class EntrySides:
     """How a ledger entry reads from its account's side; shared by the Transaction model and the
     plain rows the entry tables show (banking.services.LedgerEntry). Needs `type` ("debit" or
-    "credit"), `amount` (Decimal, positive), `sender_account` and `receiver_account`."""
+    "credit"), `amount` (Decimal, positive), `account`, `sender_account`, `receiver_account`
+    (each with `owner_id`) and `initiated_by_user_id`."""
 
     __slots__ = ()
 
@@ -255,6 +256,14 @@ class EntrySides:
     def signed_amount(self) -> Decimal:
         """The amount as it affects this account: negative for a debit."""
         return -self.amount if self.type == "debit" else self.amount
+
+    @property
+    def made_by_bank(self) -> bool:
+        """True when someone other than the paying account's owner initiated the entry (an
+        admin's transfer, or an account an admin opened): the tables mark it "made by the bank",
+        so a customer can tell it from their own. The payer is the sender's account, or for an
+        opening deposit (no sender) the account itself."""
+        return self.initiated_by_user_id != (self.sender_account or self.account).owner_id
 
 
 class Transaction(db.Model, EntrySides):

@@ -209,8 +209,6 @@ def parse_anchor(text: str) -> tuple[int, str]:
     return int(row_part), digest
 
 
-# How many times verify_chain follows a head that moved while it read (appends committed
-# meanwhile) before it settles for the rows it has checked.
 def record_mac(purpose: str, *values: str | int) -> str:
     """HMAC-SHA256 under AUDIT_HMAC_KEY of stored values, as 64 hex characters.
 
@@ -311,6 +309,8 @@ def append_only_trigger_problems(session: Session, table: str) -> list[str]:
     return problems
 
 
+# How many times verify_chain follows a head that moved while it read (appends committed
+# meanwhile) before it settles for the rows it has checked.
 VERIFY_ROUNDS = 20
 
 

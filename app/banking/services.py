@@ -978,7 +978,8 @@ def verify_ledger() -> LedgerReport:
     (opening deposits). Then every transfer in the ledger has exactly one TRANSFER_CREATED audit
     row with its reference, amount, source account and target account, logged under the user
     the ledger names as its initiator and holding the entry_mac of its description and time,
-    and every such row a transfer; every account has exactly one ACCOUNT_CREATED row, whose opening deposit is what
+    and every such row a transfer; every account has exactly one ACCOUNT_CREATED row, whose
+    opening deposit is what
     the ledger holds as the account's deposit and whose number, owner and type are the
     account's; each account's status is where its freezes and unfreezes left it
     (_audit_cross_check, _status_cross_check). First of all, the ledger's append-only triggers
@@ -1133,8 +1134,8 @@ def _audit_cross_check(debits: list[Row], deposits: list[Row]) -> list[str]:
         statuses[account_id] = status
     numbers = {account_id: facts[0] for account_id, facts in accounts.items()}
     # reference -> (audit row id, (amount in cents, source account id, target account number,
-    # initiator)): only what is compared is kept, so a ledger of millions of transfers fits in
-    # memory.
+    # initiator), entry_mac): only what is compared is kept, so a ledger of millions of transfers
+    # fits in memory.
     recorded: dict[str, tuple[int, tuple]] = {}
     for row_id, actor_id, details in _audit_details_of("TRANSFER_CREATED"):
         reference = str(details.get("reference", ""))
