@@ -68,9 +68,18 @@ class WrongPasswordError(DomainError):
 
 
 class MfaCodeError(DomainError):
-    """A one-time code that is wrong, expired or already used (one message for all)."""
+    """A one-time code that is wrong, expired or already used. A wrong or expired code gets the
+    default message; a code already accepted gets USED_CODE_MESSAGE, since the code the app
+    shows is then right and the user must wait for the next one (the code that confirmed
+    enrolment is used: a sign-in within the same 30 seconds needs the next code; so is any code
+    older than the last one accepted). Saying so tells
+    nothing a guesser can use: that code can never be accepted again (RFC 6238 section 5.2)."""
 
     default_message = "That code is not valid. Enter the 6-digit code your authenticator app shows now."
+
+
+USED_CODE_MESSAGE = ("That code can't be used again: each code works once. Wait until your authenticator app "
+                     "shows a new code (every 30 seconds), then enter that one.")
 
 
 class MfaStateError(DomainError):
@@ -753,7 +762,7 @@ def complete_mfa_sign_in(user_id: int, session_token: str, code: str, ip_address
             reason = "wrong_code" if step is None else "code_already_used"
             log_event("MFA_FAILURE", {"user_id": user.id, "stage": "sign_in", "reason": reason}, user_id=user.id)
     if not accepted:
-        raise MfaCodeError()
+        raise MfaCodeError(USED_CODE_MESSAGE if step is not None else None)
     return user
 
 

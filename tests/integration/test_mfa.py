@@ -203,6 +203,24 @@ def test_a_code_works_only_once(app, client, enrolled, frozen_clock):
     assert code_step(client, mfa.code_at(key, STEP + 1)).status_code == 400, "the sign-in's code, replayed"
 
 
+def test_a_used_code_is_refused_with_the_advice_to_wait_for_the_next(app, client, enrolled, frozen_clock):
+    """Is the code that confirmed enrolment, typed again at the next sign-in within its 30
+    seconds, refused with a message saying it can't be used again and to wait for a new one,
+    while a wrong code still gets the plain "not valid" message?"""
+    customer, key = enrolled  # enrolment used STEP's code
+    password_step(client, customer.email)
+    used = code_step(client, mfa.code_at(key, STEP))
+    assert used.status_code == 400
+    assert "can&#39;t be used again" in used.text and "Wait until your authenticator app shows a new code" in used.text
+    assert "That code is not valid" not in used.text
+
+    current = {mfa.code_at(key, step) for step in (STEP - 1, STEP, STEP + 1)}
+    wrong = next(code for code in ("000000", "111111", "222222", "333333") if code not in current)
+    refused = code_step(client, wrong)
+    assert refused.status_code == 400
+    assert "That code is not valid" in refused.text and "used again" not in refused.text
+
+
 @pytest.mark.parametrize(("offset", "accepted"), [(-2, False), (-1, True), (1, True), (2, False)])
 def test_one_step_of_clock_drift_is_accepted_either_way(app, client, enrolled, frozen_clock, offset, accepted):
     """Are codes one 30-second step early or late accepted, and two steps refused?"""
