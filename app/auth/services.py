@@ -69,11 +69,11 @@ class WrongPasswordError(DomainError):
 
 class MfaCodeError(DomainError):
     """A one-time code that is wrong, expired or already used. A wrong or expired code gets the
-    default message; a code already accepted gets USED_CODE_MESSAGE, since the code the app
-    shows is then right and the user must wait for the next one (the code that confirmed
-    enrolment is used: a sign-in within the same 30 seconds needs the next code; so is any code
-    older than the last one accepted). Saying so tells
-    nothing a guesser can use: that code can never be accepted again (RFC 6238 section 5.2)."""
+    default message. A code already accepted, or older than the last one accepted, gets
+    USED_CODE_MESSAGE: the code the app shows is then right and the user must wait for the next
+    one (the code that confirmed enrolment counts as used, so a sign-in within the same 30
+    seconds needs the next code). Saying so tells a guesser nothing useful: that code can never
+    be accepted again (RFC 6238 section 5.2)."""
 
     default_message = "That code is not valid. Enter the 6-digit code your authenticator app shows now."
 
