@@ -974,14 +974,13 @@ def verify_ledger() -> LedgerReport:
 
     No balance is negative; each account's balance equals its credits minus its debits; every
     debit, on its sender's account, has one matching credit on its receiver's (same reference,
-    amount, sender and receiver); the sum of all balances equals the sum of external money in
+    amount, sender, receiver, initiator, description and time); the sum of all balances equals the sum of external money in
     (opening deposits). Then every transfer in the ledger has exactly one TRANSFER_CREATED audit
     row with its reference, amount, source account and target account, logged under the user
     the ledger names as its initiator and holding the entry_mac of its description and time,
     and every such row a transfer; every account has exactly one ACCOUNT_CREATED row, whose
-    opening deposit is what
-    the ledger holds as the account's deposit and whose number, owner and type are the
-    account's; each account's status is where its freezes and unfreezes left it
+    opening deposit is what the ledger holds as the account's deposit and whose number, owner
+    and type are the account's; each account's status is where its freezes and unfreezes left it
     (_audit_cross_check, _status_cross_check). First of all, the ledger's append-only triggers
     must all be there, enabled and as their migration made them
     (audit_services.append_only_trigger_problems).
@@ -1069,6 +1068,7 @@ def verify_ledger() -> LedgerReport:
     deposits = sum(amount for _, amount, _, _ in deposit_rows if type(amount) is int)
     if total_balance != deposits:
         problems.append(f"sum of balances {total_balance} cents differs from deposits {deposits} cents")
+    # The debits as _audit_cross_check takes them: without the sender id (index 4), checked above.
     problems += _audit_cross_check([row[:4] + row[5:] for row in debit_side], deposit_rows)
     return LedgerReport(not problems, problems, len(balances), total_balance, deposits, len(debit_side))
 

@@ -2,7 +2,8 @@
 gunicorn with four workers on a free port, and a small HTTP client.
 
 Not a test module. Used by test_multiprocess.py (the concurrency proof) and
-test_multiprocess_throttle.py (login throttle and request limits across workers).
+test_multiprocess_throttle.py (login throttle and request limits across workers), and for its
+REPO, SCRUBBED_PREFIXES and free_port by tests/integration/test_entry_point.py.
 
 * Databases: a fresh SQLite file, or, when TEST_DATABASE_URL names a PostgreSQL server, a
   dedicated database `bank_mp_<pid>_<n>` created on it with psycopg and dropped afterwards
