@@ -334,6 +334,24 @@ def test_the_report_takes_the_durable_append_out_of_an_audit_hop():
                                                                           if "append" not in k}, []))
 
 
+def test_the_report_says_what_page_200_pays_for_its_numbered_page():
+    """Does the analysis put page 200's CPU beside page 1's for the same customer, name the
+    difference as the stepping DESIGN.md's numbered pages require, in ms and in PK routes, and
+    stay silent when the run lacks page 200?"""
+    from bench import report
+
+    values = {"page.page200.big.cpu_app_ms": [5.0], "page.page200.big.cpu_db_ms": [1.5],
+              "page.transactions.big.cpu_app_ms": [4.0], "page.transactions.big.cpu_db_ms": [0.5],
+              "ceiling.pk.16.cpu_app_ms": [1.5], "ceiling.pk.16.cpu_db_ms": [0.5]}
+    text = "\n".join(report.analysis("postgresql", values, []))
+    assert "it costs 6.50 ms of CPU against 4.50 ms for page 1" in text
+    assert "1.50 ms of the database server's CPU against 0.50 ms" in text
+    assert "the stepping is 2.00 ms, 1.00 PK routes, and page 200 costs 3.25 PK routes against page 1's 2.25" in text
+    assert "where SQLite runs" in "\n".join(report.analysis("sqlite", values, []))
+    assert "Page 200" not in "\n".join(report.analysis("postgresql", {k: v for k, v in values.items()
+                                                                       if "page200" not in k}, []))
+
+
 def test_the_append_route_writes_one_chained_audit_row(database_url):
     """Does `/bench/audit-append` append exactly one AUDIT_VIEWED row, on the chain (verify
     passes), for an anonymous request?"""
