@@ -13,7 +13,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from .extensions import TryAgainError, db
+from .extensions import TryAgainError, db, rate_limit_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,14 @@ def register_errorhandlers(app: Flask) -> None:
         if status >= 500:
             _rollback_quietly()
         body, shown = error_page(status if status in ERROR_TITLES else 500 if status >= 500 else 400)
-        # The exception's own headers go out with the page: `Allow` on a 405 (RFC 9110 §15.5.6).
+        # The exception's own headers go out with the page: `Allow` on a 405 (RFC 9110 §15.5.6),
+        # `Retry-After` on a 429 refused by an allowance (refuse_over_allowance). A 429 from a
+        # Flask-Limiter decorator carries none: it gets the breached limit's own (RFC 6585 §4).
         headers = [(name, value) for name, value in exc.get_headers() if name.lower() != "content-type"]
+        if status == 429 and not any(name.lower() == "retry-after" for name, _ in headers):
+            retry_after = rate_limit_retry_after()
+            if retry_after is not None:
+                headers.append(("Retry-After", str(retry_after)))
         return body, shown, headers
 
     @app.errorhandler(TryAgainError)

@@ -8,11 +8,12 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from flask import Flask, current_app, request
 from flask_bootstrap import Bootstrap5
@@ -25,6 +26,7 @@ from limits import parse as parse_rate_limit
 from sqlalchemy import Insert, MetaData, Table, bindparam, event, select, union_all
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import TooManyRequests
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,39 @@ def take_allowance(limit_setting: str, scope: str) -> bool:
     config = current_app.config
     return limiter.limiter.hit(parse_rate_limit(config[limit_setting]), config["RATELIMIT_KEY_PREFIX"], scope,
                                rate_limit_key())
+
+
+def refuse_over_allowance(limit_setting: str, scope: str) -> NoReturn:
+    """Answer 429 for a request that take_allowance(`limit_setting`, `scope`) refused, with a
+    Retry-After header: the whole seconds (at least 1) until the moving window lets the
+    signed-in user's next use in, i.e. until their oldest counted use leaves it (RFC 6585 4,
+    RFC 9110 10.2.3). The header is left out, not guessed, when the limiter's storage can't say.
+    Raises werkzeug's TooManyRequests, always."""
+    config = current_app.config
+    try:
+        stats = limiter.limiter.get_window_stats(parse_rate_limit(config[limit_setting]),
+                                                 config["RATELIMIT_KEY_PREFIX"], scope, rate_limit_key())
+        retry_after: int | None = max(1, math.ceil(stats.reset_time - time.time()))
+    except Exception:  # noqa: BLE001 - the storage (Redis) gone: still a 429, without the hint
+        log.warning("could not read the %s window for Retry-After", limit_setting, exc_info=True)
+        retry_after = None
+    raise TooManyRequests(retry_after=retry_after)
+
+
+def rate_limit_retry_after() -> int | None:
+    """Whole seconds (at least 1) until the Flask-Limiter limit that refused this request lets
+    its next request in (its window's reset time: under the moving window, when the oldest
+    counted request leaves it), for the Retry-After header of that 429 (RFC 9110 10.2.3); None
+    when no limit refused the request or the storage can't say."""
+    try:
+        breached = limiter.current_limit
+        if breached is None or not breached.breached:
+            return None
+        return max(1, math.ceil(breached.window.reset_time - time.time()))
+    except Exception:  # noqa: BLE001 - the storage (Redis) gone: still a 429, without the hint
+        log.warning("could not read the breached limit's window for Retry-After", exc_info=True)
+        return None
+
 
 # True while a service is inside atomic(): SQLite then begins its transaction IMMEDIATE.
 _write_intent: contextvars.ContextVar[bool] = contextvars.ContextVar("write_intent", default=False)

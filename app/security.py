@@ -17,7 +17,7 @@ from flask_wtf.form import SUBMIT_METHODS
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .audit import services as audit_services
-from .extensions import atomic, db, login_manager, take_allowance
+from .extensions import atomic, db, login_manager, refuse_over_allowance, take_allowance
 from .models import ROLES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -59,8 +59,8 @@ def roles_required(*roles: str) -> Callable[[F], F]:
 
     Anonymous users are sent to the login page; a logged-in user with another role gets 403 and
     an ACCESS_DENIED audit row naming the path (OWASP ASVS 4.1.1, 4.1.3, 7.2.2), or, past
-    ACCESS_DENIED_RATE_LIMIT refusals for that user, 429 and no row (ASVS 11.1.4: the audit log
-    is not a sink any signed-in user can fill at will).
+    ACCESS_DENIED_RATE_LIMIT refusals for that user, 429 with Retry-After and no row (ASVS
+    11.1.4: the audit log is not a sink any signed-in user can fill at will).
     Raises ValueError at import time for a role name that does not exist.
     """
     unknown = set(roles) - set(ROLES)
@@ -74,7 +74,7 @@ def roles_required(*roles: str) -> Callable[[F], F]:
                 return login_manager.unauthorized()
             if current_user.role not in roles:
                 if not take_allowance("ACCESS_DENIED_RATE_LIMIT", "access-denied"):
-                    abort(429)
+                    refuse_over_allowance("ACCESS_DENIED_RATE_LIMIT", "access-denied")
                 log_standalone_event(
                     "ACCESS_DENIED",
                     {"path": request.path[:200], "method": request.method, "role": current_user.role},

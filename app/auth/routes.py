@@ -71,6 +71,12 @@ def enforce_session_rules():
     return None
 
 
+def _retry_after(exc: services.LoginThrottledError) -> dict[str, str]:
+    """The Retry-After header of a 429 refused by the login throttle: the seconds until it
+    lifts (RFC 6585 4)."""
+    return {"Retry-After": str(exc.retry_after)}
+
+
 def _flash_once(message: str) -> None:
     if message not in (text for _, text in session.get("_flashes", [])):
         flash(message, "warning")
@@ -135,7 +141,7 @@ def login():
     try:
         user = services.authenticate(form.email.data, form.password.data, client_ip())
     except services.LoginThrottledError as exc:
-        return render_template("auth/login.html", form=form, login_error=str(exc)), 429
+        return render_template("auth/login.html", form=form, login_error=str(exc)), 429, _retry_after(exc)
     except services.InvalidCredentialsError as exc:
         return render_template("auth/login.html", form=form, login_error=str(exc)), 400
     target = request.args.get("next")
@@ -183,7 +189,7 @@ def mfa_verify():
     try:
         user = services.complete_mfa_sign_in(pending["user_id"], pending["token"], form.code.data, client_ip())
     except services.LoginThrottledError as exc:
-        return render_template("auth/mfa.html", form=form, mfa_error=str(exc)), 429
+        return render_template("auth/mfa.html", form=form, mfa_error=str(exc)), 429, _retry_after(exc)
     except services.MfaCodeError as exc:
         return render_template("auth/mfa.html", form=form, mfa_error=str(exc)), 400
     except services.InvalidCredentialsError:
@@ -242,13 +248,13 @@ def mfa_disable():
         flash("Two-step sign-in is not on.", "info")
         return redirect(url_for("auth.mfa_setup"))
     form = MfaDisableForm()
-    status = 400
+    status, headers = 400, {}
     if form.validate_on_submit():
         try:
             services.disable_mfa(current_user, form.password.data, client_ip())
         except services.LoginThrottledError as exc:
             form.password.errors.append(str(exc))
-            status = 429
+            status, headers = 429, _retry_after(exc)
         except (services.WrongPasswordError, services.MfaStateError) as exc:
             form.password.errors.append(str(exc))
             status = 400
@@ -256,7 +262,7 @@ def mfa_disable():
             _renew_session(current_user._get_current_object())  # the session token rotated
             flash("Two-step sign-in is off. Your other sessions have been signed out.", "success")
             return redirect(url_for("auth.profile"))
-    return render_template("auth/mfa_disable.html", form=form), status if form.errors else 200
+    return render_template("auth/mfa_disable.html", form=form), status if form.errors else 200, headers
 
 
 @auth_bp.route("/logout", methods=["GET", "POST"])
@@ -293,13 +299,13 @@ def profile():
 def change_password():
     """Change one's password; this session stays signed in with the new token, others end."""
     form = ChangePasswordForm()
-    status = 400
+    status, headers = 400, {}
     if form.validate_on_submit():
         try:
             services.change_password(current_user, form.current_password.data, form.new_password.data, client_ip())
         except services.LoginThrottledError as exc:
             form.current_password.errors.append(str(exc))
-            status = 429
+            status, headers = 429, _retry_after(exc)
         except services.WrongPasswordError as exc:
             form.current_password.errors.append(str(exc))
         except services.PasswordPolicyError as exc:
@@ -308,4 +314,4 @@ def change_password():
             _renew_session(current_user._get_current_object())  # the session token rotated
             flash("Your password was changed. Other sessions have been signed out.", "success")
             return redirect(url_for("banking.dashboard"))
-    return render_template("auth/change_password.html", form=form), status if form.errors else 200
+    return render_template("auth/change_password.html", form=form), status if form.errors else 200, headers

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import unicodedata
@@ -27,7 +28,7 @@ from zxcvbn import zxcvbn
 
 from ..errors import DomainError, ValidationRuleError
 from ..extensions import atomic, db, take_allowance
-from ..models import ROLES, LoginAttempt, User, lock_account_holder, new_session_token, utcnow
+from ..models import ROLES, LoginAttempt, User, as_utc, lock_account_holder, new_session_token, utcnow
 from . import mfa
 from ..pagination import Page, numbered_page
 from ..audit import services as audit_services
@@ -46,9 +47,14 @@ class InvalidCredentialsError(DomainError):
 
 
 class LoginThrottledError(DomainError):
-    """Too many recent failures for this email or IP address."""
+    """Too many recent failures for this email or IP address. `retry_after`: whole seconds (at
+    least 1) until the throttle lets the next attempt be checked, for the 429's Retry-After."""
 
     default_message = "Too many failed sign-in attempts. Please wait a few minutes and try again."
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class DuplicateEmailError(DomainError):
@@ -358,11 +364,33 @@ def log_refused_sign_in(details: dict, user_id: int | None) -> None:
         log_standalone_event("LOGIN_THROTTLED", details, user_id=user_id)
 
 
-def _refuse_attempt(details: dict, user_id: int | None) -> NoReturn:
-    """Log LOGIN_THROTTLED with `details` (log_refused_sign_in) for an attempt refused by the
-    throttle, then raise LoginThrottledError."""
+def _refuse_attempt(email: str, ip_address: str, details: dict, user_id: int | None) -> NoReturn:
+    """Log LOGIN_THROTTLED with `details` (log_refused_sign_in) for an attempt on `email` from
+    `ip_address` refused by the throttle, then raise LoginThrottledError with the seconds until
+    the throttle lifts (_throttle_lifts_in)."""
+    retry_after = _throttle_lifts_in(email, ip_address)
     log_refused_sign_in(details, user_id)
-    raise LoginThrottledError()
+    raise LoginThrottledError(retry_after=retry_after)
+
+
+def _throttle_lifts_in(email: str, ip_address: str) -> int:
+    """Whole seconds (at least 1) until the login throttle would check an attempt on `email`
+    from `ip_address` again: for each of the two keys at its limit, the moment its limit-th
+    newest failure leaves the window (fewer than the limit then remain), the later of the two.
+    For the 429's Retry-After (RFC 6585 4, RFC 9110 10.2.3); further failures from anyone on the
+    same key would move it later. Reads two indexed rows; writes nothing."""
+    config = current_app.config
+    window = timedelta(seconds=config["LOGIN_THROTTLE_WINDOW_SECONDS"])
+    now = utcnow()
+    lifts = now
+    for column, value, limit in ((LoginAttempt.email, email, config["LOGIN_MAX_FAILURES_PER_EMAIL"]),
+                                 (LoginAttempt.ip_address, ip_address, config["LOGIN_MAX_FAILURES_PER_IP"])):
+        limit_th_newest = db.session.scalar(
+            select(LoginAttempt.attempted_at).where(column == value, LoginAttempt.attempted_at >= now - window)
+            .order_by(LoginAttempt.attempted_at.desc()).offset(limit - 1).limit(1))
+        if limit_th_newest is not None:
+            lifts = max(lifts, as_utc(limit_th_newest) + window)
+    return max(1, math.ceil((lifts - now).total_seconds()))
 
 
 def _release_attempt(attempt_id: int) -> None:
@@ -418,7 +446,7 @@ def authenticate(email: str, password: str, ip_address: str) -> User:
     attempt = _claim_attempt(email, ip_address or "unknown")
     user = find_user_by_email(email)
     if attempt is None:
-        _refuse_attempt({"email": email}, user.id if user else None)
+        _refuse_attempt(email, ip_address or "unknown", {"email": email}, user.id if user else None)
     if user is None:
         verify_password(_dummy_hash(current_app.config["ARGON2_PROFILE"]), password)
         _log_failure(email, None, "unknown_email")
@@ -453,7 +481,8 @@ def change_password(user: User, current_password: str, new_password: str, ip_add
     """
     attempt = _claim_attempt(user.email, ip_address or "unknown")
     if attempt is None:
-        _refuse_attempt({"email": user.email, "during": "change_password"}, user.id)
+        _refuse_attempt(user.email, ip_address or "unknown", {"email": user.email, "during": "change_password"},
+                        user.id)
     if not verify_password(user.password_hash, current_password):
         _log_failure(user.email, user, "wrong_current_password")
         raise WrongPasswordError()
@@ -748,7 +777,7 @@ def complete_mfa_sign_in(user_id: int, session_token: str, code: str, ip_address
         raise InvalidCredentialsError()
     attempt = _claim_attempt(user.email, ip_address)
     if attempt is None:
-        _refuse_attempt({"email": user.email, "during": "mfa"}, user.id)
+        _refuse_attempt(user.email, ip_address, {"email": user.email, "during": "mfa"}, user.id)
     secret = mfa.decrypt_secret(user.mfa_secret, _mfa_context(user.id))
     step = mfa.matching_step(secret, code)
     with atomic():
@@ -831,7 +860,7 @@ def disable_mfa(user: User, password: str, ip_address: str) -> None:
         raise MfaStateError("Staff accounts must keep two-step sign-in on.")
     attempt = _claim_attempt(user.email, ip_address or "unknown")
     if attempt is None:
-        _refuse_attempt({"email": user.email, "during": "mfa_disable"}, user.id)
+        _refuse_attempt(user.email, ip_address or "unknown", {"email": user.email, "during": "mfa_disable"}, user.id)
     if not verify_password(user.password_hash, password):
         _log_failure(user.email, user, "wrong_password_mfa_disable")
         raise WrongPasswordError("The password is not correct.")

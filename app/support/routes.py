@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from ..errors import DomainError, TicketNotFoundError, error_page
-from ..extensions import take_allowance
+from ..extensions import refuse_over_allowance, take_allowance
 from ..pagination import page_number
 from ..security import roles_required
 from . import services, support_bp
@@ -23,13 +23,13 @@ def ticket_not_found(exc: TicketNotFoundError):
 @roles_required("customer")
 def create_ticket():
     """A customer opens a ticket (subject, description); then to their tickets. Past
-    TICKET_RATE_LIMIT tickets in the window: 429, and nothing is opened."""
+    TICKET_RATE_LIMIT tickets in the window: 429 with Retry-After, and nothing is opened."""
     form = TicketForm()
     if form.validate_on_submit():
         # Taken here, not by a decorator: refused forms don't use up the allowance, and one
         # atomic take holds against simultaneous POSTs (take_allowance).
         if not take_allowance("TICKET_RATE_LIMIT", "ticket-create"):
-            abort(429)
+            refuse_over_allowance("TICKET_RATE_LIMIT", "ticket-create")
         try:
             ticket = services.create_ticket(current_user, form.subject.data, form.description.data)
         except DomainError as exc:

@@ -447,6 +447,37 @@ def test_login_throttle_ends_when_the_window_passes(client, app, customer):
     assert login(client, customer.email).status_code == 302
 
 
+def test_a_throttled_login_says_when_the_throttle_lifts(client, app, customer):
+    """RFC 6585 section 4: does the throttle's 429 carry Retry-After with the seconds until the
+    5th newest failure for the email leaves the 10-minute window (7 minutes old: about 180), and
+    is the same attempt checked once that time has passed?"""
+    fail_logins(client, customer.email, 5)
+    first = login(client, customer.email)
+    assert first.status_code == 429 and 590 <= int(first.headers["Retry-After"]) <= 600
+    with app.app_context():
+        db.session.execute(update(LoginAttempt).values(attempted_at=utcnow() - timedelta(minutes=7)))
+        db.session.commit()
+    later = login(client, customer.email)
+    assert later.status_code == 429 and 175 <= int(later.headers["Retry-After"]) <= 180
+    with app.app_context():
+        db.session.execute(update(LoginAttempt).values(attempted_at=utcnow() - timedelta(minutes=10, seconds=1)))
+        db.session.commit()
+    assert login(client, customer.email).status_code == 302
+
+
+def test_a_login_throttled_by_its_address_says_when_the_address_may_try_again(client, app, customer):
+    """When the IP's 20 failures (for other emails) throttle a user whose own email has none, is
+    Retry-After the time until the 20th newest of the IP's failures leaves the window?"""
+    fail_logins(client, "stranger@example.com", 1)
+    with app.app_context():
+        db.session.execute(update(LoginAttempt).values(attempted_at=utcnow() - timedelta(minutes=8)))
+        db.session.commit()
+    for n in range(19):
+        fail_logins(client, f"stranger{n}@example.com", 1)
+    refused = login(client, customer.email)
+    assert refused.status_code == 429 and 115 <= int(refused.headers["Retry-After"]) <= 120
+
+
 def test_successful_login_clears_the_emails_failures(client, app, customer):
     """Does a successful sign-in reset the email's failures, so 4 more failures do not throttle?"""
     fail_logins(client, customer.email, 4)
@@ -615,9 +646,9 @@ def test_request_rate_limit_applies_to_registration(database_url):
     """Is registration rate-limited per IP by Flask-Limiter (429 once the limit is used up)?"""
     app = build_app(database_url, RATELIMIT_ENABLED=True, REGISTER_RATE_LIMIT="2 per hour")
     client = app.test_client()
-    statuses = [client.post("/auth/register", data=registration(email=f"user{n}@example.com")).status_code
-                for n in range(3)]
-    assert statuses == [302, 302, 429]
+    answers = [client.post("/auth/register", data=registration(email=f"user{n}@example.com")) for n in range(3)]
+    assert [answer.status_code for answer in answers] == [302, 302, 429]
+    assert 3590 <= int(answers[2].headers["Retry-After"]) <= 3600
     with app.app_context():
         assert db.session.scalar(select(func.count(User.id))) == 2
 
@@ -919,7 +950,8 @@ def test_wrong_current_passwords_count_towards_the_throttle(client, app, logged_
     """Can the change-password form not be used to guess the password without limit?"""
     for _ in range(5):
         assert change_password(client, current="guessing the password").status_code == 400
-    assert change_password(client).status_code == 429
+    refused = change_password(client)
+    assert refused.status_code == 429 and 590 <= int(refused.headers["Retry-After"]) <= 600
     assert audit_rows(app, "PASSWORD_CHANGED") == []
 
 

@@ -681,10 +681,10 @@ def test_ticket_creation_is_rate_limited_per_user(app, customer, other_customer)
     opens), while another customer from the same address can still open one?"""
     client = _signed_in(app, customer)
 
-    statuses = [client.post(CREATE, data={"subject": f"Ticket {n}", "description": "x"}).status_code
-                for n in range(3)]
+    answers = [client.post(CREATE, data={"subject": f"Ticket {n}", "description": "x"}) for n in range(3)]
 
-    assert statuses == [302, 302, 429]
+    assert [answer.status_code for answer in answers] == [302, 302, 429]
+    assert 3590 <= int(answers[2].headers["Retry-After"]) <= 3600, "the first ticket leaves the hour"
     assert client.get(CREATE).status_code == 200
     other = _signed_in(app, other_customer)
     assert other.post(CREATE, data={"subject": "Mine", "description": "x"}).status_code == 302

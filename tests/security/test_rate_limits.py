@@ -153,3 +153,77 @@ def test_resource_exhaustion_refusals_by_role_cannot_fill_the_audit_log(app, cli
     other.post("/auth/login", data={"email": other_customer.email, "password": DEFAULT_PASSWORD})
     assert other.get("/audit/logs").status_code == 403
     assert _denied_rows(app) == [customer.id] * 3 + [other_customer.id]
+
+
+# --- Retry-After (RFC 6585 section 4, RFC 9110 section 10.2.3) ---------------------------------
+
+
+@pytest.mark.parametrize("app_overrides", [LIMITED])
+def test_a_transfer_refused_by_the_rate_limit_says_when_to_retry(app, client, auth, customer, make_account):
+    """Does the 429 of TRANSFER_RATE_LIMIT (2 a minute) carry Retry-After with the seconds until
+    the oldest counted POST leaves the minute, and is a transfer refused one second before that
+    time and accepted once it has passed?"""
+    import time_machine
+
+    source = make_account(customer, "100.00")
+    target = make_account(customer, "0.00", type="savings")
+    path = "/banking/transfer/internal"
+    with time_machine.travel(1_900_000_000, tick=False) as clock:
+        auth.login(customer.email)
+        assert _transfer(client, app, customer, path, source, target).status_code == 302
+        clock.shift(20)
+        assert _transfer(client, app, customer, path, source, target).status_code == 302
+        clock.shift(10)
+        refused = _transfer(client, app, customer, path, source, target)
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "30"
+        clock.shift(29)
+        refused = _transfer(client, app, customer, path, source, target)
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+        clock.shift(1.5)
+        assert _transfer(client, app, customer, path, source, target).status_code == 302
+    assert _balance(app, source.id) == Decimal("97.00")
+
+
+@pytest.mark.parametrize("app_overrides", [{"RATELIMIT_ENABLED": True, "ACCESS_DENIED_RATE_LIMIT": "3 per minute"}])
+def test_a_refusal_by_role_past_its_allowance_says_when_to_retry(app, client, auth, customer):
+    """Does the 429 that replaces a 403 past ACCESS_DENIED_RATE_LIMIT carry Retry-After: the
+    seconds until the first counted refusal leaves the minute?"""
+    import time_machine
+
+    with time_machine.travel(1_900_000_000, tick=False) as clock:
+        auth.login(customer.email)
+        for _ in range(3):
+            assert client.get("/audit/logs").status_code == 403
+            clock.shift(5)
+        refused = client.get("/audit/logs")
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "45"
+
+
+@pytest.mark.parametrize("app_overrides", [LIMITED])
+def test_a_429_goes_out_without_retry_after_when_the_limit_storage_fails(app, client, auth, customer, make_account,
+                                                                         monkeypatch):
+    """When the limiter's storage can't give the window (Redis gone after the refusal), is the
+    refusal still a plain 429, only without the hint, for both kinds of limit?"""
+    from app.extensions import limiter
+
+    def unavailable(*_args, **_kwargs):
+        raise ConnectionError("storage down")
+
+    source = make_account(customer, "100.00")
+    target = make_account(customer, "0.00", type="savings")
+    path = "/banking/transfer/internal"
+    auth.login(customer.email)
+    for _ in range(2):
+        assert _transfer(client, app, customer, path, source, target).status_code == 302
+    monkeypatch.setattr(limiter.limiter, "get_window_stats", unavailable)
+    refused = _transfer(client, app, customer, path, source, target)
+    assert refused.status_code == 429 and "Retry-After" not in refused.headers
+    assert RATE_LIMIT_MESSAGE in refused.get_data(as_text=True)
+    with app.test_request_context("/"):
+        from werkzeug.exceptions import TooManyRequests
+
+        from app.extensions import refuse_over_allowance
+
+        with pytest.raises(TooManyRequests) as refusal:
+            refuse_over_allowance("TRANSFER_RATE_LIMIT", "transfer")
+    assert refusal.value.retry_after is None
