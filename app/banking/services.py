@@ -334,9 +334,10 @@ def open_account(actor: User, account_type: str, opening_deposit: Decimal, owner
     opening_deposit = quantize(opening_deposit)
     if opening_deposit < ZERO or opening_deposit > config["MAX_OPENING_DEPOSIT"]:
         raise LimitExceededError(f"The opening deposit must be between 0.00 and {format_amount(config['MAX_OPENING_DEPOSIT'])}.")
-    if actor.role == "customer":
+    actor_role = actor.role
+    if actor_role == "customer":
         owner_id = actor.id
-    elif actor.role == "admin":
+    elif actor_role == "admin":
         owner = find_customer(owner_user_id)
         if owner is None:
             raise AccountNotFoundError("Choose an active customer to own the account.")
@@ -351,7 +352,10 @@ def open_account(actor: User, account_type: str, opening_deposit: Decimal, owner
             # is opened for a user who has just stopped being an active customer.
             owner_now = lock_account_holder(owner_id)
             if owner_now is None or owner_now.role != "customer" or not owner_now.is_active:
-                raise AccountNotFoundError("Choose an active customer to own the account.")
+                # A customer whose role or state changed since the request began is told so in
+                # their own terms: the owner picker's message is for admins.
+                raise AccountNotFoundError("Choose an active customer to own the account." if actor_role == "admin"
+                                           else "Only active customers can open accounts.")
             if owner_now.accounts_held >= config["MAX_ACCOUNTS_PER_CUSTOMER"]:
                 raise LimitExceededError(
                     f"A customer may hold at most {config['MAX_ACCOUNTS_PER_CUSTOMER']} accounts."

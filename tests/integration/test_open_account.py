@@ -280,6 +280,27 @@ def test_admin_open_account_service_refuses_non_customer_owner(app, admin, suppo
         assert db.session.scalar(select(func.count(Account.id))) == 0
 
 
+def test_a_customer_made_staff_meanwhile_is_refused_in_a_customers_words(app, customer):
+    """When a customer's role changes (an admin makes them support) between the start of their
+    request and the opening, is the opening refused under the owner's lock, with a message for
+    the customer rather than the admin's owner-picker advice, and nothing opened?"""
+    from sqlalchemy import update
+
+    from app.errors import AccountNotFoundError
+    from app.models import User
+
+    with app.app_context():
+        actor = db.session.get(User, customer.id)
+        assert actor.role == "customer"  # read at the start of the request
+        db.session.expunge(actor)  # the request's copy keeps saying customer
+        db.session.execute(update(User).where(User.id == customer.id).values(role="support"))
+        db.session.commit()
+        with pytest.raises(AccountNotFoundError) as refusal:
+            services.open_account(actor, "checking", Decimal("10.00"))
+        assert str(refusal.value) == "Only active customers can open accounts."
+        assert db.session.scalar(select(func.count(Account.id))) == 0
+
+
 @pytest.mark.parametrize("role", ["support", "auditor"])
 def test_support_and_auditor_cannot_open_accounts(client, app, auth, make_user, role):
     """Do support and auditor users get 403 (and an ACCESS_DENIED row) on GET and POST?"""
