@@ -541,7 +541,8 @@ def _deep_page_analysis(backend: str, v: dict) -> list[str]:
             f"and step over the customer's 4,975 newer entries before reading its 25 (merged from each account's walk "
             f"down the covering index, never sorted: `_customer_page_statement`, app/banking/services.py). On the same "
             f"customer it costs {med(deep):.2f} ms of CPU against {med(first):.2f} ms for page 1 ({where}): the "
-            f"stepping is {med(steps):.2f} ms, {med(ratios(steps, deep_pk)):.2f} PK routes, and page 200 costs "
+            f"stepping, page 200 less page 1 within each repetition, is {fmt(steps, 2)} ms (median, min–max), "
+            f"{med(ratios(steps, deep_pk)):.2f} PK routes, and page 200 costs "
             f"{med(ratios(deep, deep_pk)):.2f} PK routes against page 1's {med(ratios(first, first_pk)):.2f}. "
             f"It grows with the page number, not with the history (big ÷ small above)."]
 

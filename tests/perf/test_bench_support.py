@@ -346,7 +346,8 @@ def test_the_report_says_what_page_200_pays_for_its_numbered_page():
     text = "\n".join(report.analysis("postgresql", values, []))
     assert "it costs 6.50 ms of CPU against 4.50 ms for page 1" in text
     assert "1.50 ms of the database server's CPU against 0.50 ms" in text
-    assert "the stepping is 2.00 ms, 1.00 PK routes, and page 200 costs 3.25 PK routes against page 1's 2.25" in text
+    assert ("the stepping, page 200 less page 1 within each repetition, is 2.00 ms (median, min–max), 1.00 PK "
+            "routes, and page 200 costs 3.25 PK routes against page 1's 2.25") in text
     assert "where SQLite runs" in "\n".join(report.analysis("sqlite", values, []))
     assert "Page 200" not in "\n".join(report.analysis("postgresql", {k: v for k, v in values.items()
                                                                        if "page200" not in k}, []))
