@@ -73,6 +73,18 @@ def take_allowance(limit_setting: str, scope: str) -> bool:
                                rate_limit_key())
 
 
+def require_allowance(limit_setting: str, scope: str) -> None:
+    """take_allowance(`limit_setting`, `scope`), answering 429 with Retry-After
+    (refuse_over_allowance) when the allowance is used up. Returns None when the use counted."""
+    if not take_allowance(limit_setting, scope):
+        refuse_over_allowance(limit_setting, scope)
+
+
+def _whole_seconds_until(moment: float) -> int:
+    """Seconds from now until `moment` (a Unix time), rounded up, at least 1: a Retry-After value."""
+    return max(1, math.ceil(moment - time.time()))
+
+
 def refuse_over_allowance(limit_setting: str, scope: str) -> NoReturn:
     """Answer 429 for a request that take_allowance(`limit_setting`, `scope`) refused, with a
     Retry-After header: the whole seconds (at least 1) until the moving window lets the
@@ -83,7 +95,7 @@ def refuse_over_allowance(limit_setting: str, scope: str) -> NoReturn:
     try:
         stats = limiter.limiter.get_window_stats(parse_rate_limit(config[limit_setting]),
                                                  config["RATELIMIT_KEY_PREFIX"], scope, rate_limit_key())
-        retry_after: int | None = max(1, math.ceil(stats.reset_time - time.time()))
+        retry_after: int | None = _whole_seconds_until(stats.reset_time)
     except Exception:  # noqa: BLE001 - the storage (Redis) gone: still a 429, without the hint
         log.warning("could not read the %s window for Retry-After", limit_setting, exc_info=True)
         retry_after = None
@@ -99,7 +111,7 @@ def rate_limit_retry_after() -> int | None:
         breached = limiter.current_limit
         if breached is None or not breached.breached:
             return None
-        return max(1, math.ceil(breached.window.reset_time - time.time()))
+        return _whole_seconds_until(breached.window.reset_time)
     except Exception:  # noqa: BLE001 - the storage (Redis) gone: still a 429, without the hint
         log.warning("could not read the breached limit's window for Retry-After", exc_info=True)
         return None

@@ -17,7 +17,7 @@ from flask_wtf.form import SUBMIT_METHODS
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .audit import services as audit_services
-from .extensions import atomic, db, login_manager, refuse_over_allowance, take_allowance
+from .extensions import atomic, db, login_manager, require_allowance
 from .models import ROLES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,8 +73,7 @@ def roles_required(*roles: str) -> Callable[[F], F]:
             if not current_user.is_authenticated:
                 return login_manager.unauthorized()
             if current_user.role not in roles:
-                if not take_allowance("ACCESS_DENIED_RATE_LIMIT", "access-denied"):
-                    refuse_over_allowance("ACCESS_DENIED_RATE_LIMIT", "access-denied")
+                require_allowance("ACCESS_DENIED_RATE_LIMIT", "access-denied")
                 log_standalone_event(
                     "ACCESS_DENIED",
                     {"path": request.path[:200], "method": request.method, "role": current_user.role},

@@ -107,7 +107,8 @@ def _log_refused_sign_in(_limit) -> None:
     for the POST it refuses with 429 (DESIGN.md section 5b: a Flask-Limiter 429 on login is
     logged too), within LOGIN_THROTTLED_RATE_LIMIT (services.log_refused_sign_in). The
     password step's row holds the email tried (attempted_email) and, when it is a user's, that
-    user's id; the code step's row is under the user whose password was accepted. _limit: the breached limit (flask_limiter.RequestLimit), not used.
+    user's id; the code step's row is under the user whose password was accepted. _limit: the
+    breached limit (flask_limiter.RequestLimit), not used.
 
     Never raises: a row that can't be written (the database down or locked) is reported as a
     warning and the transaction rolled back, and the 429 is answered all the same; a refusal

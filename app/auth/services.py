@@ -52,7 +52,7 @@ class LoginThrottledError(DomainError):
 
     default_message = "Too many failed sign-in attempts. Please wait a few minutes and try again."
 
-    def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
+    def __init__(self, message: str | None = None, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

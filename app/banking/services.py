@@ -978,8 +978,8 @@ def verify_ledger() -> LedgerReport:
 
     No balance is negative; each account's balance equals its credits minus its debits; every
     debit, on its sender's account, has one matching credit on its receiver's (same reference,
-    amount, sender, receiver, initiator, description and time); the sum of all balances equals the sum of external money in
-    (opening deposits). Then every transfer in the ledger has exactly one TRANSFER_CREATED audit
+    amount, sender, receiver, initiator, description and time); the sum of all balances equals
+    the sum of external money in (opening deposits). Then every transfer in the ledger has exactly one TRANSFER_CREATED audit
     row with its reference, amount, source account and target account, logged under the user
     the ledger names as its initiator and holding the entry_mac of its description and time,
     and every such row a transfer; every account has exactly one ACCOUNT_CREATED row, whose

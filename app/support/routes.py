@@ -6,7 +6,7 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from ..errors import DomainError, TicketNotFoundError, error_page
-from ..extensions import refuse_over_allowance, take_allowance
+from ..extensions import require_allowance
 from ..pagination import page_number
 from ..security import roles_required
 from . import services, support_bp
@@ -27,9 +27,8 @@ def create_ticket():
     form = TicketForm()
     if form.validate_on_submit():
         # Taken here, not by a decorator: refused forms don't use up the allowance, and one
-        # atomic take holds against simultaneous POSTs (take_allowance).
-        if not take_allowance("TICKET_RATE_LIMIT", "ticket-create"):
-            refuse_over_allowance("TICKET_RATE_LIMIT", "ticket-create")
+        # atomic take holds against simultaneous POSTs (take_allowance, via require_allowance).
+        require_allowance("TICKET_RATE_LIMIT", "ticket-create")
         try:
             ticket = services.create_ticket(current_user, form.subject.data, form.description.data)
         except DomainError as exc:
